@@ -1,0 +1,117 @@
+"""Type stub for the Rust extension. Import these names from `geminilive`, not from here."""
+
+from typing import final
+
+import numpy as np
+import numpy.typing as npt
+
+_F32 = npt.NDArray[np.float32]
+_Audio = npt.NDArray[np.float32] | npt.NDArray[np.int16]
+_Pcm16 = bytes | bytearray | memoryview | npt.NDArray[np.int16]
+
+def f32_to_s16le(samples: _F32) -> bytes:
+    """Encode float32 samples as 16-bit little-endian PCM (round half to even, clip).
+
+    Raises:
+        AudioFormatError: not float32, or not C-contiguous.
+    """
+
+def s16le_to_f32(data: _Pcm16) -> _F32:
+    """Decode 16-bit little-endian PCM into float32 samples in [-1, 1).
+
+    Raises:
+        AudioFormatError: an odd number of bytes, or a type that is not PCM.
+    """
+
+def to_mono(samples: _Audio, channels: int | None = None) -> _F32:
+    """Average the channels of a (frames, channels) array, or of interleaved 1-D samples."""
+
+def from_mono(samples: _Audio, channels: int) -> _F32:
+    """Copy mono samples into every channel of a (frames, channels) array."""
+
+@final
+class Resampler:
+    """Streaming sample-rate converter (8-192 kHz): any chunking gives bit-identical output.
+
+    The pass band is flat to 0.9 of the lower Nyquist frequency (within 0.05 dB) and aliases
+    are rejected by 100 dB or more. Output is aligned with the input; `delay_samples` outputs
+    are withheld until later input arrives, and `flush()` releases them.
+    """
+
+    def __init__(self, input_rate_hz: int, output_rate_hz: int, channels: int = 1) -> None: ...
+    def process(self, samples: _Audio) -> _F32:
+        """Resample a chunk: 1-D for mono, (frames, channels) otherwise. Float32 out."""
+    def flush(self) -> _F32:
+        """Return the withheld tail and reset for a new stream."""
+    def reset(self) -> None:
+        """Forget all history."""
+    @property
+    def input_rate_hz(self) -> int: ...
+    @property
+    def output_rate_hz(self) -> int: ...
+    @property
+    def channels(self) -> int: ...
+    @property
+    def taps(self) -> int:
+        """Filter taps per output sample."""
+    @property
+    def delay_samples(self) -> int:
+        """Latency in output samples (rounded up)."""
+    @property
+    def delay_ms(self) -> float:
+        """Latency in milliseconds."""
+
+@final
+class PlayoutStats:
+    """A snapshot of a playout buffer's counters (all in samples)."""
+
+    depth: int
+    underruns: int
+    played: int
+    discarded: int
+    silence: int
+    threshold: int
+    pushed: int
+    sample_rate_hz: int
+    @property
+    def depth_ms(self) -> float: ...
+    @property
+    def threshold_ms(self) -> float: ...
+
+@final
+class PlayoutBuffer:
+    """Lock-free playout buffer between received audio and the audio callback.
+
+    Holds minutes of audio, prebuffers `prebuffer_ms` before starting (raised after underruns,
+    decaying back), plays a turn's tail in full after `end_of_turn()`, and `clear()`s within
+    one callback period with a short fade.
+    """
+
+    def __init__(
+        self,
+        sample_rate_hz: int,
+        *,
+        capacity_s: float = 300.0,
+        prebuffer_ms: float = 40.0,
+        max_prebuffer_ms: float = 400.0,
+        fade_ms: float = 2.5,
+    ) -> None: ...
+    def push(self, pcm: _Pcm16 | _F32) -> None:
+        """Queue audio, all or nothing.
+
+        Raises:
+            BufferFullError: it does not fit; nothing was written.
+            AudioFormatError: odd byte count or unsupported type.
+        """
+    def pull(self, frames: int) -> _F32:
+        """The next `frames` samples (silence where nothing is playable)."""
+    def end_of_turn(self) -> None:
+        """Mark the end of a turn: what is queued plays out in full."""
+    def clear(self) -> int:
+        """Drop everything queued (barge-in); returns the samples that will not play in full."""
+    @property
+    def free(self) -> int: ...
+    @property
+    def sample_rate_hz(self) -> int: ...
+    @property
+    def stats(self) -> PlayoutStats: ...

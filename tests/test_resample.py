@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from geminilive import Resampler
+from geminilive.errors import AudioFormatError
+
+HOT_PAIRS = [(48000, 16000), (44100, 16000), (16000, 16000), (24000, 48000), (24000, 44100)]
+
+
+def tone(rate: int, freq: float, seconds: float = 0.5, amplitude: float = 0.5) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def level_db(signal: np.ndarray, rate: int, freq: float, reference: float = 0.5) -> float:
+    """Level of `freq` by projection on the middle half (edges hold the filter's ramps)."""
+    n = len(signal)
+    idx = np.arange(n // 4, n - n // 4)
+    part = signal[idx].astype(np.float64)
+    phase = 2 * np.pi * freq * idx / rate
+    amp = 2 * np.hypot(part @ np.sin(phase), part @ np.cos(phase)) / len(idx)
+    return 20 * np.log10(max(amp, 1e-15) / reference)
+
+
+def resample_all(r: Resampler, x: np.ndarray) -> np.ndarray:
+    return np.concatenate([r.process(x), r.flush()])
+
+
+@pytest.mark.parametrize(("rate_in", "rate_out"), [*HOT_PAIRS, (8000, 48000), (192000, 8000)])
+def test_passband_within_005_db(rate_in: int, rate_out: int) -> None:
+    nyquist = min(rate_in, rate_out) / 2
+    for fraction in (0.005, 0.1, 0.25, 0.5, 0.75, 0.85, 0.9):
+        f = fraction * nyquist
+        out = resample_all(Resampler(rate_in, rate_out), tone(rate_in, f))
+        gain = level_db(out, rate_out, f)
+        assert abs(gain) < 0.05, f"{rate_in}->{rate_out} {f:.0f} Hz: {gain:.4f} dB"
+
+
+@pytest.mark.parametrize(("rate_in", "rate_out"), [(48000, 16000), (44100, 16000), (48000, 24000)])
+def test_tones_above_output_nyquist_fold_back_below_100_db(rate_in: int, rate_out: int) -> None:
+    nyquist = rate_out / 2
+    for f in np.linspace(nyquist, rate_in / 2 * 0.995, 17):
+        alias = abs(f - rate_out * round(f / rate_out))
+        out = resample_all(Resampler(rate_in, rate_out), tone(rate_in, f))
+        level = level_db(out, rate_out, alias)
+        assert level < -100, f"{rate_in}->{rate_out}: {f:.0f} Hz folds to {alias:.0f} at {level:.1f} dB"
+
+
+def test_upsampling_images_are_rejected() -> None:
+    out = resample_all(Resampler(24000, 48000), tone(24000, 10000))
+    assert level_db(out, 48000, 14000) < -100
+
+
+@given(
+    st.sampled_from([*HOT_PAIRS, (8000, 44100), (44101, 16000), (96000, 22050)]),
+    st.lists(st.integers(0, 2500), min_size=1, max_size=12),
+    st.integers(0, 2**32 - 1),
+)
+def test_any_chunking_is_bit_identical(pair: tuple[int, int], sizes: list[int], seed: int) -> None:
+    rate_in, rate_out = pair
+    x = np.random.default_rng(seed).uniform(-1, 1, sum(sizes)).astype(np.float32)
+    whole = resample_all(Resampler(rate_in, rate_out), x)
+    r = Resampler(rate_in, rate_out)
+    parts, start = [], 0
+    for size in sizes:
+        parts.append(r.process(x[start : start + size]))
+        start += size
+    parts.append(r.flush())
+    chunked = np.concatenate(parts)
+    assert chunked.tobytes() == whole.tobytes()
+
+
+def test_output_length_and_reported_delay() -> None:
+    for rate_in, rate_out in HOT_PAIRS:
+        r = Resampler(rate_in, rate_out)
+        x = np.zeros(rate_in, np.float32)
+        out = r.process(x)
+        assert abs((rate_out - len(out)) - r.delay_samples) <= 1
+        assert len(out) + len(r.flush()) == rate_out
+    assert Resampler(48000, 16000).delay_ms < 5.0
+    assert Resampler(44100, 16000).delay_ms < 14.0
+
+
+def test_delay_aligns_the_output() -> None:
+    """An impulse comes out at the same time position (the output is not shifted)."""
+    x = np.zeros(4800, np.float32)
+    x[2400] = 1.0
+    out = resample_all(Resampler(48000, 16000), x)
+    assert int(np.argmax(out)) == 800
+
+
+def test_int16_stereo_and_flush_reset() -> None:
+    left, right = tone(48000, 440), tone(48000, 1000)
+    stereo = np.stack([left, right], axis=1)
+    r = Resampler(48000, 16000, channels=2)
+    out = resample_all(r, stereo)
+    assert out.shape == (8000, 2)
+    mono = resample_all(Resampler(48000, 16000), left)
+    np.testing.assert_array_equal(out[:, 0], mono)
+    as_int = np.round(left * 32767).astype(np.int16)
+    out16 = resample_all(Resampler(48000, 16000), as_int)
+    assert abs(level_db(out16, 16000, 440, 0.5 * 32767 / 32768)) < 0.05
+    # flush resets: the same input gives the same output again
+    np.testing.assert_array_equal(resample_all(r, stereo), out)
+
+
+def test_bad_input_is_a_typed_error() -> None:
+    with pytest.raises(AudioFormatError, match="outside the supported"):
+        Resampler(4000, 16000)
+    with pytest.raises(AudioFormatError):
+        Resampler(48000, 16000, channels=0)
+    r = Resampler(48000, 16000, channels=2)
+    with pytest.raises(AudioFormatError, match="whole number"):
+        r.process(np.zeros(3, np.float32))
+    with pytest.raises(AudioFormatError, match="channels"):
+        r.process(np.zeros((4, 3), np.float32))
+    with pytest.raises(AudioFormatError, match="float64"):
+        Resampler(48000, 16000).process(np.zeros(10))
