@@ -26,10 +26,12 @@ pub const PASSBAND_FRACTION: f64 = 0.9;
 /// Above this many polyphase branches, branches are interpolated from a table of this size
 /// instead of being stored one per phase (only odd rate pairs like 44101 -> 16000 need it).
 const MAX_EXACT_PHASES: usize = 1024;
-/// Taps per branch are a multiple of this (two 8-lane accumulators per output).
-const TAP_BLOCK: usize = 16;
-/// Outputs computed together so that they share coefficient loads.
-const OUTPUT_BLOCK: usize = 4;
+/// Taps per branch are a multiple of this (one 8-lane accumulator per output).
+const TAP_BLOCK: usize = 8;
+/// Outputs computed together: independent FMA chains, and shared coefficient loads.
+const OUTPUT_BLOCK: usize = 8;
+/// Interpolation factors up to this use the shared-branch grouping (48k -> 16k, 24k -> 48k).
+const SHARED_MAX_UP: usize = 4;
 
 /// Why a resampler could not be made or fed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,9 +163,10 @@ impl FilterBank {
     }
 }
 
-/// The dot-product kernels. Each output always uses two 8-lane accumulators over alternate
-/// 8-tap blocks, summed in a fixed order, whichever kernel (and block size) computes it: that
-/// is what makes the output independent of chunking.
+/// The dot-product kernels. Each output always uses one 8-lane accumulator over its taps in
+/// order, reduced in a fixed order, whichever kernel (and block size) computes it: that is
+/// what makes the output independent of chunking. Blocks of outputs give the independent
+/// FMA chains that hide latency, and share coefficient loads where the branch is shared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kernel {
     #[cfg(target_arch = "x86_64")]
@@ -190,15 +193,15 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: the CPU has AVX2 and FMA (checked in `detect`); lengths checked above.
             Self::Avx2Fma => unsafe { avx::dots_shared(h, xs) },
-            Self::Portable => portable::dots_shared(h, xs),
+            Self::Portable => portable::dots_pairs([h; B], xs),
         }
     }
 
-    /// `out[b] = dot(hs[b], xs[b])` for `B` independent windows and branches.
+    /// `out[b] = dot(hs[b], xs[b])` for `B` independent windows and branches of one length.
     #[inline]
     fn dots_pairs<const B: usize>(self, hs: [&[f32]; B], xs: [&[f32]; B]) -> [f32; B] {
         for (h, x) in hs.iter().zip(&xs) {
-            assert!(x.len() >= h.len() && h.len() % TAP_BLOCK == 0);
+            assert!(x.len() >= h.len() && h.len() == hs[0].len() && h.len() % TAP_BLOCK == 0);
         }
         match self {
             #[cfg(target_arch = "x86_64")]
@@ -212,39 +215,24 @@ impl Kernel {
 mod portable {
     use super::TAP_BLOCK;
 
-    fn accumulate(acc: &mut [f32; 8], h: &[f32], x: &[f32]) {
-        for ((a, c), s) in acc.iter_mut().zip(h).zip(x) {
-            *a += c * s;
-        }
-    }
-
-    fn reduce(acc0: [f32; 8], acc1: [f32; 8]) -> f32 {
-        let mut lanes = [0f32; 8];
-        for (l, (a, b)) in lanes.iter_mut().zip(acc0.iter().zip(acc1.iter())) {
-            *l = a + b;
-        }
-        ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
-            + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
+    /// Same order as `avx::reduce`.
+    fn reduce(l: [f32; 8]) -> f32 {
+        ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
     }
 
     pub(super) fn dots_pairs<const B: usize>(hs: [&[f32]; B], xs: [&[f32]; B]) -> [f32; B] {
-        let mut out = [0f32; B];
-        for b in 0..B {
-            let (mut acc0, mut acc1) = ([0f32; 8], [0f32; 8]);
+        std::array::from_fn(|b| {
+            let mut acc = [0f32; 8];
             for (hc, xc) in hs[b]
                 .chunks_exact(TAP_BLOCK)
                 .zip(xs[b].chunks_exact(TAP_BLOCK))
             {
-                accumulate(&mut acc0, &hc[..8], &xc[..8]);
-                accumulate(&mut acc1, &hc[8..], &xc[8..]);
+                for ((a, c), s) in acc.iter_mut().zip(hc).zip(xc) {
+                    *a += c * s;
+                }
             }
-            out[b] = reduce(acc0, acc1);
-        }
-        out
-    }
-
-    pub(super) fn dots_shared<const B: usize>(h: &[f32], xs: [&[f32]; B]) -> [f32; B] {
-        dots_pairs([h; B], xs)
+            reduce(acc)
+        })
     }
 }
 
@@ -252,76 +240,58 @@ mod portable {
 mod avx {
     use super::TAP_BLOCK;
     use std::arch::x86_64::{
-        __m256, _mm256_add_ps, _mm256_castps256_ps128, _mm256_extractf128_ps, _mm256_fmadd_ps,
-        _mm256_loadu_ps, _mm256_setzero_ps, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_movehl_ps,
-        _mm_shuffle_ps,
+        __m256, _mm256_castps256_ps128, _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_ps,
+        _mm256_setzero_ps, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_movehl_ps, _mm_shuffle_ps,
     };
 
-    /// Same order as `portable::reduce`: lanes (0+4),(2+6) then (1+5),(3+7).
+    /// Lanes (0+4),(2+6) then (1+5),(3+7), as `portable::reduce`.
     #[target_feature(enable = "avx2,fma")]
-    fn reduce(acc0: __m256, acc1: __m256) -> f32 {
-        let v = _mm256_add_ps(acc0, acc1);
+    fn reduce(v: __m256) -> f32 {
         let quad = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
         let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
         _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps::<0b01>(pair, pair)))
     }
 
     /// # Safety
-    /// Needs AVX2 and FMA; every `xs[b]` at least as long as `h`, `h.len() % 16 == 0`.
+    /// Needs AVX2 and FMA; every `xs[b]` at least as long as `h`, `h.len() % 8 == 0`.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dots_shared<const B: usize>(h: &[f32], xs: [&[f32]; B]) -> [f32; B] {
-        let mut acc0 = [_mm256_setzero_ps(); B];
-        let mut acc1 = [_mm256_setzero_ps(); B];
+        let mut acc = [_mm256_setzero_ps(); B];
         let mut j = 0;
         while j < h.len() {
-            // SAFETY: j + 16 <= h.len() <= xs[b].len(), per the caller's contract.
+            // SAFETY: j + 8 <= h.len() <= xs[b].len(), per the caller's contract.
             unsafe {
-                let h0 = _mm256_loadu_ps(h.as_ptr().add(j));
-                let h1 = _mm256_loadu_ps(h.as_ptr().add(j + 8));
+                let coefficients = _mm256_loadu_ps(h.as_ptr().add(j));
                 for b in 0..B {
-                    let x = xs[b].as_ptr().add(j);
-                    acc0[b] = _mm256_fmadd_ps(h0, _mm256_loadu_ps(x), acc0[b]);
-                    acc1[b] = _mm256_fmadd_ps(h1, _mm256_loadu_ps(x.add(8)), acc1[b]);
-                }
-            }
-            j += TAP_BLOCK;
-        }
-        let mut out = [0f32; B];
-        for b in 0..B {
-            out[b] = reduce(acc0[b], acc1[b]);
-        }
-        out
-    }
-
-    /// # Safety
-    /// Needs AVX2 and FMA; `xs[b]` at least as long as `hs[b]`, each `hs[b].len() % 16 == 0`,
-    /// and all `hs` of one length.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dots_pairs<const B: usize>(hs: [&[f32]; B], xs: [&[f32]; B]) -> [f32; B] {
-        let mut acc0 = [_mm256_setzero_ps(); B];
-        let mut acc1 = [_mm256_setzero_ps(); B];
-        let mut j = 0;
-        while j < hs[0].len() {
-            for b in 0..B {
-                // SAFETY: j + 16 <= hs[b].len() <= xs[b].len(), per the caller's contract.
-                unsafe {
-                    let h = hs[b].as_ptr().add(j);
-                    let x = xs[b].as_ptr().add(j);
-                    acc0[b] = _mm256_fmadd_ps(_mm256_loadu_ps(h), _mm256_loadu_ps(x), acc0[b]);
-                    acc1[b] = _mm256_fmadd_ps(
-                        _mm256_loadu_ps(h.add(8)),
-                        _mm256_loadu_ps(x.add(8)),
-                        acc1[b],
+                    acc[b] = _mm256_fmadd_ps(
+                        coefficients,
+                        _mm256_loadu_ps(xs[b].as_ptr().add(j)),
+                        acc[b],
                     );
                 }
             }
             j += TAP_BLOCK;
         }
-        let mut out = [0f32; B];
-        for b in 0..B {
-            out[b] = reduce(acc0[b], acc1[b]);
+        acc.map(|a| reduce(a))
+    }
+
+    /// # Safety
+    /// Needs AVX2 and FMA; all `hs` of one length, a multiple of 8; `xs[b]` at least as long.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dots_pairs<const B: usize>(hs: [&[f32]; B], xs: [&[f32]; B]) -> [f32; B] {
+        let mut acc = [_mm256_setzero_ps(); B];
+        let mut j = 0;
+        while j < hs[0].len() {
+            for b in 0..B {
+                // SAFETY: j + 8 <= hs[b].len() <= xs[b].len(), per the caller's contract.
+                unsafe {
+                    let h = _mm256_loadu_ps(hs[b].as_ptr().add(j));
+                    acc[b] = _mm256_fmadd_ps(h, _mm256_loadu_ps(xs[b].as_ptr().add(j)), acc[b]);
+                }
+            }
+            j += TAP_BLOCK;
         }
-        out
+        acc.map(|a| reduce(a))
     }
 }
 
@@ -598,7 +568,7 @@ impl Resampler {
         }
         let up = self.up as usize;
         let mut i = 0;
-        if up <= OUTPUT_BLOCK {
+        if up <= SHARED_MAX_UP {
             // Outputs n, n + up, n + 2 up, n + 3 up share a branch and their windows lie
             // `down` input samples apart: compute them together, sharing coefficient loads.
             let group = OUTPUT_BLOCK * up;
