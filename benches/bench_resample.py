@@ -69,10 +69,14 @@ def main() -> None:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     gc.collect()
     gc.freeze()
-    print(f"geminilive {geminilive.__version__}, soxr {soxr.__version__}; 20 ms float32 chunks, "
-          f"{args.seconds:.0f} s x {args.rounds} rounds, best round")
-    header = (f"{'pair':>14} {'taps':>5} {'ours us/chunk':>14} {'soxr us/chunk':>14} "
-              f"{'speed x soxr':>13} {'ours ms':>8} {'soxr ms':>8} {'delay ratio':>12}")
+    print(
+        f"geminilive {geminilive.__version__}, soxr {soxr.__version__}; 20 ms float32 chunks, "
+        f"{args.seconds:.0f} s x {args.rounds} rounds, best round"
+    )
+    header = (
+        f"{'pair':>14} {'taps':>5} {'ours us/chunk':>14} {'soxr us/chunk':>14} "
+        f"{'speed x soxr':>13} {'ours ms':>8} {'soxr ms':>8} {'delay ratio':>12}"
+    )
     print(header)
     for rate_in, rate_out in PAIRS:
         frames = chunks(rate_in, args.seconds)
@@ -86,9 +90,11 @@ def main() -> None:
         theirs_us = min(theirs) / len(frames) * 1e6
         delay_ours, delay_theirs = withheld_ms(rate_in, rate_out)
         taps = geminilive.Resampler(rate_in, rate_out).taps
-        print(f"{rate_in:>6}->{rate_out:<6} {taps:>5} {ours_us:>14.2f} {theirs_us:>14.2f} "
-              f"{theirs_us / ours_us:>12.2f}x {delay_ours:>8.2f} {delay_theirs:>8.2f} "
-              f"{delay_ours / delay_theirs:>12.2f}")
+        print(
+            f"{rate_in:>6}->{rate_out:<6} {taps:>5} {ours_us:>14.2f} {theirs_us:>14.2f} "
+            f"{theirs_us / ours_us:>12.2f}x {delay_ours:>8.2f} {delay_theirs:>8.2f} "
+            f"{delay_ours / delay_theirs:>12.2f}"
+        )
 
 
 if __name__ == "__main__":

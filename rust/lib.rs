@@ -4,6 +4,7 @@
 pub mod jitter;
 pub mod pcm;
 pub mod resample;
+pub mod vad;
 
 #[cfg(feature = "python")]
 mod py;

@@ -44,9 +44,7 @@ def test_int16_round_trip_exact(c: np.ndarray) -> None:
 
 def test_clipping_does_not_wrap_and_nan_is_zero() -> None:
     x = np.array([1.5, -1.5, 1.0, -1.0, np.nan, np.inf, -np.inf], dtype=np.float32)
-    assert np.frombuffer(pcm.f32_to_s16le(x), "<i2").tolist() == [
-        32767, -32768, 32767, -32768, 0, 32767, -32768
-    ]
+    assert np.frombuffer(pcm.f32_to_s16le(x), "<i2").tolist() == [32767, -32768, 32767, -32768, 0, 32767, -32768]
 
 
 def test_little_endian_on_the_wire() -> None:
@@ -69,9 +67,7 @@ def test_errors_are_typed_and_clear() -> None:
 
 @given(st.integers(1, 8), st.integers(0, 300), st.data())
 def test_to_mono_averages_and_from_mono_duplicates(channels: int, frames: int, data) -> None:
-    x = data.draw(
-        hnp.arrays(np.float32, (frames, channels), elements=st.floats(-1, 1, width=32))
-    )
+    x = data.draw(hnp.arrays(np.float32, (frames, channels), elements=st.floats(-1, 1, width=32)))
     mono = pcm.to_mono(x)
     np.testing.assert_allclose(mono, x.mean(axis=1), atol=1e-6)
     np.testing.assert_array_equal(pcm.to_mono(x.reshape(-1), channels), mono)

@@ -1,13 +1,33 @@
 """geminilive: real-time voice sessions with the Gemini Live API.
 
-A Rust core (PCM conversion, streaming resampling, a playout buffer, audio devices) under an
-asyncio client of the Live WebSocket protocol, with a local emulator of the service.
+A Rust core (PCM conversion, streaming resampling, a lock-free playout buffer, voice activity
+detection) under an asyncio client of the Live WebSocket protocol, with a local emulator of
+the service (:mod:`geminilive.emulator`) for offline development and tests.
 """
 
 from __future__ import annotations
 
-from geminilive import errors, pcm
-from geminilive._native import PlayoutBuffer, PlayoutStats, Resampler
+from geminilive import errors, events, messages, pcm
+from geminilive._native import PlayoutBuffer, PlayoutStats, Resampler, VoiceActivityDetector
+from geminilive.config import DEFAULT_MODEL, DEFAULT_VERTEX_MODEL, LiveConfig
+from geminilive.protocol import LiveProtocol
+from geminilive.session import Endpoint, Session, connect
 
-__all__ = ["PlayoutBuffer", "PlayoutStats", "Resampler", "errors", "pcm"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "DEFAULT_VERTEX_MODEL",
+    "Endpoint",
+    "LiveConfig",
+    "LiveProtocol",
+    "PlayoutBuffer",
+    "PlayoutStats",
+    "Resampler",
+    "Session",
+    "VoiceActivityDetector",
+    "connect",
+    "errors",
+    "events",
+    "messages",
+    "pcm",
+]
 __version__ = "0.1.0"

@@ -115,3 +115,28 @@ class PlayoutBuffer:
     def sample_rate_hz(self) -> int: ...
     @property
     def stats(self) -> PlayoutStats: ...
+
+@final
+class VoiceActivityDetector:
+    """Streaming energy VAD in 10 ms frames (the emulator's server VAD, the client's barge-in).
+
+    Start is committed after `prefix_padding_ms` of speech and dated to its first frame; end
+    after `silence_duration_ms` of silence, dated to the first silent frame.
+    """
+
+    def __init__(
+        self,
+        sample_rate_hz: int = 16000,
+        *,
+        start_sensitivity: str = "HIGH",
+        end_sensitivity: str = "HIGH",
+        prefix_padding_ms: int = 20,
+        silence_duration_ms: int = 500,
+    ) -> None: ...
+    def process(self, samples: _Audio | _Pcm16) -> list[tuple[str, int]]:
+        """Feed audio; returns ("start" | "end", sample_index) per completed event."""
+    def reset(self) -> None: ...
+    @property
+    def speaking(self) -> bool: ...
+    @property
+    def position(self) -> int: ...

@@ -9,6 +9,7 @@ use pyo3::types::PyType;
 mod jitter;
 mod pcm;
 mod resample;
+mod vad;
 
 /// Inputs at least this long are processed with the GIL released; below it the release costs
 /// more than the work (a 20 ms frame converts in well under a microsecond).
@@ -64,5 +65,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     pcm::register(m)?;
     resample::register(m)?;
     jitter::register(m)?;
+    vad::register(m)?;
     Ok(())
 }

@@ -1,0 +1,125 @@
+"""Typed events a live session produces, one frozen ``msgspec.Struct`` each."""
+
+from __future__ import annotations
+
+import msgspec
+
+from geminilive.messages import FunctionCall, UsageMetadata
+
+__all__ = [
+    "AudioChunk",
+    "Event",
+    "GenerationComplete",
+    "GoAway",
+    "GroundingMetadata",
+    "InputTranscription",
+    "Interrupted",
+    "OutputTranscription",
+    "SessionResumptionUpdate",
+    "SetupComplete",
+    "TextChunk",
+    "ToolCall",
+    "ToolCallCancellation",
+    "TurnComplete",
+    "Usage",
+    "VoiceActivity",
+]
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of every event."""
+
+
+class SetupComplete(Event, frozen=True):
+    """The service accepted the setup; the session is open."""
+
+    session_id: str | None = None
+
+
+class AudioChunk(Event, frozen=True):
+    """Model audio: 16-bit little-endian mono PCM."""
+
+    data: bytes
+    sample_rate_hz: int = 24000
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.data) / 2 / self.sample_rate_hz
+
+
+class TextChunk(Event, frozen=True):
+    """Model text (TEXT modality), or a thought summary when ``thought``."""
+
+    text: str
+    thought: bool = False
+
+
+class InputTranscription(Event, frozen=True):
+    """Transcript of the user's speech (a fragment unless ``finished``)."""
+
+    text: str
+    finished: bool = False
+
+
+class OutputTranscription(Event, frozen=True):
+    """Transcript of the model's speech (a fragment unless ``finished``)."""
+
+    text: str
+    finished: bool = False
+
+
+class TurnComplete(Event, frozen=True):
+    """The model's turn is over; ``reason`` is the service's turnCompleteReason, if any."""
+
+    reason: str | None = None
+    waiting_for_input: bool = False
+    interrupted: bool = False
+
+
+class Interrupted(Event, frozen=True):
+    """User activity interrupted the model: stop and flush playback now."""
+
+
+class GenerationComplete(Event, frozen=True):
+    """The model finished generating (playback may still be running)."""
+
+
+class GroundingMetadata(Event, frozen=True):
+    metadata: dict
+
+
+class ToolCall(Event, frozen=True):
+    """The model asks for function results; answer with ``send_tool_response``."""
+
+    function_calls: list[FunctionCall]
+
+
+class ToolCallCancellation(Event, frozen=True):
+    """These pending calls were cancelled (the turn was interrupted)."""
+
+    ids: list[str]
+
+
+class GoAway(Event, frozen=True):
+    """The service will close this connection in ``time_left_s``; resume on a new one."""
+
+    time_left_s: float | None
+
+
+class SessionResumptionUpdate(Event, frozen=True):
+    """A handle to resume this session on a new connection (when ``resumable``)."""
+
+    handle: str | None
+    resumable: bool
+    last_consumed_client_message_index: int | None = None
+
+
+class Usage(Event, frozen=True):
+    usage: UsageMetadata
+
+
+class VoiceActivity(Event, frozen=True):
+    """The service's own voice activity signal (newer models)."""
+
+    type: str | None
+    audio_offset_s: float | None = None

@@ -1,0 +1,297 @@
+"""The client side of the Live protocol as a pure state machine (no sockets, no clock).
+
+Feed it what the socket received with :meth:`LiveProtocol.receive_data`, which returns typed
+events; queue messages with the ``send_*`` methods; write what :meth:`LiveProtocol.data_to_send`
+returns to the socket. The asyncio :class:`geminilive.session.Session` does exactly that.
+
+Rules it enforces (``../shared/live-protocol.md`` §2.0, §5.1):
+
+* ``setup`` is the first frame and is sent once; nothing else goes out before the service's
+  ``setupComplete``: messages queued earlier are held and released in order after it.
+* The first server message must be ``setupComplete``.
+* Client messages are numbered per connection, ``setup`` being 0. With transparent resumption
+  the service reports ``lastConsumedClientMessageIndex``; frames after it are kept so that a
+  resumed connection can replay them (:meth:`unconsumed_frames`), so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections import deque
+from collections.abc import Iterable, Sequence
+
+from geminilive import events as ev
+from geminilive.errors import AudioFormatError, LocalProtocolError, RemoteProtocolError, SessionError, closed_error
+from geminilive.messages import (
+    ActivityEnd,
+    ActivityStart,
+    Blob,
+    ClientContent,
+    ClientMessage,
+    Content,
+    FunctionCall,
+    FunctionResponse,
+    Part,
+    RealtimeInput,
+    ServerContent,
+    ServerMessage,
+    Setup,
+    ToolResponse,
+    decode_server,
+    encode_client,
+    parse_duration_s,
+)
+
+__all__ = ["INPUT_RATE_HZ", "OUTPUT_RATE_HZ", "LiveProtocol", "State", "pcm_mime_type", "rate_from_mime"]
+
+INPUT_RATE_HZ = 16000
+OUTPUT_RATE_HZ = 24000
+_RATE = re.compile(r"rate=(\d+)")
+
+
+def pcm_mime_type(sample_rate_hz: int) -> str:
+    return f"audio/pcm;rate={sample_rate_hz}"
+
+
+def rate_from_mime(mime_type: str, default: int) -> int:
+    """The ``rate=`` parameter of an ``audio/pcm`` MIME type (Vertex omits it)."""
+    match = _RATE.search(mime_type)
+    return int(match.group(1)) if match else default
+
+
+class State(enum.Enum):
+    AWAITING_SETUP_COMPLETE = "awaiting_setup_complete"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class LiveProtocol:
+    """One connection's worth of the Live protocol, client side.
+
+    Args:
+        setup: the setup message; it is queued as the first frame.
+        replay: frames from a previous connection that the service had not consumed; they go
+            out right after ``setupComplete``, before anything sent since.
+    """
+
+    def __init__(self, setup: Setup, *, replay: Sequence[bytes] = ()) -> None:
+        if not setup.model:
+            raise LocalProtocolError("setup needs a model")
+        self.setup = setup
+        self.state = State.AWAITING_SETUP_COMPLETE
+        self.session_id: str | None = None
+        self._outgoing: list[bytes] = [encode_client(ClientMessage(setup=setup))]
+        self._held: list[bytes] = []
+        self._next_index = 1
+        resumption = setup.session_resumption
+        self.transparent = bool(resumption and resumption.transparent)
+        # (index, frame) of sent frames the service has not reported consumed.
+        self._unconsumed: deque[tuple[int, bytes]] = deque()
+        self.pending_tool_calls: dict[str, FunctionCall] = {}
+        self.resumption_handle: str | None = resumption.handle if resumption else None
+        self.resumable = False
+        self.last_consumed_index: int | None = None
+        self.model_turn_active = False
+        self.turns_completed = 0
+        self.go_away_time_left_s: float | None = None
+        self.close_code: int | None = None
+        self.close_reason = ""
+        for frame in replay:
+            self._queue(frame)
+
+    # --- sending -------------------------------------------------------------------------------
+
+    def _queue(self, frame: bytes) -> int:
+        index = self._next_index
+        self._next_index += 1
+        if self.transparent:
+            self._unconsumed.append((index, frame))
+        (self._outgoing if self.state is State.OPEN else self._held).append(frame)
+        return index
+
+    def send(self, message: ClientMessage) -> int:
+        """Queue a client message; returns its index on this connection.
+
+        Raises:
+            LocalProtocolError: a second setup, a message with no or several fields, or a
+                closed connection.
+        """
+        if self.state is State.CLOSED:
+            raise LocalProtocolError("the connection is closed")
+        fields = [f for f in message.__struct_fields__ if getattr(message, f) is not None]
+        if len(fields) != 1:
+            raise LocalProtocolError(f"a client message carries exactly one field, got {fields or 'none'}")
+        if fields[0] == "setup":
+            raise LocalProtocolError("setup is sent once, first, by the protocol itself")
+        return self._queue(encode_client(message))
+
+    def send_realtime(self, realtime_input: RealtimeInput) -> int:
+        set_fields = [f for f in realtime_input.__struct_fields__ if getattr(realtime_input, f) is not None]
+        if len(set_fields) != 1:
+            raise LocalProtocolError(f"realtimeInput carries exactly one field, got {set_fields or 'none'}")
+        return self.send(ClientMessage(realtime_input=realtime_input))
+
+    def send_audio(self, pcm: bytes, sample_rate_hz: int = INPUT_RATE_HZ) -> int:
+        """Queue 16-bit little-endian mono PCM (the service takes any rate; 16 kHz is native)."""
+        if len(pcm) % 2:
+            raise AudioFormatError(f"16-bit PCM needs an even number of bytes, got {len(pcm)}")
+        return self.send_realtime(RealtimeInput(audio=Blob(mime_type=pcm_mime_type(sample_rate_hz), data=pcm)))
+
+    def send_video_frame(self, image: bytes, mime_type: str = "image/jpeg") -> int:
+        if not mime_type.startswith("image/"):
+            raise LocalProtocolError(f"video frames are images, got {mime_type!r}")
+        return self.send_realtime(RealtimeInput(video=Blob(mime_type=mime_type, data=image)))
+
+    def send_text(self, text: str) -> int:
+        """Realtime text: part of the live stream, counts as user activity."""
+        return self.send_realtime(RealtimeInput(text=text))
+
+    def activity_start(self) -> int:
+        return self.send_realtime(RealtimeInput(activity_start=ActivityStart()))
+
+    def activity_end(self) -> int:
+        return self.send_realtime(RealtimeInput(activity_end=ActivityEnd()))
+
+    def audio_stream_end(self) -> int:
+        return self.send_realtime(RealtimeInput(audio_stream_end=True))
+
+    def send_client_content(self, turns: Iterable[Content] | str | None = None, turn_complete: bool = True) -> int:
+        """Append turns to the conversation (a string is one user text turn)."""
+        if isinstance(turns, str):
+            turns = [Content(role="user", parts=[Part(text=turns)])]
+        content = ClientContent(turns=list(turns) if turns is not None else None, turn_complete=turn_complete)
+        return self.send(ClientMessage(client_content=content))
+
+    def send_tool_response(self, responses: Iterable[FunctionResponse]) -> int:
+        """Answer pending calls (each response's ``id`` must be a pending call's).
+
+        Raises:
+            LocalProtocolError: an id that is not pending.
+        """
+        responses = list(responses)
+        for response in responses:
+            if response.id not in self.pending_tool_calls:
+                raise LocalProtocolError(f"no pending tool call with id {response.id!r}")
+        index = self.send(ClientMessage(tool_response=ToolResponse(function_responses=responses)))
+        for response in responses:
+            if not response.will_continue:
+                self.pending_tool_calls.pop(response.id or "", None)
+        return index
+
+    def data_to_send(self) -> list[bytes]:
+        """Frames to write to the socket now, in order (empty until they may go out)."""
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    def unconsumed_frames(self) -> list[bytes]:
+        """Frames not yet consumed by the service (transparent resumption), plus held ones."""
+        if self.transparent:
+            return [frame for _, frame in self._unconsumed]
+        return list(self._held)
+
+    # --- receiving -----------------------------------------------------------------------------
+
+    def receive_data(self, frame: bytes | str) -> list[ev.Event]:
+        """Decode one received frame into events.
+
+        Raises:
+            RemoteProtocolError: a malformed frame, or anything before ``setupComplete``.
+        """
+        if self.state is State.CLOSED:
+            raise RemoteProtocolError("frame received after the connection closed")
+        message = decode_server(frame)
+        if self.state is State.AWAITING_SETUP_COMPLETE and message.setup_complete is None:
+            raise RemoteProtocolError("the first server message must be setupComplete")
+        return list(self._events(message))
+
+    def _events(self, message: ServerMessage) -> Iterable[ev.Event]:
+        if message.setup_complete is not None:
+            if self.state is State.OPEN:
+                raise RemoteProtocolError("a second setupComplete")
+            self.state = State.OPEN
+            self.session_id = message.setup_complete.session_id
+            self._outgoing.extend(self._held)
+            self._held.clear()
+            yield ev.SetupComplete(session_id=self.session_id)
+        if message.server_content is not None:
+            yield from self._content_events(message.server_content)
+        if message.tool_call is not None:
+            calls = message.tool_call.function_calls or []
+            for call in calls:
+                self.pending_tool_calls[call.id or call.name] = call
+            yield ev.ToolCall(function_calls=calls)
+        if message.tool_call_cancellation is not None:
+            ids = message.tool_call_cancellation.ids or []
+            for call_id in ids:
+                self.pending_tool_calls.pop(call_id, None)
+            yield ev.ToolCallCancellation(ids=ids)
+        if message.go_away is not None:
+            self.go_away_time_left_s = parse_duration_s(message.go_away.time_left)
+            yield ev.GoAway(time_left_s=self.go_away_time_left_s)
+        if message.session_resumption_update is not None:
+            yield self._resumption(message.session_resumption_update)
+        if message.voice_activity is not None:
+            activity = message.voice_activity
+            yield ev.VoiceActivity(
+                type=activity.type or activity.voice_activity_type,
+                audio_offset_s=parse_duration_s(activity.audio_offset),
+            )
+        if message.usage_metadata is not None:
+            yield ev.Usage(usage=message.usage_metadata)
+
+    def _content_events(self, content: ServerContent) -> Iterable[ev.Event]:
+        if content.model_turn is not None:
+            self.model_turn_active = True
+            for part in content.model_turn.parts or ():
+                if part.inline_data is not None:
+                    blob = part.inline_data
+                    yield ev.AudioChunk(data=blob.data, sample_rate_hz=rate_from_mime(blob.mime_type, OUTPUT_RATE_HZ))
+                elif part.text is not None:
+                    yield ev.TextChunk(text=part.text, thought=bool(part.thought))
+        if content.input_transcription is not None:
+            t = content.input_transcription
+            yield ev.InputTranscription(text=t.text or "", finished=bool(t.finished))
+        if content.output_transcription is not None:
+            t = content.output_transcription
+            yield ev.OutputTranscription(text=t.text or "", finished=bool(t.finished))
+        if content.grounding_metadata is not None:
+            yield ev.GroundingMetadata(metadata=content.grounding_metadata)
+        interrupted = bool(content.interrupted)
+        if interrupted:
+            self.model_turn_active = False
+            yield ev.Interrupted()
+        if content.generation_complete:
+            yield ev.GenerationComplete()
+        if content.turn_complete:
+            self.model_turn_active = False
+            self.turns_completed += 1
+            yield ev.TurnComplete(
+                reason=content.turn_complete_reason,
+                waiting_for_input=bool(content.waiting_for_input),
+                interrupted=interrupted,
+            )
+
+    def _resumption(self, update) -> ev.SessionResumptionUpdate:
+        self.resumable = bool(update.resumable)
+        if update.resumable and update.new_handle:
+            self.resumption_handle = update.new_handle
+        index = update.last_consumed_client_message_index
+        if index is not None:
+            try:
+                self.last_consumed_index = int(index)
+            except ValueError as exc:
+                raise RemoteProtocolError(f"lastConsumedClientMessageIndex is not an integer: {index!r}") from exc
+            while self._unconsumed and self._unconsumed[0][0] <= self.last_consumed_index:
+                self._unconsumed.popleft()
+        return ev.SessionResumptionUpdate(
+            handle=update.new_handle or None,
+            resumable=self.resumable,
+            last_consumed_client_message_index=self.last_consumed_index if index is not None else None,
+        )
+
+    def connection_closed(self, code: int | None, reason: str = "") -> SessionError:
+        """Record the close; returns the typed error that describes it."""
+        self.state = State.CLOSED
+        self.close_code, self.close_reason = code, reason
+        return closed_error(code, reason)
