@@ -214,6 +214,9 @@ class LiveProtocol:
             self._outgoing.extend(self._held)
             self._held.clear()
             yield ev.SetupComplete(session_id=self.session_id)
+        if message.usage_metadata is not None:
+            # Before the content: a caller that stops at turnComplete still sees the usage.
+            yield ev.Usage(usage=message.usage_metadata)
         if message.server_content is not None:
             yield from self._content_events(message.server_content)
         if message.tool_call is not None:
@@ -237,8 +240,6 @@ class LiveProtocol:
                 type=activity.type or activity.voice_activity_type,
                 audio_offset_s=parse_duration_s(activity.audio_offset),
             )
-        if message.usage_metadata is not None:
-            yield ev.Usage(usage=message.usage_metadata)
 
     def _content_events(self, content: ServerContent) -> Iterable[ev.Event]:
         if content.model_turn is not None:

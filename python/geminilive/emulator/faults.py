@@ -1,0 +1,36 @@
+"""Fault injection for the emulator, per connection."""
+
+from __future__ import annotations
+
+import msgspec
+
+__all__ = ["Faults"]
+
+
+class Faults(msgspec.Struct, kw_only=True):
+    """What goes wrong on one connection. All off by default.
+
+    Attributes:
+        close_after_client_messages: close (with ``close_code``/``close_reason``) once this many
+            client messages after setup have been read.
+        close_after_turns: close once this many model turns have completed on the connection.
+        drop_after_client_messages: cut the TCP connection without a close frame instead.
+        send_delay_s: extra latency before every server message.
+        audio_jitter_s: a random extra delay up to this long before each audio chunk.
+        audio_burst_chunks: send audio in bursts of this many chunks, then pause for as long
+            as they last (network bunching).
+        slow_reader_s: pause this long before reading each client message.
+        go_away_after_s: send ``goAway`` after this long, then close 1011 after ``go_away_time_left_s``.
+    """
+
+    close_after_client_messages: int | None = None
+    close_after_turns: int | None = None
+    close_code: int = 1011
+    close_reason: str = "Internal error encountered."
+    drop_after_client_messages: int | None = None
+    send_delay_s: float = 0.0
+    audio_jitter_s: float = 0.0
+    audio_burst_chunks: int = 0
+    slow_reader_s: float = 0.0
+    go_away_after_s: float | None = None
+    go_away_time_left_s: float = 1.0

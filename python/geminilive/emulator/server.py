@@ -1,0 +1,686 @@
+"""``LiveEmulator``: a local server that speaks the Live API's WebSocket protocol.
+
+Faithful to the service where clients can tell (``../shared/live-protocol.md`` §0, §5, §8):
+binary frames of pretty-printed camelCase JSON, ``setupComplete`` first, close reasons cut to
+123 bytes, errors only as close frames, both key spellings and base64 alphabets accepted,
+server-side VAD with barge-in, tool calls that block until answered, resumption handles, and
+``goAway`` before the connection's time limit. Binds 127.0.0.1 unless told otherwise.
+
+Client message indices (``lastConsumedClientMessageIndex``, sent with transparent
+resumption) count per connection, ``setup`` being 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import itertools
+import random
+import re
+import secrets
+import ssl as ssl_module
+import time
+import uuid
+from collections.abc import Callable, Generator, Iterator, Sequence
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+import websockets
+from websockets.asyncio.server import Server, ServerConnection, serve
+
+from geminilive._native import Resampler, VoiceActivityDetector, f32_to_s16le, s16le_to_f32
+from geminilive.emulator.faults import Faults
+from geminilive.emulator.models import (
+    Conversation,
+    InputTranscript,
+    Model,
+    ReplyAudio,
+    ReplyText,
+    ReplyToolCall,
+    UserTurn,
+    load_model,
+)
+from geminilive.errors import RemoteProtocolError
+from geminilive.messages import (
+    Blob,
+    ClientMessage,
+    Content,
+    FunctionCall,
+    FunctionResponse,
+    GoAway,
+    ModalityTokenCount,
+    Part,
+    RealtimeInput,
+    ServerContent,
+    ServerMessage,
+    SessionResumptionUpdate,
+    Setup,
+    SetupComplete,
+    ToolCall,
+    ToolCallCancellation,
+    Transcription,
+    UsageMetadata,
+    decode_client,
+    encode_server,
+)
+from geminilive.protocol import INPUT_RATE_HZ, rate_from_mime
+
+__all__ = ["LiveEmulator"]
+
+_PATH = re.compile(
+    r"^/ws/(?:google\.ai\.generativelanguage\.(?:v1|v1beta|v1alpha)\.GenerativeService\."
+    r"(?P<method>BidiGenerateContent|BidiGenerateContentConstrained)"
+    r"|google\.cloud\.aiplatform\.(?:v1|v1beta1)\.LlmBidiService/BidiGenerateContent(?P<vertex>))$"
+)
+INVALID_ARGUMENT = "Request contains an invalid argument."
+AUDIO_TOKENS_PER_S = 32
+MAX_CLOSE_REASON_BYTES = 123
+MAX_TURN_S = 60.0
+HELD_BEFORE_SPEECH_S = 1.0
+
+
+def _truncate_reason(reason: str) -> str:
+    data = reason.encode()[:MAX_CLOSE_REASON_BYTES]
+    return data.decode(errors="ignore")
+
+
+class _Closed(Exception):
+    """Raised inside a connection to close it with a code and reason."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+class _SessionRecord:
+    """A resumable session: the conversation and which connection holds it."""
+
+    def __init__(self, conversation: Conversation) -> None:
+        self.conversation = conversation
+        self.connection: _Connection | None = None
+        self.expires_at = time.monotonic() + 2 * 3600
+
+
+class LiveEmulator:
+    """A local Live API server.
+
+    Args:
+        host, port: where to listen (``port=0`` picks a free port; see ``.port``, ``.url``).
+        model: ``"echo"``, ``"tone"``, or a model object (see :mod:`geminilive.emulator.models`).
+        ssl: an ``ssl.SSLContext`` to serve ``wss://`` (google-genai insists on TLS).
+        api_key: when set, clients must present it (``x-goog-api-key``, ``Authorization``,
+            or the ``key``/``access_token`` query parameter); else they are closed with 1008.
+        faults: a :class:`Faults` for every connection, a list (one per connection, in order),
+            or a function of the connection number.
+        chunk_ms: audio chunk length in replies; ``speed``: how much faster than real time
+            replies are streamed (``float('inf')`` for no pacing).
+        connection_time_limit_s: after this the connection gets ``goAway`` (``go_away_lead_s``
+            before) and is closed with 1011, as the service does after about 10 minutes.
+        session_time_limit_s: the audio session cap without context compression (15 min).
+        realtime_playback: hold ``turnComplete`` until the reply's audio would have played
+            out in real time (the service does: barge-in can land after ``generationComplete``).
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        model: str | Model = "echo",
+        ssl: ssl_module.SSLContext | None = None,
+        api_key: str | None = None,
+        faults: Faults | Sequence[Faults | None] | Callable[[int], Faults | None] | None = None,
+        chunk_ms: int = 40,
+        speed: float = 4.0,
+        connection_time_limit_s: float = 600.0,
+        go_away_lead_s: float = 50.0,
+        session_time_limit_s: float = 900.0,
+        realtime_playback: bool = True,
+        max_message_bytes: int = 8 * 1024 * 1024,
+    ) -> None:
+        self.host, self._requested_port = host, port
+        self.model = load_model(model)
+        self.ssl = ssl
+        self.api_key = api_key
+        self._faults = faults
+        self.chunk_ms = chunk_ms
+        self.speed = speed
+        self.connection_time_limit_s = connection_time_limit_s
+        self.go_away_lead_s = go_away_lead_s
+        self.session_time_limit_s = session_time_limit_s
+        self.realtime_playback = realtime_playback
+        self.max_message_bytes = max_message_bytes
+        self._server: Server | None = None
+        self._sessions: dict[str, _SessionRecord] = {}
+        self._connection_numbers = itertools.count()
+        self.connections: list[_Connection] = []
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> LiveEmulator:
+        self._server = await serve(
+            self._handle,
+            self.host,
+            self._requested_port,
+            ssl=self.ssl,
+            process_request=self._check_request,
+            max_size=self.max_message_bytes,
+            compression="deflate",
+        )
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> LiveEmulator:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        assert self._server is not None
+        await self._server.serve_forever()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the emulator is not running")
+        return self._server.sockets[0].getsockname()[1]
+
+    @property
+    def base_url(self) -> str:
+        """``ws(s)://host:port``, e.g. for google-genai's ``base_url`` (with https)."""
+        return f"{'wss' if self.ssl else 'ws'}://{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The full Developer API v1beta URL, for ``geminilive.connect(endpoint=...)``."""
+        return f"{self.base_url}/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+
+    def faults_for(self, number: int) -> Faults:
+        f = self._faults
+        if f is None:
+            return Faults()
+        if isinstance(f, Faults):
+            return f
+        if callable(f):
+            return f(number) or Faults()
+        return (f[number] if number < len(f) else None) or Faults()
+
+    # --- handshake -----------------------------------------------------------------------------
+
+    def _check_request(self, connection: ServerConnection, request: Any) -> Any:
+        path = re.sub(r"/{2,}", "/", urlsplit(request.path).path)
+        if not _PATH.match(path):
+            return connection.respond(http.HTTPStatus.NOT_FOUND, f"no Live API method at {path}\n")
+        return None
+
+    def _authorised(self, request: Any) -> bool:
+        if self.api_key is None:
+            return True
+        headers = request.headers
+        offered = [headers.get("x-goog-api-key", "")]
+        auth = headers.get("Authorization", "")
+        for scheme in ("Token ", "Bearer "):
+            if auth.startswith(scheme):
+                offered.append(auth[len(scheme) :])
+        query = parse_qs(urlsplit(request.path).query)
+        offered += query.get("key", []) + query.get("access_token", [])
+        return any(secrets.compare_digest(o, self.api_key) for o in offered if o)
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        number = next(self._connection_numbers)
+        assert ws.request is not None
+        path = re.sub(r"/{2,}", "/", urlsplit(ws.request.path).path)
+        match = _PATH.match(path)
+        vertex = bool(match and match.group("vertex") is not None)
+        connection = _Connection(self, ws, number, vertex=vertex, faults=self.faults_for(number))
+        self.connections.append(connection)
+        try:
+            if not self._authorised(ws.request):
+                raise _Closed(1008, "API key not valid. Please pass a valid API key.")
+            await connection.run()
+        except _Closed as closed:
+            await connection.close(closed.code, closed.reason)
+        except websockets.exceptions.ConnectionClosed:
+            pass
+        finally:
+            connection.finish()
+
+    def _new_handle(self, record: _SessionRecord) -> str:
+        handle = secrets.token_urlsafe(24)
+        self._sessions[handle] = record
+        return handle
+
+    def _resume(self, handle: str) -> _SessionRecord:
+        record = self._sessions.get(handle)
+        if record is None or record.expires_at < time.monotonic():
+            raise _Closed(1008, "BidiGenerateContent session not found")
+        if record.connection is not None and record.connection.open:
+            raise _Closed(1011, "Internal error encountered.")
+        return record
+
+
+class _Connection:
+    """One client connection: reads client frames, runs VAD, streams replies."""
+
+    def __init__(
+        self, server: LiveEmulator, ws: ServerConnection, number: int, *, vertex: bool, faults: Faults
+    ) -> None:
+        self.server, self.ws, self.number, self.vertex, self.faults = server, ws, number, vertex, faults
+        self.open = True
+        self.record: _SessionRecord | None = None
+        self.setup: Setup | None = None
+        self.client_index = 0
+        self.messages_after_setup = 0
+        self.turns_completed = 0
+        self._send_lock = asyncio.Lock()
+        self._reply_task: asyncio.Task[None] | None = None
+        self._timers: list[asyncio.Task[None]] = []
+        self._tool_waiter: asyncio.Future[list[FunctionResponse]] | None = None
+        self._pending_calls: dict[str, FunctionCall] = {}
+        self._call_ids = itertools.count(1)
+        self._resamplers: dict[int, Resampler] = {}
+        self._vad: VoiceActivityDetector | None = None
+        self._manual_activity = False
+        # Audio heard: `_heard` holds samples from absolute index `_heard_start` on.
+        self._heard: list[np.ndarray] = []
+        self._heard_start = 0
+        self._heard_len = 0
+        self._speech_start: int | None = None
+        self._turn_text: list[str] = []
+        self._interruptible = True
+        self._model_speaking = False
+        self.received: list[ClientMessage] = []
+
+    # --- sending -------------------------------------------------------------------------------
+
+    async def send(self, message: ServerMessage) -> None:
+        if self.faults.send_delay_s:
+            await asyncio.sleep(self.faults.send_delay_s)
+        async with self._send_lock:
+            await self.ws.send(encode_server(message))
+
+    async def close(self, code: int, reason: str) -> None:
+        self.open = False
+        with contextlib.suppress(websockets.exceptions.ConnectionClosed):
+            await self.ws.close(code, _truncate_reason(reason))
+
+    def finish(self) -> None:
+        self.open = False
+        for task in [self._reply_task, *self._timers]:
+            if task is not None and not task.done():
+                task.cancel()
+        if self.record is not None and self.record.connection is self:
+            self.record.connection = None
+            self.record.expires_at = time.monotonic() + 2 * 3600
+
+    # --- main loop -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        first = await self.ws.recv()
+        message = self._decode(first)
+        if message.setup is None:
+            raise _Closed(1007, INVALID_ARGUMENT)
+        await self._start_session(message.setup)
+        async for frame in self.ws:
+            if self.faults.slow_reader_s:
+                await asyncio.sleep(self.faults.slow_reader_s)
+            message = self._decode(frame)
+            self.client_index += 1
+            self.messages_after_setup += 1
+            self.received.append(message)
+            await self._dispatch(message)
+            f = self.faults
+            if f.drop_after_client_messages is not None and self.messages_after_setup >= f.drop_after_client_messages:
+                self.open = False
+                self.ws.transport.abort()
+                return
+            if f.close_after_client_messages is not None and self.messages_after_setup >= f.close_after_client_messages:
+                raise _Closed(f.close_code, f.close_reason)
+
+    def _decode(self, frame: bytes | str) -> ClientMessage:
+        try:
+            message = decode_client(frame)
+        except RemoteProtocolError as exc:
+            raise _Closed(1007, f"Invalid JSON payload received. {exc}") from exc
+        fields = [name for name in message.__struct_fields__ if getattr(message, name) is not None]
+        if len(fields) != 1:
+            raise _Closed(1007, INVALID_ARGUMENT)
+        return message
+
+    async def _start_session(self, setup: Setup) -> None:
+        if not setup.model:
+            raise _Closed(1007, INVALID_ARGUMENT)
+        generation = setup.generation_config
+        if generation and generation.response_modalities and len(generation.response_modalities) > 1:
+            raise _Closed(1007, INVALID_ARGUMENT)
+        resumption = setup.session_resumption
+        if resumption is not None and resumption.handle:
+            record = self.server._resume(resumption.handle)
+            record.conversation.setup = setup
+        else:
+            record = _SessionRecord(Conversation(setup=setup))
+        record.connection = self
+        self.record, self.setup = record, setup
+        vad = setup.realtime_input_config.automatic_activity_detection if setup.realtime_input_config else None
+        if not (vad and vad.disabled):
+            self._vad = VoiceActivityDetector(
+                INPUT_RATE_HZ,
+                start_sensitivity="LOW"
+                if vad and vad.start_of_speech_sensitivity == "START_SENSITIVITY_LOW"
+                else "HIGH",
+                end_sensitivity="LOW" if vad and vad.end_of_speech_sensitivity == "END_SENSITIVITY_LOW" else "HIGH",
+                prefix_padding_ms=vad.prefix_padding_ms if vad and vad.prefix_padding_ms is not None else 20,
+                silence_duration_ms=vad.silence_duration_ms if vad and vad.silence_duration_ms is not None else 500,
+            )
+        handling = setup.realtime_input_config.activity_handling if setup.realtime_input_config else None
+        self._interruptible = handling != "NO_INTERRUPTION"
+        await self.send(
+            ServerMessage(setup_complete=SetupComplete(session_id=str(uuid.uuid4()) if self.vertex else None))
+        )
+        if resumption is not None:
+            await self._resumption_update(resumable=True)
+        self._start_timers()
+
+    def _start_timers(self) -> None:
+        limit = self.server.connection_time_limit_s
+        lead = min(self.server.go_away_lead_s, limit)
+        if self.faults.go_away_after_s is not None:
+            self._timers.append(
+                asyncio.create_task(self._go_away(self.faults.go_away_after_s, self.faults.go_away_time_left_s))
+            )
+        else:
+            self._timers.append(asyncio.create_task(self._go_away(limit - lead, lead)))
+        assert self.setup is not None
+        if self.setup.context_window_compression is None:
+            self._timers.append(asyncio.create_task(self._session_limit(self.server.session_time_limit_s)))
+
+    async def _go_away(self, after_s: float, time_left_s: float) -> None:
+        await asyncio.sleep(after_s)
+        await self.send(ServerMessage(go_away=GoAway(time_left=f"{time_left_s:g}s")))
+        await asyncio.sleep(time_left_s)
+        await self.close(1011, "Deadline expired before operation could complete.")
+
+    async def _session_limit(self, limit_s: float) -> None:
+        await asyncio.sleep(limit_s)
+        await self.close(1011, "Session time limit exceeded.")
+
+    async def _resumption_update(self, *, resumable: bool) -> None:
+        assert self.setup is not None and self.record is not None
+        resumption = self.setup.session_resumption
+        if resumption is None:
+            return
+        handle = self.server._new_handle(self.record) if resumable else ""
+        index = str(self.client_index) if resumption.transparent else None
+        await self.send(
+            ServerMessage(
+                session_resumption_update=SessionResumptionUpdate(
+                    new_handle=handle or None, resumable=resumable, last_consumed_client_message_index=index
+                )
+            )
+        )
+
+    # --- client messages -----------------------------------------------------------------------
+
+    async def _dispatch(self, message: ClientMessage) -> None:
+        if message.setup is not None:
+            raise _Closed(1007, INVALID_ARGUMENT)
+        if message.realtime_input is not None:
+            await self._realtime(message.realtime_input)
+        elif message.client_content is not None:
+            content = message.client_content
+            texts = [p.text for turn in content.turns or () for p in turn.parts or () if p.text]
+            self._turn_text.extend(texts)
+            if content.turn_complete:
+                await self._barge_in()
+                await self._user_turn_done(audio=b"")
+        elif message.tool_response is not None:
+            self._tool_response(message.tool_response.function_responses or [])
+        if self.setup and self.setup.session_resumption and self.setup.session_resumption.transparent:
+            if self.messages_after_setup % 25 == 0:
+                await self._resumption_update(resumable=not self._model_speaking)
+
+    async def _realtime(self, realtime: RealtimeInput) -> None:
+        blob = realtime.audio or (realtime.media_chunks[0] if realtime.media_chunks else None)
+        if blob is not None and blob.mime_type.startswith("audio/"):
+            await self._audio(blob)
+        elif realtime.text is not None:
+            self._turn_text.append(realtime.text)
+            await self._barge_in()
+            await self._user_turn_done(audio=b"")
+        elif realtime.activity_start is not None:
+            if self._vad is not None:
+                raise _Closed(1007, INVALID_ARGUMENT)
+            self._manual_activity = True
+            self._speech_start = self._heard_start + self._heard_len
+            await self._barge_in()
+        elif realtime.activity_end is not None:
+            if self._vad is not None:
+                raise _Closed(1007, INVALID_ARGUMENT)
+            if self._manual_activity and self._speech_start is not None:
+                self._manual_activity = False
+                await self._speech_ended(self._heard_start + self._heard_len)
+        elif realtime.audio_stream_end:
+            if self._vad is not None:
+                if self._vad.speaking and self._speech_start is not None:
+                    await self._speech_ended(self._heard_start + self._heard_len)
+                self._vad.reset()
+
+    async def _audio(self, blob: Blob) -> None:
+        if len(blob.data) % 2:
+            raise _Closed(1007, INVALID_ARGUMENT)
+        rate = rate_from_mime(blob.mime_type, INPUT_RATE_HZ)
+        samples = s16le_to_f32(blob.data)
+        if rate != INPUT_RATE_HZ:
+            if rate not in self._resamplers:
+                self._resamplers[rate] = Resampler(rate, INPUT_RATE_HZ)
+            samples = self._resamplers[rate].process(samples)
+        self._heard.append(samples)
+        self._heard_len += len(samples)
+        if self._vad is not None:
+            for kind, at in self._vad.process(samples):
+                if kind == "start":
+                    self._speech_start = at
+                    await self._barge_in()
+                elif self._speech_start is not None:
+                    await self._speech_ended(at)
+        speaking = self._speech_start is not None
+        if speaking and self._heard_len > MAX_TURN_S * INPUT_RATE_HZ:
+            await self._speech_ended(self._heard_start + self._heard_len)
+        elif not speaking:
+            self._trim_heard(int(HELD_BEFORE_SPEECH_S * INPUT_RATE_HZ))
+
+    def _trim_heard(self, keep: int) -> None:
+        while self._heard and self._heard_len - len(self._heard[0]) >= keep:
+            dropped = self._heard.pop(0)
+            self._heard_len -= len(dropped)
+            self._heard_start += len(dropped)
+
+    def _heard_between(self, start: int, end: int) -> np.ndarray:
+        everything = np.concatenate(self._heard) if self._heard else np.zeros(0, np.float32)
+        lo = max(start - self._heard_start, 0)
+        hi = max(min(end - self._heard_start, len(everything)), lo)
+        return everything[lo:hi]
+
+    async def _speech_ended(self, end: int) -> None:
+        assert self._speech_start is not None
+        audio = self._heard_between(self._speech_start, end)
+        self._speech_start = None
+        self._trim_heard(0)
+        await self._user_turn_done(audio=f32_to_s16le(np.ascontiguousarray(audio)))
+
+    async def _barge_in(self) -> None:
+        """User activity: interrupt a reply in progress (unless NO_INTERRUPTION)."""
+        if not (self._interruptible and self._reply_task is not None and not self._reply_task.done()):
+            return
+        self._reply_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reply_task
+        self._reply_task = None
+        if self._pending_calls:
+            ids = list(self._pending_calls)
+            self._pending_calls.clear()
+            await self.send(ServerMessage(tool_call_cancellation=ToolCallCancellation(ids=ids)))
+        await self.send(ServerMessage(server_content=ServerContent(interrupted=True)))
+        await self._turn_complete()
+
+    def _tool_response(self, responses: list[FunctionResponse]) -> None:
+        for response in responses:
+            if response.id not in self._pending_calls:
+                raise _Closed(1007, INVALID_ARGUMENT)
+        for response in responses:
+            if not response.will_continue:
+                self._pending_calls.pop(response.id or "", None)
+        if self._tool_waiter is not None and not self._tool_waiter.done():
+            self._tool_waiter.set_result(responses)
+
+    # --- replies -------------------------------------------------------------------------------
+
+    async def _user_turn_done(self, *, audio: bytes) -> None:
+        assert self.record is not None
+        text = " ".join(self._turn_text) or None
+        self._turn_text.clear()
+        if not audio and not text:
+            return
+        conversation = self.record.conversation
+        turn = UserTurn(audio=audio, text=text, index=len(conversation.turns))
+        conversation.turns.append(turn)
+        if self._reply_task is not None and not self._reply_task.done():
+            if not self._interruptible:
+                return  # NO_INTERRUPTION: the model finishes; the turn stays in the history
+            await self._barge_in()
+        self._reply_task = asyncio.create_task(self._reply(turn))
+
+    def _blocking(self, calls: list[FunctionCall]) -> bool:
+        assert self.setup is not None
+        behaviours = {d.name: d.behavior for tool in self.setup.tools or () for d in tool.function_declarations or ()}
+        return any(behaviours.get(c.name) != "NON_BLOCKING" for c in calls)
+
+    async def _reply(self, turn: UserTurn) -> None:
+        assert self.record is not None and self.setup is not None
+        conversation = self.record.conversation
+        self._model_speaking = True
+        started = time.monotonic()
+        audio_s = 0.0
+        out_chars = 0
+        items: Iterator[Any] = iter(self.server.model.reply(turn, conversation))
+        to_send: Any = None
+        try:
+            while True:
+                try:
+                    item = items.send(to_send) if isinstance(items, Generator) else next(items)
+                except StopIteration:
+                    break
+                to_send = None
+                if isinstance(item, InputTranscript):
+                    if self.setup.input_audio_transcription is not None:
+                        await self._content(input_transcription=Transcription(text=item.text))
+                elif isinstance(item, ReplyText):
+                    out_chars += len(item.text)
+                    await self._content(model_turn=Content(parts=[Part(text=item.text)]))
+                elif isinstance(item, ReplyAudio):
+                    audio_s += await self._stream_audio(item, started + audio_s)
+                    out_chars += len(item.transcript or "")
+                elif isinstance(item, ReplyToolCall):
+                    to_send = await self._call_tools(item.calls)
+            await self._content(generation_complete=True)
+            if self.server.realtime_playback:
+                await asyncio.sleep(max(0.0, started + audio_s - time.monotonic()))
+            conversation.replies += 1
+            await self._turn_complete(turn=turn, audio_s=audio_s, out_chars=out_chars)
+        finally:
+            self._model_speaking = False
+
+    async def _call_tools(self, calls: list[FunctionCall]) -> list[FunctionResponse] | None:
+        numbered = []
+        for call in calls:
+            call_id = call.id or (str(uuid.uuid4()) if self.vertex else f"function-call-{next(self._call_ids)}")
+            numbered.append(FunctionCall(name=call.name, args=call.args or {}, id=call_id))
+            self._pending_calls[call_id] = numbered[-1]
+        blocking = self._blocking(numbered)
+        loop = asyncio.get_running_loop()
+        self._tool_waiter = loop.create_future() if blocking else None
+        await self.send(ServerMessage(tool_call=ToolCall(function_calls=numbered)))
+        if self._tool_waiter is None:
+            return None
+        try:
+            return await self._tool_waiter
+        finally:
+            self._tool_waiter = None
+
+    async def _content(self, **fields: Any) -> None:
+        await self.send(ServerMessage(server_content=ServerContent(**fields)))
+
+    async def _stream_audio(self, item: ReplyAudio, due: float) -> float:
+        """Send 24 kHz PCM in chunks, paced ``speed`` times faster than real time, with the
+        transcript spread over the chunks. Returns the audio's duration."""
+        assert self.setup is not None
+        rate = 24000
+        chunk_bytes = rate * self.server.chunk_ms // 1000 * 2
+        chunks = [item.pcm[i : i + chunk_bytes] for i in range(0, len(item.pcm), chunk_bytes)]
+        words = (item.transcript or "").split()
+        transcribe = self.setup.output_audio_transcription is not None and words
+        per_chunk = max(1, -(-len(words) // max(len(chunks), 1))) if words else 0
+        mime = "audio/pcm" if self.vertex else "audio/pcm;rate=24000"
+        role = "model" if self.vertex else None
+        t0 = time.monotonic()
+        sent_s = 0.0
+        f = self.faults
+        for n, chunk in enumerate(chunks):
+            part = Part(inline_data=Blob(mime_type=mime, data=chunk))
+            await self._content(model_turn=Content(parts=[part], role=role))
+            if transcribe and words:
+                piece, words = words[:per_chunk], words[per_chunk:]
+                text = " ".join(piece) + (" " if words else "")
+                await self._content(output_transcription=Transcription(text=text))
+            sent_s += len(chunk) / 2 / rate
+            if self.server.speed != float("inf"):
+                delay = t0 + sent_s / self.server.speed - time.monotonic()
+                if f.audio_burst_chunks and (n + 1) % f.audio_burst_chunks:
+                    delay = 0.0
+                if f.audio_jitter_s:
+                    delay += random.uniform(0, f.audio_jitter_s)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+        return sent_s
+
+    async def _turn_complete(self, *, turn: UserTurn | None = None, audio_s: float = 0.0, out_chars: int = 0) -> None:
+        usage = None
+        if turn is not None:
+            in_audio = round(len(turn.audio) / 2 / INPUT_RATE_HZ * AUDIO_TOKENS_PER_S)
+            in_text = len(turn.text or "") // 4
+            out_audio = round(audio_s * AUDIO_TOKENS_PER_S)
+            out_text = out_chars // 4 if not audio_s else 0
+            prompt = [
+                ModalityTokenCount(modality=m, token_count=c) for m, c in (("AUDIO", in_audio), ("TEXT", in_text)) if c
+            ]
+            response = [
+                ModalityTokenCount(modality=m, token_count=c)
+                for m, c in (("AUDIO", out_audio), ("TEXT", out_text))
+                if c
+            ]
+            total_out = out_audio + out_text
+            usage = UsageMetadata(
+                prompt_token_count=in_audio + in_text,
+                total_token_count=in_audio + in_text + total_out,
+                prompt_tokens_details=prompt or None,
+                **(
+                    {"candidates_token_count": total_out, "candidates_tokens_details": response or None}
+                    if self.vertex
+                    else {"response_token_count": total_out, "response_tokens_details": response or None}
+                ),
+            )
+        await self.send(ServerMessage(server_content=ServerContent(turn_complete=True), usage_metadata=usage))
+        self.turns_completed += 1
+        await self._resumption_update(resumable=True)
+        f = self.faults
+        if f.close_after_turns is not None and self.turns_completed >= f.close_after_turns:
+            await self.close(f.close_code, f.close_reason)
