@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import numpy as np
 import websockets
@@ -79,6 +79,11 @@ AUDIO_TOKENS_PER_S = 32
 MAX_CLOSE_REASON_BYTES = 123
 MAX_TURN_S = 60.0
 HELD_BEFORE_SPEECH_S = 1.0
+
+
+def _request_path(raw: str) -> str:
+    """The path without query, repeated slashes collapsed (google-genai requests ``//ws/...``)."""
+    return re.sub(r"/{2,}", "/", raw.split("?", 1)[0])
 
 
 def _truncate_reason(reason: str) -> str:
@@ -217,7 +222,7 @@ class LiveEmulator:
     # --- handshake -----------------------------------------------------------------------------
 
     def _check_request(self, connection: ServerConnection, request: Any) -> Any:
-        path = re.sub(r"/{2,}", "/", urlsplit(request.path).path)
+        path = _request_path(request.path)
         if not _PATH.match(path):
             return connection.respond(http.HTTPStatus.NOT_FOUND, f"no Live API method at {path}\n")
         return None
@@ -231,14 +236,14 @@ class LiveEmulator:
         for scheme in ("Token ", "Bearer "):
             if auth.startswith(scheme):
                 offered.append(auth[len(scheme) :])
-        query = parse_qs(urlsplit(request.path).query)
+        query = parse_qs(request.path.partition("?")[2])
         offered += query.get("key", []) + query.get("access_token", [])
         return any(secrets.compare_digest(o, self.api_key) for o in offered if o)
 
     async def _handle(self, ws: ServerConnection) -> None:
         number = next(self._connection_numbers)
         assert ws.request is not None
-        path = re.sub(r"/{2,}", "/", urlsplit(ws.request.path).path)
+        path = _request_path(ws.request.path)
         match = _PATH.match(path)
         vertex = bool(match and match.group("vertex") is not None)
         connection = _Connection(self, ws, number, vertex=vertex, faults=self.faults_for(number))
@@ -443,7 +448,7 @@ class _Connection:
                 await self._barge_in()
                 await self._user_turn_done(audio=b"")
         elif message.tool_response is not None:
-            self._tool_response(message.tool_response.function_responses or [])
+            await self._tool_response(message.tool_response.function_responses or [])
         if self.setup and self.setup.session_resumption and self.setup.session_resumption.transparent:
             if self.messages_after_setup % 25 == 0:
                 await self._resumption_update(resumable=not self._model_speaking)
@@ -515,7 +520,8 @@ class _Connection:
         audio = self._heard_between(self._speech_start, end)
         self._speech_start = None
         self._trim_heard(0)
-        await self._user_turn_done(audio=f32_to_s16le(np.ascontiguousarray(audio)))
+        # A marked activity is a turn even when it carried no audio (the service answers it).
+        await self._user_turn_done(audio=f32_to_s16le(np.ascontiguousarray(audio)), force=True)
 
     async def _barge_in(self) -> None:
         """User activity: interrupt a reply in progress (unless NO_INTERRUPTION)."""
@@ -532,23 +538,27 @@ class _Connection:
         await self.send(ServerMessage(server_content=ServerContent(interrupted=True)))
         await self._turn_complete()
 
-    def _tool_response(self, responses: list[FunctionResponse]) -> None:
-        for response in responses:
-            if response.id not in self._pending_calls:
-                raise _Closed(1007, INVALID_ARGUMENT)
-        for response in responses:
+    async def _tool_response(self, responses: list[FunctionResponse]) -> None:
+        """Resolve the pending calls they answer. A response to no pending call is taken as
+        new input, which the service answers (Vertex replies to one without an id)."""
+        answered = [r for r in responses if r.id in self._pending_calls]
+        for response in answered:
             if not response.will_continue:
                 self._pending_calls.pop(response.id or "", None)
-        if self._tool_waiter is not None and not self._tool_waiter.done():
-            self._tool_waiter.set_result(responses)
+        if answered and self._tool_waiter is not None and not self._tool_waiter.done():
+            self._tool_waiter.set_result(answered)
+        unanswered = [r for r in responses if r not in answered]
+        if unanswered:
+            self._turn_text.append(", ".join(f"{r.name} returned {r.response}" for r in unanswered))
+            await self._user_turn_done(audio=b"")
 
     # --- replies -------------------------------------------------------------------------------
 
-    async def _user_turn_done(self, *, audio: bytes) -> None:
+    async def _user_turn_done(self, *, audio: bytes, force: bool = False) -> None:
         assert self.record is not None
         text = " ".join(self._turn_text) or None
         self._turn_text.clear()
-        if not audio and not text:
+        if not (audio or text or force):
             return
         conversation = self.record.conversation
         turn = UserTurn(audio=audio, text=text, index=len(conversation.turns))

@@ -1,0 +1,216 @@
+"""The sans-I/O client state machine, with no sockets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from geminilive import LiveConfig, LiveProtocol
+from geminilive import events as ev
+from geminilive.errors import (
+    AudioFormatError,
+    ConnectionClosedOK,
+    InternalServerError,
+    InvalidArgumentError,
+    LocalProtocolError,
+    PolicyViolationError,
+    RemoteProtocolError,
+)
+from geminilive.messages import FunctionResponse, decode_client
+
+SETUP_COMPLETE = b'{"setupComplete": {}}'
+
+
+def make(**config) -> LiveProtocol:
+    return LiveProtocol(LiveConfig(**config).to_setup("gemini-test"))
+
+
+def opened(**config) -> LiveProtocol:
+    protocol = make(**config)
+    protocol.receive_data(SETUP_COMPLETE)
+    protocol.data_to_send()
+    return protocol
+
+
+def sent(protocol: LiveProtocol) -> list[dict]:
+    return [json.loads(f) for f in protocol.data_to_send()]
+
+
+def test_setup_goes_first_and_everything_else_waits_for_setup_complete() -> None:
+    p = make(voice="Kore", input_audio_transcription=True)
+    assert p.send_text("early") == 1
+    p.send_audio(b"\x00\x01" * 4)
+    frames = sent(p)
+    assert [next(iter(f)) for f in frames] == ["setup"]
+    assert frames[0]["setup"]["model"] == "models/gemini-test"
+    assert frames[0]["setup"]["inputAudioTranscription"] == {}
+    [event] = p.receive_data(SETUP_COMPLETE)
+    assert isinstance(event, ev.SetupComplete)
+    assert [f["realtimeInput"] for f in sent(p)] == [
+        {"text": "early"},
+        {"audio": {"mimeType": "audio/pcm;rate=16000", "data": "AAEAAQABAAE="}},
+    ]
+    p.activity_start()
+    assert sent(p) == [{"realtimeInput": {"activityStart": {}}}], "after setupComplete frames go out at once"
+
+
+def test_first_server_message_must_be_setup_complete() -> None:
+    p = make()
+    with pytest.raises(RemoteProtocolError, match="setupComplete"):
+        p.receive_data(b'{"serverContent": {"turnComplete": true}}')
+
+
+def test_local_order_errors() -> None:
+    p = make()
+    with pytest.raises(LocalProtocolError):
+        p.send(decode_client(b'{"setup": {"model": "x"}}'))
+    with pytest.raises(LocalProtocolError, match="no pending tool call"):
+        p.send_tool_response([FunctionResponse(name="f", id="nope", response={})])
+    with pytest.raises(AudioFormatError):
+        p.send_audio(b"\x00")
+    p.connection_closed(1000)
+    with pytest.raises(LocalProtocolError, match="closed"):
+        p.send_text("late")
+
+
+def test_turn_events_in_order() -> None:
+    p = opened()
+    frame = {
+        "serverContent": {
+            "modelTurn": {
+                "parts": [{"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": "AAA="}}, {"text": "hi"}]
+            },
+            "outputTranscription": {"text": "hi", "finished": True},
+            "generationComplete": True,
+            "turnComplete": True,
+            "turnCompleteReason": "NEED_MORE_INPUT",
+        },
+        "usageMetadata": {"totalTokenCount": 7},
+    }
+    events = p.receive_data(json.dumps(frame))
+    assert [type(e).__name__ for e in events] == [
+        "Usage",
+        "AudioChunk",
+        "TextChunk",
+        "OutputTranscription",
+        "GenerationComplete",
+        "TurnComplete",
+    ]
+    assert events[1] == ev.AudioChunk(data=b"\x00\x00", sample_rate_hz=24000)
+    assert events[3].finished
+    assert events[-1].reason == "NEED_MORE_INPUT"
+    assert p.turns_completed == 1
+
+
+def test_interrupted_turn() -> None:
+    p = opened()
+    p.receive_data(b'{"serverContent": {"modelTurn": {"parts": [{"text": "a"}]}}}')
+    assert p.model_turn_active
+    events = p.receive_data(b'{"serverContent": {"interrupted": true}}')
+    assert events == [ev.Interrupted()]
+    [done] = p.receive_data(b'{"serverContent": {"turnComplete": true}}')
+    assert isinstance(done, ev.TurnComplete) and not p.model_turn_active
+
+
+def test_tool_calls_are_tracked_answered_and_cancelled() -> None:
+    p = opened()
+    [call] = p.receive_data(
+        b'{"toolCall": {"functionCalls": [{"name": "a", "id": "function-call-1", "args": {"x": 1}},'
+        b' {"name": "b", "id": "function-call-2"}]}}'
+    )
+    assert [c.args for c in call.function_calls] == [{"x": 1}, None]
+    assert set(p.pending_tool_calls) == {"function-call-1", "function-call-2"}
+    p.send_tool_response([FunctionResponse(name="a", id="function-call-1", response={"output": 2})])
+    assert sent(p)[0]["toolResponse"]["functionResponses"][0] == {
+        "name": "a",
+        "response": {"output": 2},
+        "id": "function-call-1",
+    }
+    [cancel] = p.receive_data(b'{"toolCallCancellation": {"ids": ["function-call-2"]}}')
+    assert cancel.ids == ["function-call-2"] and not p.pending_tool_calls
+
+
+def test_resumption_handle_go_away_and_transparent_replay() -> None:
+    p = opened(transparent_resumption=True)
+    for i in range(5):
+        assert p.send_text(str(i)) == i + 1
+    p.data_to_send()
+    [update] = p.receive_data(
+        b'{"sessionResumptionUpdate": {"newHandle": "h1", "resumable": true, "lastConsumedClientMessageIndex": "3"}}'
+    )
+    assert update == ev.SessionResumptionUpdate(handle="h1", resumable=True, last_consumed_client_message_index=3)
+    assert p.resumption_handle == "h1"
+    replay = p.unconsumed_frames()
+    assert [json.loads(f)["realtimeInput"]["text"] for f in replay] == ["3", "4"]
+    # Not resumable while generating: the handle stays the last good one.
+    p.receive_data(b'{"sessionResumptionUpdate": {"resumable": false}}')
+    assert p.resumption_handle == "h1" and not p.resumable
+    [go] = p.receive_data(b'{"goAway": {"timeLeft": "9.5s"}}')
+    assert go.time_left_s == 9.5
+    # A new connection replays what was not consumed, before anything newer.
+    setup = p.setup
+    q = LiveProtocol(setup, replay=replay)
+    q.send_text("5")
+    assert [next(iter(f)) for f in sent(q)] == ["setup"]
+    q.receive_data(SETUP_COMPLETE)
+    assert [f["realtimeInput"]["text"] for f in sent(q)] == ["3", "4", "5"]
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [
+        (1000, ConnectionClosedOK),
+        (1007, InvalidArgumentError),
+        (1008, PolicyViolationError),
+        (1011, InternalServerError),
+    ],
+)
+def test_close_codes_become_typed_errors(code: int, error: type) -> None:
+    p = make()
+    err = p.connection_closed(code, "Request contains an invalid argument.")
+    assert isinstance(err, error)
+    assert err.code == code and err.reason == "Request contains an invalid argument."
+
+
+def test_live_config_builds_the_full_setup() -> None:
+    setup = LiveConfig(
+        response_modalities=["AUDIO"],
+        voice="Puck",
+        language_code="en-US",
+        system_instruction="Be brief.",
+        temperature=0.5,
+        automatic_activity_detection=True,
+        start_of_speech_sensitivity="LOW",
+        end_of_speech_sensitivity="HIGH",
+        prefix_padding_ms=40,
+        silence_duration_ms=300,
+        activity_handling="NO_INTERRUPTION",
+        turn_coverage="TURN_INCLUDES_ALL_INPUT",
+        context_window_compression=True,
+        compression_trigger_tokens=1000,
+        output_audio_transcription=True,
+        proactive_audio=True,
+        enable_affective_dialog=True,
+        media_resolution="MEDIA_RESOLUTION_LOW",
+    ).to_setup("gemini-x")
+    wire = json.loads(LiveProtocol(setup).data_to_send()[0])["setup"]
+    assert wire["generationConfig"]["speechConfig"] == {
+        "voiceConfig": {"prebuiltVoiceConfig": {"voiceName": "Puck"}},
+        "languageCode": "en-US",
+    }
+    assert wire["realtimeInputConfig"] == {
+        "automaticActivityDetection": {
+            "disabled": False,
+            "startOfSpeechSensitivity": "START_SENSITIVITY_LOW",
+            "endOfSpeechSensitivity": "END_SENSITIVITY_HIGH",
+            "prefixPaddingMs": 40,
+            "silenceDurationMs": 300,
+        },
+        "activityHandling": "NO_INTERRUPTION",
+        "turnCoverage": "TURN_INCLUDES_ALL_INPUT",
+    }
+    assert wire["systemInstruction"] == {"parts": [{"text": "Be brief."}], "role": "user"}
+    assert wire["contextWindowCompression"] == {"triggerTokens": 1000, "slidingWindow": {}}
+    assert wire["sessionResumption"] == {}
+    assert wire["proactivity"] == {"proactiveAudio": True}
