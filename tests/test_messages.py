@@ -12,7 +12,6 @@ import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from recordings import all_recordings
 
 from geminilive import events as ev
 from geminilive.errors import RemoteProtocolError
@@ -37,6 +36,7 @@ from geminilive.messages import (
     encode_server,
 )
 from geminilive.protocol import LiveProtocol
+from recordings import all_recordings
 
 RECORDINGS = all_recordings()
 
