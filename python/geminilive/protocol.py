@@ -93,6 +93,7 @@ class LiveProtocol:
         self.resumable = False
         self.last_consumed_index: int | None = None
         self.model_turn_active = False
+        self._turn_interrupted = False
         self.turns_completed = 0
         self.go_away_time_left_s: float | None = None
         self.close_code: int | None = None
@@ -258,9 +259,9 @@ class LiveProtocol:
             yield ev.OutputTranscription(text=t.text or "", finished=bool(t.finished))
         if content.grounding_metadata is not None:
             yield ev.GroundingMetadata(metadata=content.grounding_metadata)
-        interrupted = bool(content.interrupted)
-        if interrupted:
+        if content.interrupted:
             self.model_turn_active = False
+            self._turn_interrupted = True
             yield ev.Interrupted()
         if content.generation_complete:
             yield ev.GenerationComplete()
@@ -270,8 +271,9 @@ class LiveProtocol:
             yield ev.TurnComplete(
                 reason=content.turn_complete_reason,
                 waiting_for_input=bool(content.waiting_for_input),
-                interrupted=interrupted,
+                interrupted=self._turn_interrupted,
             )
+            self._turn_interrupted = False
 
     def _resumption(self, update) -> ev.SessionResumptionUpdate:
         self.resumable = bool(update.resumable)

@@ -102,6 +102,7 @@ class Session:
         self._send_lock = asyncio.Lock()
         self._resamplers: dict[int, Resampler] = {}
         self._closing = False
+        self._unsent: list[bytes] = []
         self.reconnects = 0
         self.session_id: str | None = None
 
@@ -177,14 +178,17 @@ class Session:
             ws = self._ws
             if ws is None:
                 return
-            for frame in self._protocol.data_to_send():
+            frames = self._protocol.data_to_send()
+            for n, frame in enumerate(frames):
                 if len(frame) > self.max_frame_bytes:
                     raise MessageTooLargeError(f"a {len(frame)}-byte frame exceeds {self.max_frame_bytes} bytes")
                 try:
                     await ws.send(frame, text=True)
                 except websockets.exceptions.ConnectionClosed:
-                    # The receive side sees the close and resumes; frames it could not send
-                    # are replayed from the protocol's unconsumed/held queue.
+                    # The receive side sees the close and resumes; what could not be sent goes
+                    # out on the new connection (transparent resumption replays it anyway).
+                    if not self._protocol.transparent:
+                        self._unsent.extend(frames[n:])
                     return
 
     def _pcm16(self, pcm: Any, sample_rate_hz: int) -> bytes:
@@ -275,7 +279,26 @@ class Session:
                 await self._resume()
                 continue
             self._events.extend(self._protocol.receive_data(frame))
+            if self._should_migrate():
+                await self._migrate()
         return self._events.popleft()
+
+    def _should_migrate(self) -> bool:
+        """After goAway, move to a new connection at the first quiet moment (resumable, no
+        turn or tool call in flight) instead of waiting for the service to cut this one."""
+        p = self._protocol
+        return (
+            p.go_away_time_left_s is not None
+            and p.resumable
+            and not p.model_turn_active
+            and not p.pending_tool_calls
+            and self._can_resume(None)
+        )
+
+    async def _migrate(self) -> None:
+        assert self._ws is not None
+        await self._ws.close(1000, "moving to a new connection after goAway")
+        await self._resume()
 
     async def receive(self) -> ev.Event:
         """The next event (raises ``StopAsyncIteration`` when the session is over)."""
@@ -298,8 +321,10 @@ class Session:
         )
         self.setup = msgspec.structs.replace(self.setup, session_resumption=resumption)
         last_error: GeminiLiveError | None = None
+        replay = self._unsent + old.unconsumed_frames()
+        self._unsent = []
         for attempt in range(self._max_resume_attempts):
-            self._protocol = LiveProtocol(self.setup, replay=old.unconsumed_frames())
+            self._protocol = LiveProtocol(self.setup, replay=replay)
             # Frames sent on the old socket after it died were never taken; resend the
             # pending tool-call bookkeeping too, so responses to them are accepted.
             self._protocol.pending_tool_calls.update(old.pending_tool_calls)

@@ -295,6 +295,8 @@ class _Connection:
         self._resamplers: dict[int, Resampler] = {}
         self._vad: VoiceActivityDetector | None = None
         self._manual_activity = False
+        self._gap_timer: asyncio.Task[None] | None = None
+        self._silence_s = 0.5
         # Audio heard: `_heard` holds samples from absolute index `_heard_start` on.
         self._heard: list[np.ndarray] = []
         self._heard_start = 0
@@ -320,7 +322,7 @@ class _Connection:
 
     def finish(self) -> None:
         self.open = False
-        for task in [self._reply_task, *self._timers]:
+        for task in [self._reply_task, self._gap_timer, *self._timers]:
             if task is not None and not task.done():
                 task.cancel()
         if self.record is not None and self.record.connection is self:
@@ -386,6 +388,8 @@ class _Connection:
                 prefix_padding_ms=vad.prefix_padding_ms if vad and vad.prefix_padding_ms is not None else 20,
                 silence_duration_ms=vad.silence_duration_ms if vad and vad.silence_duration_ms is not None else 500,
             )
+        if vad and vad.silence_duration_ms is not None:
+            self._silence_s = vad.silence_duration_ms / 1000
         handling = setup.realtime_input_config.activity_handling if setup.realtime_input_config else None
         self._interruptible = handling != "NO_INTERRUPTION"
         await self.send(
@@ -498,10 +502,25 @@ class _Connection:
                 elif self._speech_start is not None:
                     await self._speech_ended(at)
         speaking = self._speech_start is not None
+        if self._gap_timer is not None:
+            self._gap_timer.cancel()
+            self._gap_timer = None
         if speaking and self._heard_len > MAX_TURN_S * INPUT_RATE_HZ:
             await self._speech_ended(self._heard_start + self._heard_len)
+        elif speaking and self._vad is not None:
+            self._gap_timer = asyncio.create_task(self._end_on_gap())
         elif not speaking:
             self._trim_heard(int(HELD_BEFORE_SPEECH_S * INPUT_RATE_HZ))
+
+    async def _end_on_gap(self) -> None:
+        """A stream that stops mid-speech ends the turn after the silence duration: the
+        service's VAD runs on a real-time stream, where missing audio is silence."""
+        await asyncio.sleep(self._silence_s + 0.1)
+        self._gap_timer = None
+        if self._speech_start is not None:
+            assert self._vad is not None
+            self._vad.reset()
+            await self._speech_ended(self._heard_start + self._heard_len)
 
     def _trim_heard(self, keep: int) -> None:
         while self._heard and self._heard_len - len(self._heard[0]) >= keep:
@@ -595,7 +614,7 @@ class _Connection:
                         await self._content(input_transcription=Transcription(text=item.text))
                 elif isinstance(item, ReplyText):
                     out_chars += len(item.text)
-                    await self._content(model_turn=Content(parts=[Part(text=item.text)]))
+                    await self._model_turn(Part(text=item.text))
                 elif isinstance(item, ReplyAudio):
                     audio_s += await self._stream_audio(item, started + audio_s)
                     out_chars += len(item.transcript or "")
@@ -621,6 +640,9 @@ class _Connection:
         await self.send(ServerMessage(tool_call=ToolCall(function_calls=numbered)))
         if self._tool_waiter is None:
             return None
+        # The model stops generating at a blocking call, as the recorded service does
+        # (toolCall, then generationComplete); the response starts the rest of the turn.
+        await self._content(generation_complete=True)
         try:
             return await self._tool_waiter
         finally:
@@ -628,6 +650,10 @@ class _Connection:
 
     async def _content(self, **fields: Any) -> None:
         await self.send(ServerMessage(server_content=ServerContent(**fields)))
+
+    async def _model_turn(self, part: Part) -> None:
+        """One part per message, as 2.5 models send; Vertex names the role."""
+        await self._content(model_turn=Content(parts=[part], role="model" if self.vertex else None))
 
     async def _stream_audio(self, item: ReplyAudio, due: float) -> float:
         """Send 24 kHz PCM in chunks, paced ``speed`` times faster than real time, with the
@@ -640,13 +666,11 @@ class _Connection:
         transcribe = self.setup.output_audio_transcription is not None and words
         per_chunk = max(1, -(-len(words) // max(len(chunks), 1))) if words else 0
         mime = "audio/pcm" if self.vertex else "audio/pcm;rate=24000"
-        role = "model" if self.vertex else None
         t0 = time.monotonic()
         sent_s = 0.0
         f = self.faults
         for n, chunk in enumerate(chunks):
-            part = Part(inline_data=Blob(mime_type=mime, data=chunk))
-            await self._content(model_turn=Content(parts=[part], role=role))
+            await self._model_turn(Part(inline_data=Blob(mime_type=mime, data=chunk)))
             if transcribe and words:
                 piece, words = words[:per_chunk], words[per_chunk:]
                 text = " ".join(piece) + (" " if words else "")

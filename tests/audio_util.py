@@ -1,0 +1,61 @@
+"""Signals and measurements shared by the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import wave
+from pathlib import Path
+
+import numpy as np
+
+
+def chirp(seconds: float, rate: int, *, f0: float = 200.0, f1: float = 3000.0, amplitude: float = 0.3) -> np.ndarray:
+    """A frequency sweep: voiced-speech-like energy, and a sharp cross-correlation peak."""
+    t = np.arange(int(seconds * rate)) / rate
+    phase = 2 * np.pi * (f0 * t + (f1 - f0) / (2 * seconds) * t * t)
+    x = amplitude * np.sin(phase)
+    fade = int(0.005 * rate)
+    x[:fade] *= np.linspace(0, 1, fade)
+    x[-fade:] *= np.linspace(1, 0, fade)
+    return x.astype(np.float32)
+
+
+def silence(seconds: float, rate: int) -> np.ndarray:
+    return np.zeros(int(seconds * rate), np.float32)
+
+
+def xcorr_peak(signal: np.ndarray, reference: np.ndarray) -> tuple[float, int]:
+    """Normalised cross-correlation peak of `reference` within `signal`: (score in [0, 1], lag)."""
+    n = len(signal) + len(reference)
+    size = 1 << (n - 1).bit_length()
+    spectrum = np.fft.rfft(signal, size) * np.conj(np.fft.rfft(reference, size))
+    corr = np.fft.irfft(spectrum, size)[: len(signal)]
+    lag = int(np.argmax(np.abs(corr)))
+    window = signal[lag : lag + len(reference)]
+    ref = reference[: len(window)]
+    denom = np.linalg.norm(window) * np.linalg.norm(ref)
+    return (float(abs(window @ ref) / denom) if denom else 0.0), lag
+
+
+def speak(text: str, path: Path, *, rate: int = 16000) -> np.ndarray:
+    """Real speech from espeak-ng, resampled by sox to `rate` mono float32."""
+    if not shutil.which("espeak-ng") or not shutil.which("sox"):
+        raise RuntimeError("espeak-ng and sox are needed (make test installs them)")
+    raw = path.with_suffix(".espeak.wav")
+    subprocess.run(["espeak-ng", "-w", str(raw), text], check=True, capture_output=True)
+    subprocess.run(
+        ["sox", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(path)], check=True, capture_output=True
+    )
+    with wave.open(str(path)) as w:
+        return np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768
+
+
+def frames(x: np.ndarray, rate: int, ms: int = 20) -> list[np.ndarray]:
+    n = rate * ms // 1000
+    return [x[i : i + n] for i in range(0, len(x), n)]
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 30))

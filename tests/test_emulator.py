@@ -1,0 +1,379 @@
+"""The emulator and geminilive's own client, over real sockets on loopback."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import websockets
+from audio_util import chirp, frames, run, silence, xcorr_peak
+from recordings import all_recordings
+
+import geminilive
+from geminilive import LiveConfig
+from geminilive import events as ev
+from geminilive.emulator import Faults, LiveEmulator, ReplyToolCall, ScriptModel, ScriptTurn, ToneModel
+from geminilive.errors import InvalidArgumentError, PolicyViolationError, SessionError
+from geminilive.messages import FunctionCall, FunctionDeclaration, FunctionResponse, Tool
+
+FAST = {"speed": float("inf"), "realtime_playback": False}
+
+
+async def until(session, kind, *, collect=None):
+    """Events up to and including the first of type `kind`."""
+    seen = []
+    async for event in session:
+        seen.append(event)
+        if isinstance(event, kind):
+            return seen
+    raise AssertionError(f"session ended before {kind.__name__}: {seen}")
+
+
+def audio_of(events) -> np.ndarray:
+    pcm = b"".join(e.data for e in events if isinstance(e, ev.AudioChunk))
+    return np.frombuffer(pcm, "<i2").astype(np.float32) / 32768
+
+
+async def speak_into(session, x: np.ndarray, rate: int) -> None:
+    for frame in frames(x, rate):
+        await session.send_audio(frame, rate)
+
+
+def test_echo_round_trip_returns_the_speech_at_24k() -> None:
+    async def scenario():
+        async with LiveEmulator(model="echo", **FAST) as emu:
+            config = LiveConfig(silence_duration_ms=300)
+            async with geminilive.connect(endpoint=emu.url, config=config) as session:
+                speech = chirp(1.0, 48000)
+                await speak_into(session, np.concatenate([silence(0.3, 48000), speech, silence(0.6, 48000)]), 48000)
+                events = await until(session, ev.TurnComplete)
+        return speech, events
+
+    speech, events = run(scenario())
+    reply = audio_of(events)
+    assert all(e.sample_rate_hz == 24000 for e in events if isinstance(e, ev.AudioChunk))
+    expected = geminilive.Resampler(48000, 24000).process(speech)
+    score, _ = xcorr_peak(reply, expected)
+    assert score > 0.95, score
+    assert abs(len(reply) / 24000 - 1.0) < 0.1, len(reply) / 24000
+    kinds = [type(e) for e in events]
+    assert kinds.index(ev.GenerationComplete) < kinds.index(ev.TurnComplete)
+    assert any(isinstance(e, ev.Usage) and e.usage.prompt_token_count for e in events)
+
+
+def test_text_turn_with_output_transcription() -> None:
+    async def scenario():
+        async with LiveEmulator(model="echo", **FAST) as emu:
+            config = LiveConfig(output_audio_transcription=True)
+            async with geminilive.connect(endpoint=emu.url, config=config) as session:
+                await session.send_text("hello from the test")
+                return await until(session, ev.TurnComplete)
+
+    events = run(scenario())
+    text = "".join(e.text for e in events if isinstance(e, ev.OutputTranscription))
+    assert text == "hello from the test"
+    assert len(audio_of(events)) > 0
+
+
+def test_text_modality_and_client_content() -> None:
+    async def scenario():
+        async with LiveEmulator(model="echo", **FAST) as emu:
+            config = LiveConfig(response_modalities=["TEXT"])
+            async with geminilive.connect(endpoint=emu.url, config=config) as session:
+                await session.send_client_content("what is up")
+                return await until(session, ev.TurnComplete)
+
+    events = run(scenario())
+    assert [e.text for e in events if isinstance(e, ev.TextChunk)] == ["what is up"]
+
+
+def test_manual_activity_turns() -> None:
+    async def scenario():
+        async with LiveEmulator(model="echo", **FAST) as emu:
+            config = LiveConfig(automatic_activity_detection=False)
+            async with geminilive.connect(endpoint=emu.url, config=config) as session:
+                await session.activity_start()
+                speech = chirp(0.5, 16000)
+                await speak_into(session, speech, 16000)
+                await session.activity_end()
+                return speech, await until(session, ev.TurnComplete)
+
+    speech, events = run(scenario())
+    reply = audio_of(events)
+    assert len(reply) == 12000
+    assert xcorr_peak(reply, geminilive.Resampler(16000, 24000).process(speech))[0] > 0.95
+
+
+TOOLS = [
+    Tool(
+        function_declarations=[
+            FunctionDeclaration(name="get_weather", parameters={"type": "OBJECT"}),
+            FunctionDeclaration(name="log_event", behavior="NON_BLOCKING"),
+        ]
+    )
+]
+
+
+def test_tool_call_blocks_until_answered() -> None:
+    script = ScriptModel(
+        [ScriptTurn(text="It is sunny", tool_calls=[FunctionCall(name="get_weather", args={"city": "Oslo"})])]
+    )
+
+    async def scenario():
+        async with LiveEmulator(model=script, **FAST) as emu:
+            async with geminilive.connect(endpoint=emu.url, config=LiveConfig(tools=TOOLS)) as session:
+                await session.send_text("weather in Oslo?")
+                [call] = [e for e in await until(session, ev.ToolCall) if isinstance(e, ev.ToolCall)]
+                assert session.protocol.pending_tool_calls
+                fc = call.function_calls[0]
+                assert (fc.name, fc.args, fc.id) == ("get_weather", {"city": "Oslo"}, "function-call-1")
+                await session.send_tool_response(FunctionResponse(id=fc.id, name=fc.name, response={"output": "sun"}))
+                events = await until(session, ev.TurnComplete)
+                record = emu.connections[0].record
+                return events, record.conversation.state["tool_responses"]
+
+    events, responses = run(scenario())
+    assert len(audio_of(events)) > 0
+    assert responses[0][0].response == {"output": "sun"}
+
+
+def test_non_blocking_call_goes_on() -> None:
+    script = ScriptModel([ScriptTurn(text="noted", tool_calls=[FunctionCall(name="log_event")])])
+
+    async def scenario():
+        async with LiveEmulator(model=script, **FAST) as emu:
+            async with geminilive.connect(endpoint=emu.url, config=LiveConfig(tools=TOOLS)) as session:
+                await session.send_text("log it")
+                return await until(session, ev.TurnComplete)
+
+    events = run(scenario())
+    kinds = [type(e) for e in events]
+    assert ev.ToolCall in kinds and ev.AudioChunk in kinds
+
+
+def test_barge_in_interrupts_the_reply_and_cancels_pending_calls() -> None:
+    async def scenario():
+        model = ToneModel(duration_s=5.0)
+        async with LiveEmulator(model=model, speed=1.0) as emu:
+            config = LiveConfig(silence_duration_ms=200)
+            async with geminilive.connect(endpoint=emu.url, config=config) as session:
+                await session.send_text("talk for a while")
+                await until(session, ev.AudioChunk)
+                await speak_into(session, chirp(0.3, 16000), 16000)
+                return await until(session, ev.TurnComplete)
+
+    events = run(scenario())
+    kinds = [type(e) for e in events]
+    assert ev.Interrupted in kinds
+    assert ev.GenerationComplete not in kinds, "an interrupted turn has no generationComplete"
+    assert events[-1].interrupted
+    assert len(audio_of(events)) < 24000 * 2, "the 5 s reply stopped early"
+
+
+def test_interruption_cancels_a_pending_tool_call() -> None:
+    script = ScriptModel([ScriptTurn(text="x", tool_calls=[FunctionCall(name="get_weather")])])
+
+    async def scenario():
+        async with LiveEmulator(model=script, **FAST) as emu:
+            async with geminilive.connect(endpoint=emu.url, config=LiveConfig(tools=TOOLS)) as session:
+                await session.send_text("weather?")
+                await until(session, ev.ToolCall)
+                await session.send_text("never mind")
+                return await until(session, ev.TurnComplete), session.protocol.pending_tool_calls
+
+    events, pending = run(scenario())
+    [cancel] = [e for e in events if isinstance(e, ev.ToolCallCancellation)]
+    assert cancel.ids == ["function-call-1"] and not pending
+    assert ev.Interrupted in [type(e) for e in events]
+
+
+def test_no_interruption_mode_lets_the_model_finish() -> None:
+    async def scenario():
+        async with LiveEmulator(model=ToneModel(duration_s=0.6), speed=2.0) as emu:
+            config = LiveConfig(activity_handling="NO_INTERRUPTION", silence_duration_ms=200)
+            async with geminilive.connect(endpoint=emu.url, config=config) as session:
+                await session.send_text("go")
+                first = await until(session, ev.AudioChunk)
+                await speak_into(session, chirp(0.3, 16000), 16000)
+                return first + await until(session, ev.TurnComplete)
+
+    events = run(scenario())
+    assert ev.Interrupted not in [type(e) for e in events]
+    assert len(audio_of(events)) == int(0.6 * 24000)
+
+
+def test_resumes_after_a_dropped_connection_and_keeps_the_conversation() -> None:
+    script = ScriptModel([ScriptTurn(text="first reply"), ScriptTurn(text="second reply")])
+
+    async def scenario():
+        faults = [Faults(close_after_turns=1, close_code=1011), None]
+        async with LiveEmulator(model=script, faults=faults, **FAST) as emu:
+            config = LiveConfig(output_audio_transcription=True)
+            async with geminilive.connect(endpoint=emu.url, config=config) as session:
+                await session.send_text("one")
+                first = await until(session, ev.TurnComplete)
+                await until(session, ev.SessionResumptionUpdate)
+                await session.send_text("two")
+                second = await until(session, ev.TurnComplete)
+                return first, second, session.reconnects, emu
+
+    first, second, reconnects, emu = run(scenario())
+    said = ["".join(e.text for e in events if isinstance(e, ev.OutputTranscription)) for events in (first, second)]
+    assert said == ["first reply", "second reply"], "the script went on where it was"
+    assert reconnects == 1
+    assert len(emu.connections) == 2
+    assert emu.connections[1].record is emu.connections[0].record
+    assert [t.text for t in emu.connections[1].record.conversation.turns] == ["one", "two"]
+
+
+def test_transparent_resumption_replays_unconsumed_messages() -> None:
+    async def scenario():
+        faults = [Faults(drop_after_client_messages=3), None]
+        async with LiveEmulator(model="echo", faults=faults, **FAST) as emu:
+            config = LiveConfig(transparent_resumption=True, response_modalities=["TEXT"])
+            async with geminilive.connect(endpoint=emu.url, config=config) as session:
+                for word in ["a", "b", "c", "d", "e"]:
+                    await session.send_client_content(word, turn_complete=False)
+                await session.send_client_content("f")
+                await until(session, ev.TurnComplete)
+                return emu
+
+    emu = run(scenario())
+    texts = [
+        m.client_content.turns[0].parts[0].text
+        for c in emu.connections
+        for m in c.received
+        if m.client_content is not None and m.client_content.turns
+    ]
+    assert texts[:3] == ["a", "b", "c"]
+    assert "".join(sorted(set(texts))) == "abcdef", texts
+    assert texts[3:] == [t for t in texts[3:] if t not in "abc"] or texts[3:5] == ["a", "b"]
+
+
+def test_go_away_then_resume() -> None:
+    async def scenario():
+        faults = [Faults(go_away_after_s=0.1, go_away_time_left_s=0.2), None]
+        async with LiveEmulator(model="echo", faults=faults, **FAST) as emu:
+            async with geminilive.connect(endpoint=emu.url, config=LiveConfig(response_modalities=["TEXT"])) as session:
+                await until(session, ev.SessionResumptionUpdate)
+                [go] = [e for e in await until(session, ev.GoAway) if isinstance(e, ev.GoAway)]
+                await session.send_text("still there?")
+                events = await until(session, ev.TurnComplete)
+                return go, events, session.reconnects
+
+    go, events, reconnects = run(scenario())
+    assert go.time_left_s == 0.2
+    assert reconnects == 1
+    assert [e.text for e in events if isinstance(e, ev.TextChunk)] == ["still there?"]
+
+
+def test_wrong_path_key_and_handle_are_clear_errors() -> None:
+    async def scenario():
+        async with LiveEmulator(api_key="secret", **FAST) as emu:
+            with pytest.raises(SessionError, match="404"):
+                await geminilive.connect(endpoint=emu.base_url + "/ws/nope", api_key="secret")
+            with pytest.raises(PolicyViolationError, match="API key not valid"):
+                await geminilive.connect(endpoint=emu.url, api_key="wrong")
+            with pytest.raises(PolicyViolationError, match="session not found"):
+                await geminilive.connect(
+                    endpoint=emu.url, api_key="secret", config=LiveConfig(resumption_handle="bogus")
+                )
+            async with websockets.connect(emu.url, additional_headers={"x-goog-api-key": "secret"}) as ws:
+                await ws.send('{"realtimeInput": {"text": "setup first?"}}')
+                with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                    await ws.recv()
+            assert closed.value.rcvd.code == 1007
+            async with websockets.connect(emu.url, additional_headers={"x-goog-api-key": "secret"}) as ws:
+                await ws.send('{"setup": {"model": "models/m"}}')
+                assert json.loads(await ws.recv()) == {"setupComplete": {}}
+                await ws.send('{"setup": {"model": "models/m"}}')
+                with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                    await ws.recv()
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1007, "Request contains an invalid argument.")
+            async with websockets.connect(emu.url, additional_headers={"x-goog-api-key": "secret"}) as ws:
+                await ws.send('{"setup": {"model": "models/m"}}')
+                await ws.recv()
+                await ws.send("{" + "x" * 300)
+                with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                    await ws.recv()
+            assert closed.value.rcvd.code == 1007 and len(closed.value.rcvd.reason.encode()) <= 123
+
+    run(scenario())
+
+
+def test_odd_audio_bytes_close_with_invalid_argument() -> None:
+    async def scenario():
+        async with LiveEmulator(**FAST) as emu:
+            async with websockets.connect(emu.url) as ws:
+                await ws.send('{"setup": {"model": "models/m"}}')
+                await ws.recv()
+                await ws.send('{"realtimeInput": {"audio": {"mimeType": "audio/pcm;rate=16000", "data": "AAAA"}}}')
+                with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                    await ws.recv()
+                return closed.value.rcvd.code
+
+    assert run(scenario()) == 1007
+    with pytest.raises(InvalidArgumentError):
+        raise geminilive.errors.closed_error(1007, "x")
+
+
+def shapes(frame: bytes) -> set[str]:
+    """The message's structure without values: top-level kind, content fields, part kinds."""
+    tree = json.loads(frame)
+    out = set()
+    for key, value in tree.items():
+        out.add(key)
+        if key == "serverContent":
+            for field, inner in value.items():
+                out.add(f"serverContent.{field}")
+                if field == "modelTurn":
+                    out |= {f"part.{kind}" for part in inner.get("parts", []) for kind in part}
+                    out |= {f"mime.{p['inlineData']['mimeType']}" for p in inner.get("parts", []) if "inlineData" in p}
+                    if "role" in inner:
+                        out.add(f"role.{inner['role']}")
+        if key == "setupComplete":
+            out |= {f"setupComplete.{k}" for k in value}
+    return out
+
+
+VERTEX_PATH = "/ws/google.cloud.aiplatform.v1beta1.LlmBidiService/BidiGenerateContent"
+NOT_EMULATED = {"part.executableCode"}  # the recorded model wrote code before its tool call
+
+
+class ToolUsingModel:
+    """Calls the first declared function on a text turn when the setup declares any (as the
+    recorded model did), else says a line."""
+
+    name = "tool-using"
+
+    def reply(self, turn, conversation):
+        declared = [d for t in conversation.setup.tools or () for d in t.function_declarations or ()]
+        if declared and turn.text and not turn.text.startswith(declared[0].name):
+            yield ReplyToolCall([FunctionCall(name=declared[0].name, args={})])
+        yield from ScriptModel([ScriptTurn(text="I can hear you.")]).reply(turn, conversation)
+
+
+@pytest.mark.parametrize("recording", all_recordings(), ids=lambda r: r.name)
+def test_recorded_client_frames_are_accepted_and_answered_alike(recording) -> None:
+    script = ToolUsingModel()
+
+    async def scenario():
+        async with LiveEmulator(model=script, **FAST) as emu:
+            url = emu.base_url + VERTEX_PATH if recording.vertex else emu.url
+            answers: list[bytes] = []
+            async with websockets.connect(url) as ws:
+                for frame in recording.client_frames:
+                    await ws.send(frame.decode())
+                    if not answers:
+                        answers.append(await ws.recv())
+                emulated = [f for f in recording.server_frames if not shapes(f) & NOT_EMULATED]
+                expected = set().union(*(shapes(f) for f in emulated))
+                while not expected <= set().union(*(shapes(a) for a in answers)):
+                    answers.append(await ws.recv())
+                assert ws.close_code is None, "the emulator accepted every recorded frame"
+            return answers
+
+    answers = run(scenario())
+    assert all(isinstance(a, bytes) for a in answers), "binary frames, as the service sends"
+    assert all(a.endswith(b"\n") and b'\n  "' in a for a in answers), "pretty-printed JSON"
