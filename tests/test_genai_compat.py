@@ -9,10 +9,10 @@ import subprocess
 
 import numpy as np
 import pytest
-from audio_util import chirp, run, silence, xcorr_peak
 from google import genai
 from google.genai import types
 
+from audio_util import chirp, run, silence, xcorr_peak
 from geminilive import Resampler, pcm
 from geminilive.emulator import LiveEmulator, ReplyAudio, ReplyToolCall, ToneModel
 from geminilive.emulator.models import EchoModel
