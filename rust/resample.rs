@@ -117,6 +117,17 @@ struct FilterBank {
 
 impl FilterBank {
     fn design(input_rate: u32, output_rate: u32, phases: usize) -> Self {
+        if input_rate == output_rate {
+            // Same rate: a unit impulse, so the output is the input exactly.
+            let mut coefficients = vec![0f32; 2 * TAP_BLOCK];
+            coefficients[TAP_BLOCK / 2 - 1] = 1.0;
+            coefficients[TAP_BLOCK + TAP_BLOCK / 2 - 1] = 1.0;
+            return Self {
+                taps: TAP_BLOCK,
+                phases: 1,
+                coefficients,
+            };
+        }
         let nyquist_low = f64::from(input_rate.min(output_rate)) / 2.0;
         let fs_in = f64::from(input_rate);
         let transition = (1.0 - PASSBAND_FRACTION) * nyquist_low / fs_in; // cycles per input sample
@@ -838,6 +849,13 @@ mod tests {
             "{withheld} vs {}",
             r.delay_samples()
         );
+    }
+
+    #[test]
+    fn same_rate_is_exact() {
+        let input = tone(48_000, 1000.0, 0.1);
+        let mut r = Resampler::new(48_000, 48_000, 1).unwrap();
+        assert_eq!(resample_all(&mut r, &input), input);
     }
 
     #[test]

@@ -40,7 +40,13 @@ pub const FRAME_MS: u32 = 10;
 impl VadConfig {
     /// Settings from the Live API's parameters. `high_start`/`high_end` are the HIGH
     /// sensitivities; durations are rounded up to whole frames.
-    pub fn new(sample_rate_hz: u32, high_start: bool, high_end: bool, prefix_padding_ms: u32, silence_duration_ms: u32) -> Self {
+    pub fn new(
+        sample_rate_hz: u32,
+        high_start: bool,
+        high_end: bool,
+        prefix_padding_ms: u32,
+        silence_duration_ms: u32,
+    ) -> Self {
         Self {
             sample_rate_hz,
             start_margin_db: if high_start { 12.0 } else { 20.0 },
@@ -95,7 +101,10 @@ impl Vad {
 
     /// Forget everything (the `audioStreamEnd` reset).
     pub fn reset(&mut self) {
-        *self = Self { position: self.position + self.partial.len() as u64, ..Self::new(self.config) };
+        *self = Self {
+            position: self.position + self.partial.len() as u64,
+            ..Self::new(self.config)
+        };
     }
 
     fn level_db(frame: &[f32]) -> f32 {
@@ -121,7 +130,8 @@ impl Vad {
                 self.run = 0;
             }
         } else {
-            let speech = level > self.noise_floor_db + c.start_margin_db && level > c.min_speech_dbfs;
+            let speech =
+                level > self.noise_floor_db + c.start_margin_db && level > c.min_speech_dbfs;
             if speech {
                 if self.run == 0 {
                     self.run_start = frame_start;
@@ -138,7 +148,13 @@ impl Vad {
         }
         // The floor follows quiet frames quickly and loud ones very slowly, so speech does not
         // raise it but a steady noise does.
-        let rate = if level < self.noise_floor_db { 0.2 } else if self.speaking { 0.0005 } else { 0.01 };
+        let rate = if level < self.noise_floor_db {
+            0.2
+        } else if self.speaking {
+            0.0005
+        } else {
+            0.01
+        };
         self.noise_floor_db += (level - self.noise_floor_db) * rate;
         self.noise_floor_db = self.noise_floor_db.clamp(-90.0, -10.0);
     }
@@ -182,7 +198,11 @@ mod tests {
                 seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
                 let noise = (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5;
                 let tone = (i as f32 * 0.2).sin();
-                out.push(if amplitude > 0.01 { amplitude * tone } else { 0.002 * noise });
+                out.push(if amplitude > 0.01 {
+                    amplitude * tone
+                } else {
+                    0.002 * noise
+                });
             }
         }
         out
@@ -199,7 +219,13 @@ mod tests {
 
     #[test]
     fn short_pauses_do_not_end_speech() {
-        let x = signal(&[(0.0, 8000), (0.3, 8000), (0.0, 2400), (0.3, 8000), (0.0, 16000)]);
+        let x = signal(&[
+            (0.0, 8000),
+            (0.3, 8000),
+            (0.0, 2400),
+            (0.3, 8000),
+            (0.0, 16000),
+        ]);
         let mut vad = Vad::new(VadConfig::new(16_000, true, true, 20, 300));
         let events = vad.process(&x);
         assert_eq!(events.len(), 2, "{events:?}");
@@ -207,7 +233,13 @@ mod tests {
 
     #[test]
     fn chunking_does_not_change_events() {
-        let x = signal(&[(0.0, 5000), (0.2, 9000), (0.0, 9000), (0.4, 3000), (0.0, 9000)]);
+        let x = signal(&[
+            (0.0, 5000),
+            (0.2, 9000),
+            (0.0, 9000),
+            (0.4, 3000),
+            (0.0, 9000),
+        ]);
         let whole = Vad::new(VadConfig::new(16_000, false, false, 100, 200)).process(&x);
         let mut vad = Vad::new(VadConfig::new(16_000, false, false, 100, 200));
         let mut chunked = Vec::new();
@@ -221,6 +253,8 @@ mod tests {
     #[test]
     fn quiet_noise_is_not_speech() {
         let x = signal(&[(0.0, 48000)]);
-        assert!(Vad::new(VadConfig::new(16_000, true, true, 20, 100)).process(&x).is_empty());
+        assert!(Vad::new(VadConfig::new(16_000, true, true, 20, 100))
+            .process(&x)
+            .is_empty());
     }
 }

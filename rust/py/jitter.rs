@@ -67,7 +67,7 @@ impl PyPlayoutBuffer {
             })
     }
 
-    fn convert(stats: PlayoutStats, sample_rate_hz: u32) -> PyPlayoutStats {
+    pub(crate) fn convert(stats: PlayoutStats, sample_rate_hz: u32) -> PyPlayoutStats {
         PyPlayoutStats {
             depth: stats.depth,
             underruns: stats.underruns,

@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::PyType;
 
+mod device;
 mod jitter;
 mod pcm;
 mod resample;
@@ -37,6 +38,7 @@ macro_rules! python_error {
 }
 
 python_error!(audio_format_error, "AudioFormatError");
+python_error!(audio_device_error, "AudioDeviceError");
 python_error!(buffer_full_error, "BufferFullError");
 
 impl From<crate::pcm::PcmError> for PyErr {
@@ -62,6 +64,7 @@ impl From<crate::jitter::PlayoutError> for PyErr {
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    device::register(m)?;
     pcm::register(m)?;
     resample::register(m)?;
     jitter::register(m)?;

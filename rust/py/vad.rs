@@ -16,7 +16,9 @@ fn high(sensitivity: &str, what: &str) -> PyResult<bool> {
     match sensitivity.to_ascii_uppercase().as_str() {
         "HIGH" => Ok(true),
         "LOW" => Ok(false),
-        _ => Err(audio_format_error(format!("{what} must be 'HIGH' or 'LOW', got {sensitivity:?}"))),
+        _ => Err(audio_format_error(format!(
+            "{what} must be 'HIGH' or 'LOW', got {sensitivity:?}"
+        ))),
     }
 }
 
@@ -42,7 +44,9 @@ impl PyVoiceActivityDetector {
         silence_duration_ms: u32,
     ) -> PyResult<Self> {
         if !(8_000..=192_000).contains(&sample_rate_hz) {
-            return Err(audio_format_error(format!("sample rate {sample_rate_hz} Hz is not supported")));
+            return Err(audio_format_error(format!(
+                "sample rate {sample_rate_hz} Hz is not supported"
+            )));
         }
         let config = VadConfig::new(
             sample_rate_hz,
@@ -51,7 +55,9 @@ impl PyVoiceActivityDetector {
             prefix_padding_ms,
             silence_duration_ms,
         );
-        Ok(Self { inner: Vad::new(config) })
+        Ok(Self {
+            inner: Vad::new(config),
+        })
     }
 
     /// Feed audio; returns `("start" | "end", sample_index)` for each event it completes.

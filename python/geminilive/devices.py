@@ -1,0 +1,210 @@
+"""Microphone and speaker through the Rust core (cpal): no GIL, no allocation and no locks in
+the audio callbacks; captured frames reach asyncio through a socket watched by the loop.
+
+    async with Capture(sample_rate_hz=16000) as mic:
+        async for frame in mic:
+            ...  # frame.samples: float32 at 16 kHz, frame.timestamp: time.monotonic() clock
+
+    with Playback(source_rate_hz=24000) as speaker:
+        speaker.push(pcm_24k)
+        speaker.clear()          # barge-in: silent within one device period
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from geminilive._native import CaptureStream, PlaybackStream, PlayoutStats
+from geminilive._native import list_devices as _list_devices
+from geminilive.errors import AudioDeviceError
+
+# A device that has not called back in this long is reported as not delivering audio (the
+# PulseAudio monitor takes about a second to start).
+NO_AUDIO_TIMEOUT_S = 5.0
+
+__all__ = ["Capture", "CapturedFrame", "DeviceInfo", "Playback", "list_devices"]
+
+
+class DeviceInfo(msgspec.Struct, frozen=True):
+    host: str
+    id: str
+    name: str
+    is_default_input: bool
+    is_default_output: bool
+    input_channels: int
+    output_channels: int
+    input_rates: tuple[int, int] | None
+    output_rates: tuple[int, int] | None
+    default_input_rate: int | None
+    default_output_rate: int | None
+
+
+def list_devices() -> list[DeviceInfo]:
+    """Every device of the default audio host, with its rates and channel counts."""
+    return [msgspec.convert(d, DeviceInfo) for d in _list_devices()]
+
+
+class CapturedFrame(msgspec.Struct, frozen=True):
+    samples: np.ndarray
+    timestamp: float
+    index: int
+    sample_rate_hz: int
+
+
+class Capture:
+    """A microphone: mono float32 frames at ``sample_rate_hz`` (resampled in Rust).
+
+    Args:
+        device: a device name or id (default: the system's default input).
+        frame_ms: frame length delivered to Python; ``period_ms``: the device period asked for.
+    """
+
+    def __init__(
+        self, device: str | None = None, *, sample_rate_hz: int = 16000, frame_ms: int = 20, period_ms: int = 10
+    ) -> None:
+        self.device, self.sample_rate_hz, self.frame_ms, self.period_ms = device, sample_rate_hz, frame_ms, period_ms
+        self._stream: CaptureStream | None = None
+        self._frames: deque[CapturedFrame] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def open(self) -> Capture:
+        self._opened_at = time.monotonic()
+        self._stream = CaptureStream(
+            self.device,
+            sample_rate_hz=self.sample_rate_hz,
+            frame_ms=self.frame_ms,
+            period_ms=self.period_ms,
+            clock_s=time.monotonic(),
+        )
+        return self
+
+    def _on_readable(self) -> None:
+        assert self._stream is not None
+        self._stream.drain_wakeups()
+        for samples, timestamp, index in self._stream.take_frames():
+            self._frames.append(CapturedFrame(samples, timestamp, index, self.sample_rate_hz))
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def __aenter__(self) -> Capture:
+        self.open()
+        assert self._stream is not None
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._stream.fileno(), self._on_readable)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._stream is None:
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(self._stream.fileno())
+        self._stream.close()
+        self._stream = None
+
+    def __aiter__(self) -> Capture:
+        return self
+
+    async def __anext__(self) -> CapturedFrame:
+        while not self._frames:
+            if self._stream is None:
+                raise StopAsyncIteration
+            error = self._stream.error
+            if error:
+                raise AudioDeviceError(f"capture failed: {error}")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(self._waiter, timeout=1.0)
+            except TimeoutError:
+                silent_s = time.monotonic() - self._opened_at
+                if self._stream is not None and self._stream.stats["callbacks"] == 0 and silent_s > NO_AUDIO_TIMEOUT_S:
+                    raise AudioDeviceError(f"the capture device delivered no audio in {silent_s:.0f} s") from None
+        return self._frames.popleft()
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return dict(self._stream.stats) if self._stream is not None else {}
+
+    @property
+    def device_rate_hz(self) -> int:
+        assert self._stream is not None
+        return self._stream.device_rate_hz
+
+
+class Playback:
+    """A speaker fed from a lock-free playout buffer at the device rate.
+
+    ``push`` takes audio at ``source_rate_hz`` (24 kHz from the Live API) and resamples in Rust;
+    ``clear`` silences what is queued within one device period (with a short fade).
+    """
+
+    def __init__(
+        self, device: str | None = None, *, source_rate_hz: int = 24000, period_ms: int = 10, prebuffer_ms: int = 40
+    ) -> None:
+        self._stream = PlaybackStream(
+            device,
+            source_rate_hz=source_rate_hz,
+            period_ms=period_ms,
+            prebuffer_ms=prebuffer_ms,
+            clock_s=time.monotonic(),
+        )
+        self.source_rate_hz = source_rate_hz
+
+    def __enter__(self) -> Playback:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _check(self) -> PlaybackStream:
+        error = self._stream.error
+        if error:
+            raise AudioDeviceError(f"playback failed: {error}")
+        return self._stream
+
+    def push(self, pcm: Any) -> None:
+        """Queue 16-bit LE bytes or a float32/int16 array at the source rate (all or nothing)."""
+        self._check().push(pcm)
+
+    def end_of_turn(self) -> None:
+        self._check().end_of_turn()
+
+    def clear(self) -> int:
+        return self._stream.clear()
+
+    @property
+    def stats(self) -> PlayoutStats:
+        return self._stream.stats
+
+    @property
+    def device_rate_hz(self) -> int:
+        return self._stream.device_rate_hz
+
+    @property
+    def period_frames(self) -> int:
+        return self._stream.period_frames
+
+    @property
+    def last_callback_s(self) -> float:
+        return self._stream.last_callback_s
+
+    @property
+    def callbacks(self) -> int:
+        return self._stream.callbacks
+
+    @property
+    def stream_errors(self) -> int:
+        """Transient backend errors (xruns) the stream recovered from."""
+        return self._stream.stream_errors
+
+    def close(self) -> None:
+        self._stream.close()

@@ -1,0 +1,113 @@
+"""Real cpal streams on a real audio server (PulseAudio null sink and its monitor)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+
+import numpy as np
+import pytest
+
+from audio_util import chirp, run, xcorr_peak
+from geminilive import Resampler
+from geminilive.devices import Capture, Playback, list_devices
+from geminilive.errors import AudioDeviceError
+
+pytestmark = pytest.mark.usefixtures("pulseaudio")
+
+
+def test_lists_default_devices_with_rates() -> None:
+    devices = list_devices()
+    default_in = [d for d in devices if d.is_default_input]
+    default_out = [d for d in devices if d.is_default_output]
+    assert default_in and default_out
+    assert default_in[0].default_input_rate and default_in[0].input_channels >= 1
+    assert default_out[0].output_rates is not None
+
+
+async def capture_while(mic: Capture, seconds: float, action=None) -> list:
+    """Frames captured for `seconds` after the stream is flowing; `action()` runs once first."""
+    frames = []
+    async for frame in mic:  # wait until the monitor delivers
+        frames.append(frame)
+        break
+    if action is not None:
+        action()
+    stop = frames[0].timestamp + seconds
+    async for frame in mic:
+        frames.append(frame)
+        if frame.timestamp >= stop:
+            return frames
+    return frames
+
+
+def test_loopback_returns_what_was_played_in_order_without_gaps() -> None:
+    signal = chirp(1.0, 24000)
+
+    async def scenario():
+        async with Capture(sample_rate_hz=16000) as mic:
+            with Playback(source_rate_hz=24000) as speaker:
+                frames = await capture_while(mic, 2.0, lambda: (speaker.push(signal), speaker.end_of_turn()))
+                return frames, speaker.stats, mic.stats
+
+    frames, playout, capture = run(scenario())
+    assert [f.index for f in frames] == [frames[0].index + 320 * i for i in range(len(frames))], "no gaps"
+    assert all(b.timestamp >= a.timestamp for a, b in zip(frames, frames[1:])), "in order"
+    captured = np.concatenate([f.samples for f in frames])
+    score, _ = xcorr_peak(captured, Resampler(24000, 16000).process(signal))
+    assert score > 0.9, score
+    assert playout.played == playout.pushed and playout.underruns == 0
+    assert capture["overruns"] == 0
+
+
+def test_clear_silences_playback() -> None:
+    tone = (0.3 * np.sin(2 * np.pi * 500 * np.arange(24000 * 3) / 24000)).astype(np.float32)
+
+    async def scenario():
+        async with Capture(sample_rate_hz=16000) as mic:
+            with Playback(source_rate_hz=24000) as speaker:
+                frames = await capture_while(mic, 0.6, lambda: speaker.push(tone))
+                discarded = speaker.clear()
+                after = await capture_while(mic, 0.6)
+                return frames, after, discarded, speaker.stats
+
+    before, after, discarded, stats = run(scenario())
+    level = lambda fs: float(np.sqrt(np.mean(np.concatenate([f.samples for f in fs]) ** 2)))  # noqa: E731
+    assert level(before[-10:]) > 0.1, "the tone was playing"
+    assert level(after[-10:]) < 1e-3, "and is silent after clear()"
+    assert discarded > 48000, "most of the 3 s tone was still queued"
+    assert stats.discarded > 0 and stats.played + stats.discarded == stats.pushed
+
+
+def test_no_such_device_is_a_clear_error() -> None:
+    with pytest.raises(AudioDeviceError, match='no audio device named "nope"'):
+        Playback("nope")
+    with pytest.raises(AudioDeviceError, match='no audio device named "nope"'):
+        Capture("nope").open()
+
+
+def test_open_and_close_100_times_leaks_nothing() -> None:
+    def resources() -> tuple[int, int]:
+        return len(os.listdir("/proc/self/fd")), threading.active_count() + len(os.listdir("/proc/self/task"))
+
+    Playback().close()  # warm up the ALSA/PulseAudio client libraries
+    before = resources()
+    for i in range(100):
+        if i % 2:
+            Playback().close()
+        else:
+            Capture().open().close()
+    assert resources() == before
+
+
+def test_stream_errors_surface_in_python() -> None:
+    async def scenario():
+        mic = Capture(sample_rate_hz=16000)
+        async with mic:
+            await mic.__anext__()
+            mic.close()
+            with pytest.raises(StopAsyncIteration):
+                await mic.__anext__()
+
+    asyncio.run(scenario())
