@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import threading
 
@@ -53,7 +54,7 @@ def test_loopback_returns_what_was_played_in_order_without_gaps() -> None:
 
     frames, playout, capture = run(scenario())
     assert [f.index for f in frames] == [frames[0].index + 320 * i for i in range(len(frames))], "no gaps"
-    assert all(b.timestamp >= a.timestamp for a, b in zip(frames, frames[1:])), "in order"
+    assert all(b.timestamp >= a.timestamp for a, b in itertools.pairwise(frames)), "in order"
     captured = np.concatenate([f.samples for f in frames])
     score, _ = xcorr_peak(captured, Resampler(24000, 16000).process(signal))
     assert score > 0.9, score
