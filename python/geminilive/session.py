@@ -339,6 +339,34 @@ class Session:
                 await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
         raise last_error or SessionError("could not resume the session")
 
+    async def start_audio_conversation(
+        self,
+        input_device: str | None = None,
+        output_device: str | None = None,
+        *,
+        source: Any = None,
+        sink: Any = None,
+        tools: Any = None,
+        on_event: Callable[[ev.Event], Awaitable[None] | None] | None = None,
+        on_transcript: Callable[[str, str, bool], Awaitable[None] | None] | None = None,
+        local_barge_in: str = "off",
+    ) -> Any:
+        """Join the microphone (or ``source``), this session and the speaker (or ``sink``);
+        returns the running :class:`geminilive.conversation.Conversation` (``await c.stop()``)."""
+        from geminilive.audio_io import MicrophoneSource, SpeakerSink
+        from geminilive.conversation import Conversation
+
+        conversation = Conversation(
+            self,
+            source=source if source is not None else MicrophoneSource(input_device),
+            sink=sink if sink is not None else SpeakerSink(output_device),
+            tools=tools,
+            on_event=on_event,
+            on_transcript=on_transcript,
+            local_barge_in=local_barge_in,  # type: ignore[arg-type]
+        )
+        return await conversation.start()
+
     async def run(self, handler: Callable[[ev.Event], Awaitable[None] | None]) -> None:
         """Callback style: call ``handler`` for every event until the session ends."""
         async for event in self:

@@ -1,0 +1,288 @@
+"""The voice conversation: microphone -> session -> speaker, with barge-in and metrics.
+
+    async with geminilive.connect(config=LiveConfig(...)) as session:
+        conversation = await session.start_audio_conversation()
+        ...
+        await conversation.stop()
+
+Sources and sinks are pluggable (:mod:`geminilive.audio_io`), so the same loop serves a desktop
+app, a test feeding a WAV file, or a telephony bridge with its own audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+import numpy as np
+
+from geminilive import events as ev
+from geminilive._native import VoiceActivityDetector
+from geminilive.audio_io import AudioSink, AudioSource, MicrophoneSource, SpeakerSink
+from geminilive.messages import FunctionResponse
+from geminilive.tools import ToolRegistry
+
+if TYPE_CHECKING:
+    from geminilive.session import Session
+
+__all__ = ["Conversation", "TurnMetrics"]
+
+INPUT_RATE_HZ = 16000
+
+
+class TurnMetrics(msgspec.Struct, kw_only=True):
+    """Latency of one model turn, in milliseconds (None where it did not happen)."""
+
+    turn: int
+    speech_end_to_first_audio_ms: float | None = None
+    interrupted_to_silence_ms: float | None = None
+    capture_to_send_ms: float | None = None
+    receive_to_play_ms: float | None = None
+    audio_received_s: float = 0.0
+    underruns: int = 0
+    interrupted: bool = False
+    input_transcript: str = ""
+    output_transcript: str = ""
+
+    def row(self) -> str:
+        def ms(v: float | None) -> str:
+            return "-" if v is None else f"{v:.0f}"
+
+        return (
+            f"{self.turn:>4} {ms(self.speech_end_to_first_audio_ms):>10} {ms(self.interrupted_to_silence_ms):>10} "
+            f"{ms(self.capture_to_send_ms):>10} {ms(self.receive_to_play_ms):>10} {self.audio_received_s:>7.2f} "
+            f"{self.underruns:>5} {'yes' if self.interrupted else '':>5}"
+        )
+
+    @staticmethod
+    def header() -> str:
+        return (
+            f"{'turn':>4} {'end->play':>10} {'intr->sil':>10} {'capt->send':>10} {'recv->play':>10} "
+            f"{'audio s':>7} {'under':>5} {'intr':>5}"
+        )
+
+
+class Conversation:
+    """Joins an audio source, a live session and an audio sink.
+
+    Args:
+        session: an open :class:`geminilive.Session`.
+        source: where the user's audio comes from (default: the microphone).
+        sink: where the model's audio goes (default: the speaker).
+        tools: functions the model may call; their results are sent back automatically.
+        on_event: called with every event (sync or async).
+        on_transcript: called with ("user" | "model", text, finished).
+        local_barge_in: "off", or "stop" to clear playback as soon as the client's own voice
+            activity detector hears the user (before the server's ``interrupted``). Needs
+            headphones or echo cancellation: without them the model's own voice triggers it.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        source: AudioSource | None = None,
+        sink: AudioSink | None = None,
+        tools: ToolRegistry | None = None,
+        on_event: Callable[[ev.Event], Awaitable[None] | None] | None = None,
+        on_transcript: Callable[[str, str, bool], Awaitable[None] | None] | None = None,
+        local_barge_in: Literal["off", "stop"] = "off",
+    ) -> None:
+        self.session = session
+        self.source = source if source is not None else MicrophoneSource()
+        self.sink = sink if sink is not None else SpeakerSink()
+        self.tools = tools
+        self.on_event = on_event
+        self.on_transcript = on_transcript
+        self.local_barge_in = local_barge_in
+        self.metrics: list[TurnMetrics] = []
+        self.events: list[ev.Event] = []
+        self.input_level = 0.0
+        self._vad = VoiceActivityDetector(INPUT_RATE_HZ, silence_duration_ms=300)
+        self._vad_resampler: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._finished = asyncio.Event()
+        self._source_done = asyncio.Event()
+        self._current = TurnMetrics(turn=0)
+        self._speech_end_at: float | None = None
+        self._first_audio_index: int | None = None
+        self._pushed = 0
+        self._pending_plays: list[tuple[int, float, TurnMetrics]] = []
+        self._awaiting_first_play: tuple[TurnMetrics, int, float | None] | None = None
+        self._send_delays: list[float] = []
+        self._play_delays: dict[int, list[float]] = {}
+        self._underruns_at_start = 0
+        self._heard_samples = 0
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> Conversation:
+        await self.sink.start()
+        self._tasks = [
+            asyncio.create_task(self._send_loop(), name="geminilive-send"),
+            asyncio.create_task(self._receive_loop(), name="geminilive-receive"),
+            asyncio.create_task(self._play_monitor(), name="geminilive-play-monitor"),
+        ]
+        return self
+
+    async def stop(self) -> None:
+        """Stop capturing and playing (the session stays open)."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.tools is not None:
+            self.tools.cancel_all()
+        await self.sink.close()
+        self._finished.set()
+
+    async def wait(self, *, turns: int | None = None, timeout: float | None = None) -> None:
+        """Wait until ``turns`` model turns completed (or the conversation ends)."""
+
+        async def done() -> None:
+            while not self._finished.is_set():
+                if turns is not None and len(self.metrics) >= turns:
+                    return
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(done(), timeout)
+
+    async def __aenter__(self) -> Conversation:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # --- user audio ----------------------------------------------------------------------------
+
+    async def _send_loop(self) -> None:
+        async for frame in self.source:
+            samples = frame.samples
+            if samples.dtype != np.float32:
+                samples = samples.astype(np.float32)
+            await self.session.send_audio(samples, frame.sample_rate_hz)
+            self._send_delays.append(time.monotonic() - frame.timestamp)
+            self.input_level = float(np.sqrt(np.mean(samples**2))) if len(samples) else 0.0
+            self._detect_speech(samples, frame.sample_rate_hz, frame.timestamp)
+        self._source_done.set()
+        with contextlib.suppress(Exception):
+            await self.session.audio_stream_end()
+
+    def _detect_speech(self, samples: np.ndarray, rate: int, timestamp: float) -> None:
+        if rate != INPUT_RATE_HZ:
+            if self._vad_resampler is None:
+                from geminilive._native import Resampler
+
+                self._vad_resampler = Resampler(rate, INPUT_RATE_HZ)
+            samples = self._vad_resampler.process(samples)
+        self._heard_samples += len(samples)
+        for kind, at in self._vad.process(samples):
+            when = timestamp - (self._heard_samples - at) / INPUT_RATE_HZ
+            if kind == "end":
+                self._speech_end_at = when
+            elif kind == "start" and self.local_barge_in == "stop" and self.sink.stats.depth > 0:
+                self.sink.clear()
+
+    # --- model audio and events ----------------------------------------------------------------
+
+    async def _receive_loop(self) -> None:
+        try:
+            async for event in self.session:
+                await self._handle(event)
+        finally:
+            self._finished.set()
+
+    async def _handle(self, event: ev.Event) -> None:
+        self.events.append(event)
+        now = time.monotonic()
+        if isinstance(event, ev.AudioChunk):
+            if self._first_audio_index is None:
+                self._first_audio_index = self._pushed
+                self._underruns_at_start = self.sink.stats.underruns
+                self._awaiting_first_play = (self._current, self._pushed, self._speech_end_at)
+            self.sink.push(event.data if event.sample_rate_hz == self.sink.sample_rate_hz else self._convert(event))
+            self._pending_plays.append((self._pushed, now, self._current))
+            self._pushed += len(event.data) // 2
+            self._current.audio_received_s += event.duration_s
+        elif isinstance(event, ev.Interrupted):
+            self.sink.clear()
+            self._current.interrupted = True
+            self._pending_plays.clear()
+            self._tasks.append(asyncio.create_task(self._measure_silence(now, self._current)))
+        elif isinstance(event, ev.TurnComplete):
+            self.sink.end_of_turn()
+            self._finish_turn()
+        elif isinstance(event, ev.InputTranscription):
+            self._current.input_transcript += event.text
+            await self._call(self.on_transcript, "user", event.text, event.finished)
+        elif isinstance(event, ev.OutputTranscription):
+            self._current.output_transcript += event.text
+            await self._call(self.on_transcript, "model", event.text, event.finished)
+        elif isinstance(event, ev.ToolCall) and self.tools is not None:
+            self.tools.start(event.function_calls, self._respond)
+        elif isinstance(event, ev.ToolCallCancellation) and self.tools is not None:
+            self.tools.cancel(event.ids)
+        await self._call(self.on_event, event)
+
+    def _convert(self, event: ev.AudioChunk) -> bytes:
+        from geminilive._native import Resampler, f32_to_s16le, s16le_to_f32
+
+        resampler = Resampler(event.sample_rate_hz, self.sink.sample_rate_hz)
+        return f32_to_s16le(np.concatenate([resampler.process(s16le_to_f32(event.data)), resampler.flush()]))
+
+    async def _respond(self, response: FunctionResponse) -> None:
+        await self.session.send_tool_response(response)
+
+    @staticmethod
+    async def _call(callback: Callable[..., Any] | None, *args: Any) -> None:
+        if callback is not None:
+            result = callback(*args)
+            if result is not None:
+                await result
+
+    async def _play_monitor(self) -> None:
+        """Watch the sink's played count: when did the first audio of the turn, and each
+        received chunk, actually play."""
+        while True:
+            await asyncio.sleep(0.002)
+            played, at = self.sink.played_time()
+            if self._awaiting_first_play is not None and played > self._awaiting_first_play[1]:
+                turn, _, speech_end = self._awaiting_first_play
+                self._awaiting_first_play = None
+                if speech_end is not None:
+                    turn.speech_end_to_first_audio_ms = (at - speech_end) * 1000
+            while self._pending_plays and played > self._pending_plays[0][0]:
+                _, received, turn = self._pending_plays.pop(0)
+                delays = self._play_delays.setdefault(turn.turn, [])
+                delays.append(at - received)
+                turn.receive_to_play_ms = float(np.median(delays)) * 1000
+
+    async def _measure_silence(self, interrupted_at: float, turn: TurnMetrics) -> None:
+        """Time from ``interrupted`` until the sink plays nothing that was queued."""
+        start_played, _ = self.sink.played_time()
+        for _ in range(500):
+            await asyncio.sleep(0.001)
+            stats = self.sink.stats
+            played, at = self.sink.played_time()
+            if stats.depth == 0 and at > interrupted_at and played >= start_played:
+                turn.interrupted_to_silence_ms = max(0.0, (at - interrupted_at) * 1000)
+                return
+
+    def _finish_turn(self) -> None:
+        turn = self._current
+        turn.underruns = self.sink.stats.underruns - self._underruns_at_start
+        if self._send_delays:
+            turn.capture_to_send_ms = float(np.median(self._send_delays)) * 1000
+        self.metrics.append(turn)
+        self._current = TurnMetrics(turn=len(self.metrics))
+        self._first_audio_index = None
+        self._speech_end_at = None
+        self._send_delays = []
+
+    def latency_table(self) -> str:
+        return "\n".join([TurnMetrics.header(), *(m.row() for m in self.metrics)])

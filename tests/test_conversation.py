@@ -1,0 +1,149 @@
+"""The conversation loop against the emulator: sources, sinks, tools, barge-in, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import wave
+
+import numpy as np
+
+import geminilive
+from audio_util import chirp, run, silence, speak, xcorr_peak
+from geminilive import LiveConfig
+from geminilive import events as ev
+from geminilive.audio_io import ArraySource, BufferedSink, CallbackSink, IteratorSource, WavSink, WavSource
+from geminilive.conversation import Conversation
+from geminilive.emulator import LiveEmulator, ScriptModel, ScriptTurn, ToneModel
+from geminilive.messages import FunctionCall
+from geminilive.tools import ToolRegistry
+
+
+def test_wav_in_wav_out_echo_with_real_speech(tmp_path) -> None:
+    speech = speak("Hello there, this is a test of the voice pipeline.", tmp_path / "speech.wav", rate=22050)
+
+    async def scenario():
+        async with LiveEmulator(model="echo", speed=4.0) as emu:
+            config = LiveConfig(silence_duration_ms=500, output_audio_transcription=True)
+            async with geminilive.connect(endpoint=emu.url, config=config) as session:
+                sink = WavSink(tmp_path / "reply.wav")
+                conversation = await session.start_audio_conversation(
+                    source=WavSource(tmp_path / "speech.wav", trailing_silence_s=2.5), sink=sink
+                )
+                await conversation.wait(turns=1, timeout=20)
+                await asyncio.sleep(0.3)
+                await conversation.stop()
+                return conversation
+
+    conversation = run(scenario())
+    with wave.open(str(tmp_path / "reply.wav")) as w:
+        assert w.getframerate() == 24000
+        reply = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768
+    expected = geminilive.Resampler(22050, 24000).process(speech)
+    # The reply is the speech as the server's VAD cut it: find it inside what was said.
+    score, _ = xcorr_peak(expected, reply)
+    assert score > 0.9, score
+    assert len(reply) > 0.8 * len(expected), (len(reply), len(expected))
+    [metrics] = conversation.metrics
+    assert metrics.audio_received_s > 1.0
+    assert metrics.speech_end_to_first_audio_ms is not None and metrics.speech_end_to_first_audio_ms > 0
+    assert metrics.capture_to_send_ms is not None and metrics.receive_to_play_ms is not None
+    assert "end->play" in conversation.latency_table()
+
+
+def test_interruption_clears_the_sink() -> None:
+    played = []
+
+    async def scenario():
+        async with LiveEmulator(model=ToneModel(duration_s=4.0), speed=1.5) as emu:
+            config = LiveConfig(silence_duration_ms=200)
+            async with geminilive.connect(endpoint=emu.url, config=config) as session:
+                sink = BufferedSink(played.append)
+                speech = np.concatenate([silence(0.2, 16000), chirp(0.4, 16000)])
+
+                async def frames():
+                    await session.send_text("tell me a long story")
+                    while not any(np.any(p) for p in played):
+                        yield np.zeros(320, np.float32)
+                        await asyncio.sleep(0.02)
+                    await asyncio.sleep(0.5)
+                    for i in range(0, len(speech), 320):
+                        yield speech[i : i + 320]
+                        await asyncio.sleep(0.02)
+                    for _ in range(50):
+                        yield np.zeros(320, np.float32)
+                        await asyncio.sleep(0.02)
+
+                conversation = Conversation(session, source=IteratorSource(frames(), 16000), sink=sink)
+                async with conversation:
+                    await conversation.wait(turns=1, timeout=20)
+                    await asyncio.sleep(0.2)
+                return conversation, sink.stats
+
+    conversation, stats = run(scenario())
+    [turn] = conversation.metrics[:1]
+    assert turn.interrupted
+    assert stats.discarded > 0, "queued model audio was dropped"
+    assert turn.interrupted_to_silence_ms is not None
+    audio = np.concatenate(played)
+    loud = np.flatnonzero(np.abs(audio) > 0.01)
+    assert (loud[-1] - loud[0]) / 24000 < 3.0, "the 4 s reply was cut short"
+
+
+def test_tools_are_answered_from_the_registry() -> None:
+    tools = ToolRegistry()
+
+    @tools.register
+    async def get_weather(city: str, unit: str = "celsius") -> dict:
+        """The weather in a city."""
+        return {"city": city, "sky": "clear", "unit": unit}
+
+    script = ScriptModel(
+        [ScriptTurn(text="sunny", tool_calls=[FunctionCall(name="get_weather", args={"city": "Oslo"})])]
+    )
+
+    async def scenario():
+        async with LiveEmulator(model=script, speed=float("inf"), realtime_playback=False) as emu:
+            async with geminilive.connect(endpoint=emu.url, config=LiveConfig(tools=tools.tools)) as session:
+                conversation = Conversation(
+                    session,
+                    source=ArraySource(np.zeros(0, np.float32), 16000),
+                    sink=CallbackSink(lambda x: None),
+                    tools=tools,
+                )
+                async with conversation:
+                    await session.send_text("weather?")
+                    await conversation.wait(turns=1, timeout=10)
+                return emu.connections[0]
+
+    connection = run(scenario())
+    declaration = connection.setup.tools[0].function_declarations[0]
+    assert declaration.parameters == {
+        "type": "OBJECT",
+        "properties": {"city": {"type": "STRING"}, "unit": {"type": "STRING"}},
+        "required": ["city"],
+    }
+    [[response]] = connection.record.conversation.state["tool_responses"]
+    assert response.response == {"city": "Oslo", "sky": "clear", "unit": "celsius"}
+
+
+def test_events_and_transcripts_reach_the_hooks() -> None:
+    seen, transcripts = [], []
+
+    async def scenario():
+        async with LiveEmulator(model="echo", speed=float("inf"), realtime_playback=False) as emu:
+            config = LiveConfig(output_audio_transcription=True)
+            async with geminilive.connect(endpoint=emu.url, config=config) as session:
+                conversation = Conversation(
+                    session,
+                    source=ArraySource(np.zeros(0, np.float32), 16000),
+                    sink=CallbackSink(lambda x: None, output_rate_hz=8000),
+                    on_event=seen.append,
+                    on_transcript=lambda who, text, done: transcripts.append((who, text)),
+                )
+                async with conversation:
+                    await session.send_text("hi there")
+                    await conversation.wait(turns=1, timeout=10)
+
+    run(scenario())
+    assert any(isinstance(e, ev.TurnComplete) for e in seen)
+    assert "".join(t for who, t in transcripts if who == "model") == "hi there"
