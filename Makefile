@@ -38,7 +38,7 @@ test-python:
 	PYTHONASYNCIODEBUG=1 $(PYTHON) -m pytest -q
 
 demo: deps build-dev
-	$(PYTHON) -m geminilive demo
+	$(PYTHON) -m geminilive demo $(DEMO_ARGS)
 
 bench: deps build-dev
 	$(PYTHON) benches/bench_resample.py

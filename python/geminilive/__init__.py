@@ -7,7 +7,7 @@ the service (:mod:`geminilive.emulator`) for offline development and tests.
 
 from __future__ import annotations
 
-from geminilive import errors, events, messages, pcm
+from geminilive import audio_io, devices, errors, events, messages, pcm
 from geminilive._native import PlayoutBuffer, PlayoutStats, Resampler, VoiceActivityDetector
 from geminilive.config import DEFAULT_MODEL, DEFAULT_VERTEX_MODEL, LiveConfig
 from geminilive.protocol import LiveProtocol
@@ -24,7 +24,9 @@ __all__ = [
     "Resampler",
     "Session",
     "VoiceActivityDetector",
+    "audio_io",
     "connect",
+    "devices",
     "errors",
     "events",
     "messages",

@@ -259,6 +259,7 @@ class WavSink(BufferedSink):
         self.path = Path(path)
         self.trim_silence = trim_silence
         self._chunks: list[np.ndarray] = []
+        self.written_s = 0.0
         super().__init__(self._chunks.append, realtime=realtime)
 
     @property
@@ -271,6 +272,7 @@ class WavSink(BufferedSink):
         if self.trim_silence:
             loud = np.flatnonzero(np.abs(audio) > 1e-4)
             audio = audio[loud[0] : loud[-1] + 1] if len(loud) else audio[:0]
+        self.written_s = len(audio) / self.sample_rate_hz
         with wave.open(str(self.path), "wb") as w:
             w.setnchannels(1)
             w.setsampwidth(2)

@@ -1,0 +1,3 @@
+from geminilive.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,274 @@
+"""The ``geminilive`` command: talk, demo, devices, serve, bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import geminilive
+from geminilive import events as ev
+from geminilive.audio_io import ArraySource, AudioSink, MicrophoneSource, SpeakerSink, WavSink, WavSource
+from geminilive.conversation import Conversation
+from geminilive.emulator import LiveEmulator
+from geminilive.errors import AudioDeviceError, GeminiLiveError
+
+__all__ = ["main"]
+
+
+def _speech(text: str, rate: int = 16000) -> np.ndarray:
+    """Real speech from espeak-ng when installed, else a voiced-like synthetic sweep."""
+    if shutil.which("espeak-ng"):
+        with tempfile.TemporaryDirectory() as d:
+            raw = Path(d) / "speech.wav"
+            subprocess.run(["espeak-ng", "-w", str(raw), text], check=True, capture_output=True)
+            samples, source_rate = geminilive.audio_io.read_wav(raw)
+        r = geminilive.Resampler(source_rate, rate)
+        return np.concatenate([r.process(samples), r.flush()])
+    t = np.arange(int(rate * 1.5)) / rate
+    return (0.3 * np.sin(2 * np.pi * (150 * t + 400 * t * t))).astype(np.float32)
+
+
+class _Printer:
+    """Transcripts as they come, and a one-line input level meter."""
+
+    def __init__(self, meter: bool) -> None:
+        self.meter = meter
+        self.line_open = False
+
+    def transcript(self, who: str, text: str, finished: bool) -> None:
+        if not self.line_open:
+            sys.stdout.write(f"\n{who:>5}: ")
+            self.line_open = True
+        sys.stdout.write(text)
+        if finished:
+            sys.stdout.write("\n")
+            self.line_open = False
+        sys.stdout.flush()
+
+    def event(self, event: ev.Event) -> None:
+        if isinstance(event, (ev.TurnComplete, ev.Interrupted)):
+            self.line_open = False
+            sys.stdout.write(f"\n  [{type(event).__name__}]\n")
+
+    async def level_meter(self, conversation: Conversation) -> None:
+        while self.meter:
+            level = conversation.input_level
+            bars = int(min(1.0, level * 8) * 30)
+            sys.stderr.write(f"\r  mic {'#' * bars:<30} {20 * np.log10(level + 1e-9):6.1f} dBFS")
+            sys.stderr.flush()
+            await asyncio.sleep(0.1)
+
+
+def _connect_kwargs(args: argparse.Namespace, emulator: LiveEmulator | None) -> dict:
+    config = geminilive.LiveConfig(
+        voice=args.voice,
+        system_instruction=args.system,
+        input_audio_transcription=True,
+        output_audio_transcription=True,
+    )
+    kwargs: dict = {"config": config}
+    if args.model:
+        kwargs["model"] = args.model
+    if emulator is not None:
+        kwargs["endpoint"] = emulator.url
+    return kwargs
+
+
+async def _talk(args: argparse.Namespace) -> int:
+    use_service = bool(os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY")) and not args.emulator
+    emulator = None
+    if not use_service:
+        print(f"No GEMINI_API_KEY: talking to the local emulator (model '{args.emulator_model}').")
+        emulator = await LiveEmulator(model=args.emulator_model).start()
+    try:
+        async with geminilive.connect(**_connect_kwargs(args, emulator)) as session:
+            source = WavSource(args.input_wav) if args.input_wav else MicrophoneSource(args.input_device)
+            sink: AudioSink = WavSink(args.output_wav) if args.output_wav else SpeakerSink(args.output_device)
+            printer = _Printer(meter=not args.input_wav)
+            conversation = Conversation(
+                session, source=source, sink=sink, on_transcript=printer.transcript, on_event=printer.event
+            )
+            meter = asyncio.create_task(printer.level_meter(conversation))
+            print("Listening. Ctrl-C to stop.")
+            async with conversation:
+                try:
+                    if args.input_wav:
+                        await conversation.wait(turns=args.turns, timeout=args.timeout)
+                    else:
+                        await conversation.wait(timeout=args.timeout)
+                except (TimeoutError, KeyboardInterrupt, asyncio.CancelledError):
+                    pass
+            meter.cancel()
+            print("\n" + conversation.latency_table())
+    finally:
+        if emulator is not None:
+            await emulator.stop()
+    return 0
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    """The main job on its embedded default: no key, no microphone, no network."""
+    out = Path(args.output_wav)
+    print("geminilive demo: local emulator (echo model), generated speech in, reply to", out)
+    speech = _speech("Hello Gemini. This is the geminilive demo, speaking through the whole pipeline.")
+    rate_in = 48000
+    r = geminilive.Resampler(16000, rate_in)
+    speech_48k = np.concatenate([r.process(speech), r.flush()])  # as a 48 kHz microphone would give it
+    async with LiveEmulator(model="echo", speed=4.0) as emu:
+        config = geminilive.LiveConfig(silence_duration_ms=500, output_audio_transcription=True)
+        async with geminilive.connect(endpoint=emu.url, config=config) as session:
+            sink = WavSink(out)
+            events: list[ev.Event] = []
+            conversation = Conversation(
+                session,
+                source=ArraySource(speech_48k, rate_in, trailing_silence_s=2.0),
+                sink=sink,
+                on_event=events.append,
+            )
+            start = time.monotonic()
+            async with conversation:
+                await conversation.wait(turns=1, timeout=60)
+                await asyncio.sleep(0.2)
+            print(f"\nEvents ({time.monotonic() - start:.1f} s):")
+            counts: dict[str, int] = {}
+            for e in events:
+                counts[type(e).__name__] = counts.get(type(e).__name__, 0) + 1
+            for name, n in counts.items():
+                print(f"  {name:<26} x{n}")
+            print("\nLatency per turn (ms):")
+            print(conversation.latency_table())
+    print(f"\nReply written to {out} ({sink.written_s:.2f} s at 24 kHz).")
+    if not args.no_play:
+        try:
+            with geminilive.devices.Playback() as speaker:
+                speaker.push(geminilive.pcm.f32_to_s16le(np.ascontiguousarray(sink.audio)))
+                speaker.end_of_turn()
+                await asyncio.sleep(len(sink.audio) / 24000 + 0.3)
+            print("Played the reply on the default output device.")
+        except (AudioDeviceError, GeminiLiveError) as exc:
+            print(f"No output device to play it on ({exc}).")
+    return 0 if conversation.metrics and conversation.metrics[0].audio_received_s > 0 else 1
+
+
+def _devices(args: argparse.Namespace) -> int:
+    from geminilive.devices import list_devices
+
+    for d in list_devices():
+        if not (d.input_channels or d.output_channels):
+            continue
+        marks = ("in*" if d.is_default_input else "") + (" out*" if d.is_default_output else "")
+        print(
+            f"{d.id:<28} in {d.input_channels:>2} ch  out {d.output_channels:>2} ch  "
+            f"default rate {d.default_output_rate or d.default_input_rate} Hz  {marks:<8} {d.name}"
+        )
+    return 0
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    context = None
+    if args.tls_cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+    emulator = LiveEmulator(
+        args.host,
+        args.port,
+        model=args.model,
+        ssl=context,
+        api_key=args.api_key,
+        speed=args.speed,
+        chunk_ms=args.chunk_ms,
+    )
+    await emulator.start()
+    print(f"geminilive emulator ({args.model}) listening on {emulator.url}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await emulator.stop()
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    benches = Path(__file__).resolve().parents[2] / "benches"
+    if not benches.is_dir():
+        print("benches/ is part of the source checkout; run `geminilive bench` from a clone.")
+        return 1
+    status = 0
+    for script in sorted(benches.glob("bench_*.py")):
+        if args.only and args.only not in script.name:
+            continue
+        print(f"\n== {script.name}", flush=True)
+        status |= subprocess.run([sys.executable, str(script), *(["--quick"] if args.quick else [])]).returncode
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="geminilive", description="Real-time voice with the Gemini Live API.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    talk = sub.add_parser("talk", help="a live voice conversation (the service with GEMINI_API_KEY, else the emulator)")
+    talk.add_argument("--model", help="model name (default: the native-audio model)")
+    talk.add_argument("--voice", help="prebuilt voice, e.g. Kore, Puck")
+    talk.add_argument("--system", help="system instruction")
+    talk.add_argument("--input-device", help="input device name or id (see `geminilive devices`)")
+    talk.add_argument("--output-device", help="output device name or id")
+    talk.add_argument("--input-wav", help="speak this 16-bit WAV file instead of using a microphone")
+    talk.add_argument("--output-wav", help="write the reply to this WAV file instead of a speaker")
+    talk.add_argument("--emulator", action="store_true", help="use the local emulator even with an API key")
+    talk.add_argument("--emulator-model", default="echo", choices=["echo", "tone"], help="the emulator's model")
+    talk.add_argument("--turns", type=int, default=1, help="with --input-wav: turns to wait for")
+    talk.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
+
+    demo = sub.add_parser("demo", help="the whole pipeline offline: emulator, generated speech, reply to a WAV")
+    demo.add_argument("--output-wav", default="geminilive-demo-reply.wav")
+    demo.add_argument("--no-play", action="store_true", help="do not play the reply on the output device")
+
+    sub.add_parser("devices", help="list audio devices")
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the local Live API emulator",
+        description="Run the local Live API emulator: the same WebSocket protocol as the service, "
+        "for development and tests without a key or network. Point geminilive.connect(endpoint=...) "
+        "or google-genai (with --tls-cert/--tls-key; it insists on wss) at it.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--model", default="echo", choices=["echo", "tone"], help="reply model")
+    serve.add_argument("--tls-cert", help="PEM certificate to serve wss://")
+    serve.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    serve.add_argument("--api-key", help="require this key (x-goog-api-key header or Authorization)")
+    serve.add_argument("--speed", type=float, default=4.0, help="reply streaming speed vs real time")
+    serve.add_argument("--chunk-ms", type=int, default=40, help="reply audio chunk length")
+
+    bench = sub.add_parser("bench", help="run the benchmarks and print their tables")
+    bench.add_argument("--only", help="run only benches whose name contains this")
+    bench.add_argument("--quick", action="store_true", help="shorter runs")
+
+    args = parser.parse_args(argv)
+    if args.command == "serve" and bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    try:
+        if args.command == "talk":
+            return asyncio.run(_talk(args))
+        if args.command == "demo":
+            return asyncio.run(_demo(args))
+        if args.command == "devices":
+            return _devices(args)
+        if args.command == "serve":
+            return asyncio.run(_serve(args))
+        return _bench(args)
+    except KeyboardInterrupt:
+        return 130
+    except GeminiLiveError as exc:
+        print(f"geminilive: {exc}", file=sys.stderr)
+        return 1

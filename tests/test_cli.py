@@ -1,0 +1,60 @@
+"""The command line: the demo end to end, serve's help, devices."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import wave
+
+import pytest
+
+
+def geminilive(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "geminilive", *args], capture_output=True, text=True, timeout=120, **kwargs
+    )
+
+
+def test_demo_runs_the_whole_pipeline_offline(tmp_path) -> None:
+    out = tmp_path / "reply.wav"
+    result = geminilive("demo", "--no-play", "--output-wav", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "AudioChunk" in result.stdout and "TurnComplete" in result.stdout
+    assert "end->play" in result.stdout
+    with wave.open(str(out)) as w:
+        assert w.getframerate() == 24000 and w.getnframes() > 24000
+
+
+def test_serve_help_documents_the_emulator() -> None:
+    result = geminilive("serve", "--help")
+    assert result.returncode == 0
+    for option in ("--port", "--model", "--tls-cert", "--tls-key", "--api-key", "loopback"):
+        assert option in result.stdout
+
+
+@pytest.mark.usefixtures("pulseaudio")
+def test_devices_lists_the_default_devices() -> None:
+    result = geminilive("devices")
+    assert result.returncode == 0
+    assert "in*" in result.stdout and "out*" in result.stdout
+
+
+def test_talk_with_a_wav_file_uses_the_emulator_without_a_key(tmp_path) -> None:
+    import numpy as np
+
+    from geminilive.pcm import f32_to_s16le
+
+    t = np.arange(16000) / 16000
+    x = np.concatenate([np.zeros(3200), 0.3 * np.sin(2 * np.pi * (200 * t + 600 * t * t)), np.zeros(3200)])
+    with wave.open(str(tmp_path / "in.wav"), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes(f32_to_s16le(x.astype(np.float32)))
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
+    result = geminilive(
+        "talk", "--input-wav", str(tmp_path / "in.wav"), "--output-wav", str(tmp_path / "out.wav"), "--timeout", "30",
+        env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "local emulator" in result.stdout
+    with wave.open(str(tmp_path / "out.wav")) as w:
+        assert w.getnframes() > 20000
