@@ -1,0 +1,113 @@
+"""The end-to-end scenario on the PulseAudio loopback, shared by the test and the benchmark.
+
+A "mouth" (a Playback on the default sink ``virt``) speaks espeak-ng speech into the room;
+``start_audio_conversation`` captures it from ``virt.monitor`` (the virtual microphone), sends it
+to the emulator in echo mode, and plays the reply on the ``speaker`` sink, which a recorder
+captures from ``speaker.monitor``. Then the mouth talks over a reply: the emulator interrupts,
+the conversation clears its playout buffer, and the speaker goes quiet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import msgspec
+import numpy as np
+
+import geminilive
+from audio_util import speak
+from geminilive import LiveConfig
+from geminilive import events as ev
+from geminilive.devices import Capture, Playback
+from geminilive.emulator import LiveEmulator
+from pulse import routed
+
+RATE = 16000
+
+
+class LoopbackResult(msgspec.Struct):
+    first_speech: np.ndarray
+    recorded: np.ndarray  # speaker.monitor at 16 kHz
+    recorded_start: float  # time.monotonic() of recorded[0]
+    interrupted_at: float | None
+    metrics: list
+    latency_table: str
+    playout: dict
+
+
+async def loopback_conversation(workdir: Path) -> LoopbackResult:
+    first = speak("Hello there. This is the first thing I say.", workdir / "first.wav", rate=24000)
+    second = speak(
+        "Now a second, much longer sentence, so that the reply takes a while to play.",
+        workdir / "second.wav",
+        rate=24000,
+    )
+    barge = speak("Stop, stop, wait a moment please.", workdir / "barge.wav", rate=24000)
+    recorded: list[np.ndarray] = []
+    interrupted: list[float] = []
+
+    def on_event(event: ev.Event) -> None:
+        if isinstance(event, ev.Interrupted):
+            interrupted.append(time.monotonic())
+
+    async with LiveEmulator(model="echo", speed=2.0) as emu:
+        config = LiveConfig(silence_duration_ms=600)
+        async with geminilive.connect(endpoint=emu.url, config=config) as session:
+            with routed(PULSE_SOURCE="speaker.monitor"):
+                recorder = Capture(sample_rate_hz=RATE)
+                await recorder.__aenter__()
+            with routed(PULSE_SINK="speaker"):
+                conversation = await session.start_audio_conversation(on_event=on_event)
+            mouth = Playback(source_rate_hz=24000)
+            start = None
+
+            async def record() -> None:
+                nonlocal start
+                async for frame in recorder:
+                    if start is None:
+                        start = frame.timestamp - len(frame.samples) / RATE
+                    recorded.append(frame.samples)
+
+            recording = asyncio.create_task(record())
+            await asyncio.sleep(2.0)  # the monitors take about a second to start delivering
+            mouth.push(first)
+            mouth.end_of_turn()
+            await conversation.wait(turns=1, timeout=30)
+            await asyncio.sleep(0.5)
+            mouth.push(second)
+            mouth.end_of_turn()
+            # Talk over the reply once it has been playing for a moment.
+            while (
+                not any(isinstance(e, ev.AudioChunk) for e in conversation.events[-50:])
+                or len(conversation.metrics) < 1
+            ):
+                await asyncio.sleep(0.01)
+            turns_before = len(conversation.metrics)
+            while len(conversation.metrics) == turns_before and conversation._first_audio_index is None:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.6)
+            mouth.push(barge)
+            mouth.end_of_turn()
+            await conversation.wait(turns=turns_before + 1, timeout=30)
+            await asyncio.sleep(1.5)
+            recording.cancel()
+            mouth.close()
+            await conversation.stop()
+            recorder.close()
+            stats = conversation.sink.stats if conversation.sink.playback is not None else None
+            playout = {
+                "underruns": stats.underruns if stats else 0,
+                "discarded": stats.discarded if stats else 0,
+                "played": stats.played if stats else 0,
+            }
+    return LoopbackResult(
+        first_speech=first,
+        recorded=np.concatenate(recorded) if recorded else np.zeros(0, np.float32),
+        recorded_start=start or 0.0,
+        interrupted_at=interrupted[0] if interrupted else None,
+        metrics=conversation.metrics,
+        latency_table=conversation.latency_table(),
+        playout=playout,
+    )

@@ -1,0 +1,31 @@
+"""End to end on a real audio server: speech into the virtual microphone, through
+start_audio_conversation and the emulator (echo), out of the virtual speaker."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from audio_util import run, xcorr_peak
+from geminilive import Resampler
+from loopback import RATE, loopback_conversation
+
+pytestmark = pytest.mark.usefixtures("pulseaudio")
+
+
+def test_speech_comes_back_out_of_the_speaker_and_barge_in_silences_it(tmp_path) -> None:
+    result = run(loopback_conversation(tmp_path))
+    spoken = Resampler(24000, RATE).process(result.first_speech)
+    # The echo of the first utterance, found in what the speaker played.
+    score, lag = xcorr_peak(result.recorded, spoken)
+    assert score > 0.8, score
+    # The interruption: the reply to the second utterance was cut, and the speaker went quiet
+    # while the user was still talking over it.
+    assert result.interrupted_at is not None
+    assert any(m.interrupted for m in result.metrics)
+    cut = int((result.interrupted_at - result.recorded_start + 0.3) * RATE)
+    quiet = result.recorded[cut : cut + int(0.5 * RATE)]
+    assert len(quiet) > 0 and float(np.sqrt(np.mean(quiet**2))) < 1e-3
+    before = result.recorded[cut - int(0.8 * RATE) : cut - int(0.3 * RATE)]
+    assert float(np.sqrt(np.mean(before**2))) > 0.01, "the reply was playing before the barge-in"
+    assert result.playout["discarded"] > 0
