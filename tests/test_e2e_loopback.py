@@ -17,7 +17,7 @@ def test_speech_comes_back_out_of_the_speaker_and_barge_in_silences_it(tmp_path)
     result = run(loopback_conversation(tmp_path))
     spoken = Resampler(24000, RATE).process(result.first_speech)
     # The echo of the first utterance, found in what the speaker played.
-    score, lag = xcorr_peak(result.recorded, spoken)
+    score, _ = xcorr_peak(result.recorded, spoken)
     assert score > 0.8, score
     # The interruption: the reply to the second utterance was cut, and the speaker went quiet
     # while the user was still talking over it.
