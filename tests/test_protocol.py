@@ -214,3 +214,14 @@ def test_live_config_builds_the_full_setup() -> None:
     assert wire["contextWindowCompression"] == {"triggerTokens": 1000, "slidingWindow": {}}
     assert wire["sessionResumption"] == {}
     assert wire["proactivity"] == {"proactiveAudio": True}
+
+
+def test_audio_fast_path_frames_equal_the_encoder() -> None:
+    from geminilive.messages import Blob, ClientMessage, RealtimeInput, encode_client
+
+    p = opened()
+    for rate, pcm in [(16000, bytes(range(256)) * 2), (24000, b"\x01\x02"), (8000, b"\xff\xfe")]:
+        p.send_audio(pcm, rate)
+        [frame] = p.data_to_send()
+        expected = ClientMessage(realtime_input=RealtimeInput(audio=Blob(mime_type=f"audio/pcm;rate={rate}", data=pcm)))
+        assert frame == encode_client(expected)

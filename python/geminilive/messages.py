@@ -439,7 +439,8 @@ def _normalise(value: Any, *, free: bool = False) -> Any:
 
 def _decode(frame: bytes | str, decoder: msgspec.json.Decoder, cls: type) -> Any:
     raw = frame.encode() if isinstance(frame, str) else frame
-    if not _SNAKE_KEY.search(raw):
+    # `_` never occurs in standard base64 or camelCase keys: the common frame skips the regex.
+    if b"_" not in raw or not _SNAKE_KEY.search(raw):
         try:
             return decoder.decode(raw)
         except msgspec.ValidationError:

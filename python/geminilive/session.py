@@ -99,7 +99,7 @@ class Session:
         self._ws: ClientConnection | None = None
         self._protocol = LiveProtocol(setup)
         self._events: deque[ev.Event] = deque()
-        self._send_lock = asyncio.Lock()
+        self._flushing = False
         self._resamplers: dict[int, Resampler] = {}
         self._closing = False
         self._unsent: list[bytes] = []
@@ -174,22 +174,28 @@ class Session:
     # --- sending -------------------------------------------------------------------------------
 
     async def _flush(self) -> None:
-        async with self._send_lock:
-            ws = self._ws
-            if ws is None:
-                return
-            frames = self._protocol.data_to_send()
-            for n, frame in enumerate(frames):
-                if len(frame) > self.max_frame_bytes:
-                    raise MessageTooLargeError(f"a {len(frame)}-byte frame exceeds {self.max_frame_bytes} bytes")
-                try:
-                    await ws.send(frame, text=True)
-                except websockets.exceptions.ConnectionClosed:
-                    # The receive side sees the close and resumes; what could not be sent goes
-                    # out on the new connection (transparent resumption replays it anyway).
-                    if not self._protocol.transparent:
-                        self._unsent.extend(frames[n:])
-                    return
+        """Write queued frames in order. One flusher at a time: a caller that finds another
+        flushing returns at once, and the active one picks its frames up (no lock to take on
+        the per-frame path, and no reordering)."""
+        ws = self._ws
+        if self._flushing or ws is None:
+            return
+        self._flushing = True
+        try:
+            while frames := self._protocol.data_to_send():
+                for n, frame in enumerate(frames):
+                    if len(frame) > self.max_frame_bytes:
+                        raise MessageTooLargeError(f"a {len(frame)}-byte frame exceeds {self.max_frame_bytes} bytes")
+                    try:
+                        await ws.send(frame, text=True)
+                    except websockets.exceptions.ConnectionClosed:
+                        # The receive side sees the close and resumes; what could not be sent
+                        # goes out on the new connection (transparent resumption replays it).
+                        if not self._protocol.transparent:
+                            self._unsent.extend(frames[n:])
+                        return
+        finally:
+            self._flushing = False
 
     def _pcm16(self, pcm: Any, sample_rate_hz: int) -> bytes:
         """16 kHz 16-bit PCM bytes from bytes or a float32/int16 array at any rate."""
@@ -220,7 +226,10 @@ class Session:
     async def send_audio(self, pcm: bytes | np.ndarray, sample_rate_hz: int = INPUT_RATE_HZ) -> None:
         """Send microphone audio: 16-bit LE bytes, or a float32/int16 array, at any rate
         (resampled to 16 kHz in Rust, with the resampler's state kept across calls)."""
-        self._protocol.send_audio(self._pcm16(pcm, sample_rate_hz), INPUT_RATE_HZ)
+        self._protocol.send_audio(
+            pcm if sample_rate_hz == INPUT_RATE_HZ and type(pcm) is bytes else self._pcm16(pcm, sample_rate_hz),
+            INPUT_RATE_HZ,
+        )
         await self._flush()
 
     async def send_text(self, text: str) -> None:
