@@ -537,7 +537,8 @@ impl CaptureStream {
         let stop = Arc::new(AtomicBool::new(false));
         let format = supported.sample_format();
         let build_shared = Arc::clone(&shared);
-        let tick = Duration::from_millis(u64::from(config.period_ms.max(2) / 2));
+        // The worker polls the callback ring this often: a 2 ms tick bounds the wait it adds.
+        let tick = Duration::from_millis(2);
         let thread = spawn_stream_thread(
             "geminilive-capture",
             Arc::clone(&stop),

@@ -49,6 +49,7 @@ class UserTurn(msgspec.Struct, kw_only=True):
     audio: bytes = b""
     text: str | None = None
     index: int = 0
+    audio_s: float = 0.0
 
 
 class ReplyAudio(msgspec.Struct, kw_only=True):

@@ -13,6 +13,7 @@ resumption) count per connection, ``setup`` being 0.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import http
 import itertools
@@ -121,6 +122,7 @@ class LiveEmulator:
             or a function of the connection number.
         chunk_ms: audio chunk length in replies; ``speed``: how much faster than real time
             replies are streamed (``float('inf')`` for no pacing).
+        max_sessions: resumable sessions remembered at most (expired ones go first).
         connection_time_limit_s: after this the connection gets ``goAway`` (``go_away_lead_s``
             before) and is closed with 1011, as the service does after about 10 minutes.
         session_time_limit_s: the audio session cap without context compression (15 min).
@@ -144,6 +146,7 @@ class LiveEmulator:
         session_time_limit_s: float = 900.0,
         realtime_playback: bool = True,
         max_message_bytes: int = 8 * 1024 * 1024,
+        max_sessions: int = 10000,
     ) -> None:
         self.host, self._requested_port = host, port
         self.model = load_model(model)
@@ -159,8 +162,10 @@ class LiveEmulator:
         self.max_message_bytes = max_message_bytes
         self._server: Server | None = None
         self._sessions: dict[str, _SessionRecord] = {}
+        self.max_sessions = max_sessions
         self._connection_numbers = itertools.count()
-        self.connections: list[_Connection] = []
+        # The latest connections, for tests and tools to inspect (bounded: a soak runs forever).
+        self.connections: collections.deque[_Connection] = collections.deque(maxlen=1000)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -260,8 +265,16 @@ class LiveEmulator:
             connection.finish()
 
     def _new_handle(self, record: _SessionRecord) -> str:
+        """A fresh handle for `record`. Handles of sessions that expired (2 h after their last
+        connection ended) are forgotten, and so are the oldest beyond `max_sessions`."""
         handle = secrets.token_urlsafe(24)
         self._sessions[handle] = record
+        if len(self._sessions) > self.max_sessions:
+            now = time.monotonic()
+            for old in [h for h, r in self._sessions.items() if r.connection is None and r.expires_at < now]:
+                del self._sessions[old]
+            while len(self._sessions) > self.max_sessions:
+                del self._sessions[next(iter(self._sessions))]
         return handle
 
     def _resume(self, handle: str) -> _SessionRecord:
@@ -581,7 +594,8 @@ class _Connection:
             return
         conversation = self.record.conversation
         turn = UserTurn(audio=audio, text=text, index=len(conversation.turns))
-        conversation.turns.append(turn)
+        # The history keeps what was said, not the audio: memory stays bounded per session.
+        conversation.turns.append(UserTurn(text=text, index=turn.index, audio_s=len(audio) / 2 / INPUT_RATE_HZ))
         if self._reply_task is not None and not self._reply_task.done():
             if not self._interruptible:
                 return  # NO_INTERRUPTION: the model finishes; the turn stays in the history
