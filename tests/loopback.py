@@ -38,7 +38,7 @@ class LoopbackResult(msgspec.Struct):
 
 
 async def loopback_conversation(workdir: Path) -> LoopbackResult:
-    first = speak("Hello there. This is the first thing I say.", workdir / "first.wav", rate=24000)
+    first = speak("Hello there, this is the first thing I say", workdir / "first.wav", rate=24000)
     second = speak(
         "Now a second, much longer sentence, so that the reply takes a while to play.",
         workdir / "second.wav",
@@ -60,7 +60,7 @@ async def loopback_conversation(workdir: Path) -> LoopbackResult:
                 await recorder.__aenter__()
             with routed(PULSE_SINK="speaker"):
                 conversation = await session.start_audio_conversation(on_event=on_event)
-            mouth = Playback(source_rate_hz=24000)
+            mouth = Playback(source_rate_hz=24000, period_ms=20)
             start = None
 
             async def record() -> None:

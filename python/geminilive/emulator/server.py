@@ -80,6 +80,7 @@ AUDIO_TOKENS_PER_S = 32
 MAX_CLOSE_REASON_BYTES = 123
 MAX_TURN_S = 60.0
 HELD_BEFORE_SPEECH_S = 1.0
+GAP_END_MIN_S = 1.0
 
 
 def _request_path(raw: str) -> str:
@@ -526,9 +527,10 @@ class _Connection:
             self._trim_heard(int(HELD_BEFORE_SPEECH_S * INPUT_RATE_HZ))
 
     async def _end_on_gap(self) -> None:
-        """A stream that stops mid-speech ends the turn after the silence duration: the
-        service's VAD runs on a real-time stream, where missing audio is silence."""
-        await asyncio.sleep(self._silence_s + 0.1)
+        """A stream that stops mid-speech ends the turn: the service's VAD runs on a real-time
+        stream, where missing audio is silence. At least a second, so that a client stalled by
+        a busy machine is not cut off mid-sentence."""
+        await asyncio.sleep(max(self._silence_s, GAP_END_MIN_S) + 0.1)
         self._gap_timer = None
         if self._speech_start is not None:
             assert self._vad is not None
