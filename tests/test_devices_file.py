@@ -28,7 +28,10 @@ pcm.fileout {{
 }}
 pcm.filein {{
   type plug
-  slave {{ pcm {{ type file slave.pcm "null" file "/dev/null" infile "{inp}" format "raw" }} format S16_LE rate 48000 channels 1 }}
+  slave {{
+    pcm {{ type file slave.pcm "null" file "/dev/null" infile "{inp}" format "raw" }}
+    format S16_LE rate 48000 channels 1
+  }}
 }}
 """
 
@@ -42,7 +45,9 @@ SCRIPT = textwrap.dedent(
     if which == "capture":
         # The null PCM runs flat out: a long period keeps ALSA's file plugin from skipping data,
         # and a queue as long as the file keeps every frame for us.
-        stream = CaptureStream(None, sample_rate_hz=48000, period_ms=250, max_queued_frames=10**6, clock_s=time.monotonic())
+        stream = CaptureStream(
+            None, sample_rate_hz=48000, period_ms=250, max_queued_frames=10**6, clock_s=time.monotonic()
+        )
         frames = []
         deadline = time.monotonic() + 10
         while sum(len(f[0]) for f in frames) < 24000 and time.monotonic() < deadline:
