@@ -181,6 +181,20 @@ fn stream_config(supported: &cpal::SupportedStreamConfig, period_ms: u32) -> cpa
     config
 }
 
+/// Call `build::<T>(args)` with the sample type of the device's format (the callbacks convert
+/// to and from f32).
+macro_rules! for_sample_format {
+    ($format:expr, $build:ident($($arg:expr),*)) => {
+        match $format {
+            SampleFormat::F32 => $build::<f32>($($arg),*),
+            SampleFormat::I16 => $build::<i16>($($arg),*),
+            SampleFormat::I32 => $build::<i32>($($arg),*),
+            SampleFormat::U16 => $build::<u16>($($arg),*),
+            other => Err(DeviceError::UnsupportedFormat { reason: format!("sample format {other}") }),
+        }
+    };
+}
+
 /// Stream errors: a fatal one (the device is gone, the stream invalid) for Python to raise;
 /// transient ones (xruns, a failed delay query that cpal recovers from) only counted.
 #[derive(Default)]
@@ -227,50 +241,84 @@ impl ErrorSlot {
     }
 }
 
-/// Run `build` on a new thread that keeps the stream alive until `stop`; `work` is called
-/// every `tick` while it runs. Errors from building come back to the caller.
-fn spawn_stream_thread<S, B, W>(
-    name: &str,
+/// The thread that owns a cpal stream (streams need not be `Send`).
+struct StreamThread {
     stop: Arc<AtomicBool>,
-    tick: Duration,
-    build: B,
-    mut work: W,
-) -> Result<JoinHandle<()>, DeviceError>
-where
-    S: 'static,
-    B: FnOnce() -> Result<S, DeviceError> + Send + 'static,
-    W: FnMut() + Send + 'static,
-{
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let handle = std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            let stream = match build() {
-                Ok(stream) => {
-                    let _ = ready_tx.send(Ok(()));
-                    stream
+    done: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+/// How long `close` waits for the backend to let go of a stream. A dead audio server can
+/// leave the backend blocked forever; the thread is then left behind instead of hanging.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl StreamThread {
+    /// Run `build` on a new thread that keeps the stream alive until `stop`; `work` is
+    /// called every `tick` while it runs. Errors from building come back to the caller.
+    fn spawn<S, B, W>(
+        name: &str,
+        tick: Duration,
+        build: B,
+        mut work: W,
+    ) -> Result<Self, DeviceError>
+    where
+        S: 'static,
+        B: FnOnce() -> Result<S, DeviceError> + Send + 'static,
+        W: FnMut() + Send + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (thread_stop, thread_done) = (Arc::clone(&stop), Arc::clone(&done));
+        let handle = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                match build() {
+                    Ok(stream) => {
+                        let _ = ready_tx.send(Ok(()));
+                        while !thread_stop.load(Ordering::Acquire) {
+                            work();
+                            std::thread::sleep(tick);
+                        }
+                        drop(stream);
+                    }
+                    Err(err) => {
+                        let _ = ready_tx.send(Err(err));
+                    }
                 }
-                Err(err) => {
-                    let _ = ready_tx.send(Err(err));
-                    return;
-                }
-            };
-            while !stop.load(Ordering::Acquire) {
-                work();
-                std::thread::sleep(tick);
+                thread_done.store(true, Ordering::Release);
+            })
+            .map_err(backend)?;
+        let mut thread = Self {
+            stop,
+            done,
+            handle: Some(handle),
+        };
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(thread),
+            Ok(Err(err)) => {
+                thread.close();
+                Err(err)
             }
-            drop(stream);
-        })
-        .map_err(backend)?;
-    match ready_rx.recv() {
-        Ok(Ok(())) => Ok(handle),
-        Ok(Err(err)) => {
-            let _ = handle.join();
-            Err(err)
+            Err(_) => Err(DeviceError::Backend {
+                message: "the audio thread died while opening".into(),
+            }),
         }
-        Err(_) => Err(DeviceError::Backend {
-            message: "the audio thread died while opening".into(),
-        }),
+    }
+
+    /// Stop the stream and wait (at most `CLOSE_TIMEOUT`) for the device to be released.
+    fn close(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        let Some(handle) = self.handle.take() else {
+            return;
+        };
+        let deadline = Instant::now() + CLOSE_TIMEOUT;
+        while !self.done.load(Ordering::Acquire) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if self.done.load(Ordering::Acquire) {
+            let _ = handle.join();
+        }
     }
 }
 
@@ -323,8 +371,7 @@ pub struct CaptureConfig {
 /// A running capture stream.
 pub struct CaptureStream {
     shared: Arc<CaptureShared>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    thread: StreamThread,
     wake: UnixStream,
     pub device_name: String,
     pub device_rate: u32,
@@ -534,49 +581,18 @@ impl CaptureStream {
             shared: Arc::clone(&shared),
             wake: wake.try_clone().map_err(backend)?,
         };
-        let stop = Arc::new(AtomicBool::new(false));
         let format = supported.sample_format();
         let build_shared = Arc::clone(&shared);
         // The worker polls the callback ring this often: a 2 ms tick bounds the wait it adds.
         let tick = Duration::from_millis(2);
-        let thread = spawn_stream_thread(
+        let thread = StreamThread::spawn(
             "geminilive-capture",
-            Arc::clone(&stop),
             tick,
             move || {
-                let stream = match format {
-                    SampleFormat::F32 => build_capture::<f32>(
-                        &device,
-                        &stream_config,
-                        samples_tx,
-                        marks_tx,
-                        build_shared,
-                    ),
-                    SampleFormat::I16 => build_capture::<i16>(
-                        &device,
-                        &stream_config,
-                        samples_tx,
-                        marks_tx,
-                        build_shared,
-                    ),
-                    SampleFormat::I32 => build_capture::<i32>(
-                        &device,
-                        &stream_config,
-                        samples_tx,
-                        marks_tx,
-                        build_shared,
-                    ),
-                    SampleFormat::U16 => build_capture::<u16>(
-                        &device,
-                        &stream_config,
-                        samples_tx,
-                        marks_tx,
-                        build_shared,
-                    ),
-                    other => Err(DeviceError::UnsupportedFormat {
-                        reason: format!("sample format {other}"),
-                    }),
-                }?;
+                let stream = for_sample_format!(
+                    format,
+                    build_capture(&device, &stream_config, samples_tx, marks_tx, build_shared)
+                )?;
                 stream.play().map_err(backend)?;
                 Ok(stream)
             },
@@ -586,8 +602,7 @@ impl CaptureStream {
         Ok((
             Self {
                 shared,
-                stop,
-                thread: Some(thread),
+                thread,
                 wake,
                 device_name: name,
                 device_rate,
@@ -623,10 +638,7 @@ impl CaptureStream {
 
     /// Stop capturing and release the device (idempotent).
     pub fn close(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.thread.close();
         let _ = self.wake.write(&[0u8]);
     }
 }
@@ -663,8 +675,7 @@ pub struct PlaybackStream {
     resampler: Resampler,
     resampled: Vec<f32>,
     shared: Arc<PlaybackShared>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    thread: StreamThread,
     clock_base: Instant,
     clock_offset_s: f64,
     pub device_rate: u32,
@@ -742,47 +753,16 @@ impl PlaybackStream {
             last_callback_ns: AtomicU64::new(0),
             error: ErrorSlot::default(),
         });
-        let stop = Arc::new(AtomicBool::new(false));
         let format = supported.sample_format();
         let build_shared = Arc::clone(&shared);
-        let thread = spawn_stream_thread(
+        let thread = StreamThread::spawn(
             "geminilive-playback",
-            Arc::clone(&stop),
             Duration::from_millis(20),
             move || {
-                let stream = match format {
-                    SampleFormat::F32 => build_playback::<f32>(
-                        &device,
-                        &stream_config,
-                        reader,
-                        build_shared,
-                        clock_base,
-                    ),
-                    SampleFormat::I16 => build_playback::<i16>(
-                        &device,
-                        &stream_config,
-                        reader,
-                        build_shared,
-                        clock_base,
-                    ),
-                    SampleFormat::I32 => build_playback::<i32>(
-                        &device,
-                        &stream_config,
-                        reader,
-                        build_shared,
-                        clock_base,
-                    ),
-                    SampleFormat::U16 => build_playback::<u16>(
-                        &device,
-                        &stream_config,
-                        reader,
-                        build_shared,
-                        clock_base,
-                    ),
-                    other => Err(DeviceError::UnsupportedFormat {
-                        reason: format!("sample format {other}"),
-                    }),
-                }?;
+                let stream = for_sample_format!(
+                    format,
+                    build_playback(&device, &stream_config, reader, build_shared, clock_base)
+                )?;
                 stream.play().map_err(backend)?;
                 Ok(stream)
             },
@@ -793,8 +773,7 @@ impl PlaybackStream {
             resampler,
             resampled: Vec::new(),
             shared,
-            stop,
-            thread: Some(thread),
+            thread,
             clock_base,
             clock_offset_s,
             device_rate,
@@ -862,10 +841,7 @@ impl PlaybackStream {
 
     /// Stop and release the device (idempotent).
     pub fn close(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.thread.close();
     }
 }
 

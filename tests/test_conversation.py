@@ -147,3 +147,44 @@ def test_events_and_transcripts_reach_the_hooks() -> None:
     run(scenario())
     assert any(isinstance(e, ev.TurnComplete) for e in seen)
     assert "".join(t for who, t in transcripts if who == "model") == "hi there"
+
+
+def test_local_barge_in_stops_playback_before_the_server_does() -> None:
+    """With NO_INTERRUPTION the server never interrupts: only the client's own VAD can."""
+    played = []
+
+    async def scenario():
+        async with LiveEmulator(model=ToneModel(duration_s=4.0), speed=4.0) as emu:
+            config = LiveConfig(activity_handling="NO_INTERRUPTION", silence_duration_ms=200)
+            async with geminilive.connect(endpoint=emu.url, config=config) as session:
+                sink = BufferedSink(played.append)
+                speech = chirp(0.4, 16000)
+
+                async def frames():
+                    await session.send_text("tell me a long story")
+                    while not any(np.any(p) for p in played):
+                        yield np.zeros(320, np.float32)
+                        await asyncio.sleep(0.02)
+                    for _ in range(25):
+                        yield np.zeros(320, np.float32)
+                        await asyncio.sleep(0.02)
+                    for i in range(0, len(speech), 320):
+                        yield speech[i : i + 320]
+                        await asyncio.sleep(0.02)
+                    for _ in range(100):
+                        yield np.zeros(320, np.float32)
+                        await asyncio.sleep(0.02)
+
+                conversation = Conversation(
+                    session, source=IteratorSource(frames(), 16000), sink=sink, local_barge_in="stop"
+                )
+                async with conversation:
+                    await conversation.wait(turns=1, timeout=20)
+                return conversation, sink.stats
+
+    conversation, stats = run(scenario())
+    assert not any(isinstance(e, ev.Interrupted) for e in conversation.events), "the server did not interrupt"
+    assert stats.discarded > 24000, "the client cleared the queued reply itself"
+    audio = np.concatenate(played)
+    loud = np.flatnonzero(np.abs(audio) > 0.01)
+    assert (loud[-1] - loud[0]) / 24000 < 3.0

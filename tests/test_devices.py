@@ -112,3 +112,39 @@ def test_stream_errors_surface_in_python() -> None:
                 await mic.__anext__()
 
     asyncio.run(scenario())
+
+
+def test_a_vanishing_audio_server_is_an_error_not_a_hang(tmp_path) -> None:
+    """Kill a private PulseAudio server under running streams: both report it."""
+    import subprocess
+
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
+    subprocess.run(
+        ["pulseaudio", "-D", "-n", "--exit-idle-time=-1", "--load=module-native-protocol-unix",
+         "--load=module-null-sink sink_name=gone rate=48000", "--load=module-always-sink"],
+        env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    subprocess.run(["pactl", "set-default-source", "gone.monitor"], env=env, capture_output=True)
+    previous = os.environ["XDG_RUNTIME_DIR"]
+    os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+
+    async def scenario():
+        async with Capture(sample_rate_hz=16000) as mic:
+            speaker = Playback()
+            await mic.__anext__()
+            subprocess.run(["pulseaudio", "--kill"], env=env, capture_output=True)
+            with pytest.raises(AudioDeviceError):
+                while True:
+                    await mic.__anext__()
+            await asyncio.sleep(2.5)
+            with pytest.raises(AudioDeviceError):
+                speaker.push(np.zeros(480, np.float32))
+            speaker.close()
+
+    try:
+        run(scenario())
+    finally:
+        os.environ["XDG_RUNTIME_DIR"] = previous
+        subprocess.run(["pulseaudio", "--kill"], env=env, capture_output=True)

@@ -3,7 +3,8 @@ file as the capture device and writes playback to a file, so exact sample conten
 checked end to end through cpal, the callbacks, the rings, the playout buffer and the worker.
 
 They run in a subprocess whose HOME holds the test's `.asoundrc` (ALSA reads its configuration
-once per process), with the `default` device redefined as that file pair.
+once per process), with the `default` device redefined as that file pair, and whose runtime
+directory hides any running PulseAudio server (whose ALSA hook would claim `default`).
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ SCRIPT = textwrap.dedent(
 def run_in_alsa_sandbox(tmp_path, which: str, inp: str, out: str) -> dict:
     (tmp_path / ".asoundrc").write_text(ASOUNDRC.format(out=tmp_path / "playback.raw", inp=tmp_path / "capture.raw"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
-    env["HOME"] = str(tmp_path)
+    # No PulseAudio in sight: its ALSA hook would take `default` back when a server runs.
+    env["HOME"] = env["XDG_RUNTIME_DIR"] = str(tmp_path)
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT, which, inp, out], env=env, capture_output=True, text=True, timeout=60
     )

@@ -378,3 +378,52 @@ def test_recorded_client_frames_are_accepted_and_answered_alike(recording) -> No
     answers = run(scenario())
     assert all(isinstance(a, bytes) for a in answers), "binary frames, as the service sends"
     assert all(a.endswith(b"\n") and b'\n  "' in a for a in answers), "pretty-printed JSON"
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        Faults(audio_jitter_s=0.02),
+        Faults(audio_burst_chunks=5),
+        Faults(send_delay_s=0.005),
+        Faults(slow_reader_s=0.002),
+    ],
+    ids=["jitter", "bursts", "send-delay", "slow-reader"],
+)
+def test_network_faults_delay_but_lose_nothing(faults) -> None:
+    async def scenario():
+        async with LiveEmulator(model="echo", faults=faults, speed=8.0, realtime_playback=False) as emu:
+            config = LiveConfig(silence_duration_ms=200)
+            async with geminilive.connect(endpoint=emu.url, config=config) as session:
+                speech = chirp(0.6, 16000)
+                await speak_into(session, np.concatenate([silence(0.2, 16000), speech, silence(0.4, 16000)]), 16000)
+                return speech, await until(session, ev.TurnComplete)
+
+    speech, events = run(scenario())
+    reply = audio_of(events)
+    assert len(reply) == int(0.6 * 24000) or abs(len(reply) - 0.6 * 24000) < 480
+    assert xcorr_peak(reply, geminilive.Resampler(16000, 24000).process(speech))[0] > 0.95
+
+
+def test_audio_stream_end_completes_the_turn() -> None:
+    async def scenario():
+        async with LiveEmulator(model="echo", **FAST) as emu:
+            config = LiveConfig(silence_duration_ms=2000)
+            async with geminilive.connect(endpoint=emu.url, config=config) as session:
+                await speak_into(session, np.concatenate([silence(0.2, 16000), chirp(0.5, 16000)]), 16000)
+                await session.audio_stream_end()  # the microphone was switched off mid-speech
+                return await until(session, ev.TurnComplete)
+
+    events = run(scenario())
+    assert len(audio_of(events)) > 0.4 * 24000
+
+
+def test_activity_markers_with_automatic_vad_are_rejected() -> None:
+    async def scenario():
+        async with LiveEmulator(**FAST) as emu:
+            async with geminilive.connect(endpoint=emu.url, auto_resume=False) as session:
+                await session.activity_start()
+                with pytest.raises(InvalidArgumentError):
+                    await until(session, ev.TurnComplete)
+
+    run(scenario())

@@ -27,6 +27,9 @@ from geminilive.errors import AudioDeviceError
 # A device that has not called back in this long is reported as not delivering audio (the
 # PulseAudio monitor takes about a second to start).
 NO_AUDIO_TIMEOUT_S = 5.0
+# A stream whose callbacks stop for this long after they ran is reported as gone (an audio
+# server that died, a device unplugged without an error from the backend).
+STALL_TIMEOUT_S = 2.0
 
 __all__ = ["Capture", "CapturedFrame", "DeviceInfo", "Playback", "list_devices"]
 
@@ -75,7 +78,8 @@ class Capture:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def open(self) -> Capture:
-        self._opened_at = time.monotonic()
+        self._opened_at = self._progress_at = time.monotonic()
+        self._callbacks_seen = 0
         self._stream = CaptureStream(
             self.device,
             sample_rate_hz=self.sample_rate_hz,
@@ -84,6 +88,19 @@ class Capture:
             clock_s=time.monotonic(),
         )
         return self
+
+    def _check_alive(self) -> None:
+        """Raise if the device never started or stopped calling back."""
+        if self._stream is None:
+            return
+        now = time.monotonic()
+        callbacks = self._stream.stats["callbacks"]
+        if callbacks != self._callbacks_seen:
+            self._callbacks_seen, self._progress_at = callbacks, now
+        elif callbacks == 0 and now - self._opened_at > NO_AUDIO_TIMEOUT_S:
+            raise AudioDeviceError(f"the capture device delivered no audio in {now - self._opened_at:.0f} s")
+        elif callbacks and now - self._progress_at > STALL_TIMEOUT_S:
+            raise AudioDeviceError(f"the capture device stopped delivering audio {now - self._progress_at:.1f} s ago")
 
     def _on_readable(self) -> None:
         assert self._stream is not None
@@ -123,11 +140,9 @@ class Capture:
                 raise AudioDeviceError(f"capture failed: {error}")
             self._waiter = asyncio.get_running_loop().create_future()
             try:
-                await asyncio.wait_for(self._waiter, timeout=1.0)
+                await asyncio.wait_for(self._waiter, timeout=0.5)
             except TimeoutError:
-                silent_s = time.monotonic() - self._opened_at
-                if self._stream is not None and self._stream.stats["callbacks"] == 0 and silent_s > NO_AUDIO_TIMEOUT_S:
-                    raise AudioDeviceError(f"the capture device delivered no audio in {silent_s:.0f} s") from None
+                self._check_alive()
         return self._frames.popleft()
 
     @property
@@ -169,6 +184,8 @@ class Playback:
         error = self._stream.error
         if error:
             raise AudioDeviceError(f"playback failed: {error}")
+        if self._stream.callbacks and time.monotonic() - self._stream.last_callback_s > STALL_TIMEOUT_S:
+            raise AudioDeviceError("the playback device stopped asking for audio")
         return self._stream
 
     def push(self, pcm: Any) -> None:

@@ -1,11 +1,8 @@
-//! `PlayoutBuffer`: the playout buffer with both halves held for Python. A device `Playback`
-//! takes the reader half into its audio callback; until then Python can `pull` (tests, file
-//! sinks, callers with their own audio output).
-
-use std::sync::Mutex;
+//! `PlayoutBuffer`: the playout buffer with both halves held for Python, for callers that pull
+//! audio themselves (file and callback sinks, tests). Device playback owns its own buffer,
+//! whose reader lives in the audio callback.
 
 use numpy::{PyArray1, PyArrayMethods};
-use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
 use super::pcm::{extract_samples, with_s16le, Samples};
@@ -49,24 +46,11 @@ impl PyPlayoutStats {
 #[pyclass(name = "PlayoutBuffer", module = "geminilive._native")]
 pub(crate) struct PyPlayoutBuffer {
     writer: PlayoutWriter,
-    /// `None` once a device playback owns it.
-    reader: Mutex<Option<PlayoutReader>>,
+    reader: PlayoutReader,
     sample_rate_hz: u32,
 }
 
 impl PyPlayoutBuffer {
-    /// Hand the reader to an audio callback (device playback).
-    #[allow(dead_code)]
-    pub(crate) fn take_reader(&self) -> PyResult<PlayoutReader> {
-        self.reader
-            .lock()
-            .map_err(|_| PyRuntimeError::new_err("playout reader lock poisoned"))?
-            .take()
-            .ok_or_else(|| {
-                PyRuntimeError::new_err("this playout buffer is already attached to a playback")
-            })
-    }
-
     pub(crate) fn convert(stats: PlayoutStats, sample_rate_hz: u32) -> PyPlayoutStats {
         PyPlayoutStats {
             depth: stats.depth,
@@ -109,7 +93,7 @@ impl PyPlayoutBuffer {
         let (writer, reader) = playout_buffer(config)?;
         Ok(Self {
             writer,
-            reader: Mutex::new(Some(reader)),
+            reader,
             sample_rate_hz,
         })
     }
@@ -139,17 +123,10 @@ impl PyPlayoutBuffer {
     }
 
     /// The next `frames` samples for the output (silence where nothing is playable).
-    fn pull<'py>(&self, py: Python<'py>, frames: usize) -> PyResult<Bound<'py, PyArray1<f32>>> {
-        let mut guard = self
-            .reader
-            .lock()
-            .map_err(|_| PyRuntimeError::new_err("lock poisoned"))?;
-        let reader = guard.as_mut().ok_or_else(|| {
-            PyRuntimeError::new_err("this playout buffer is attached to a playback")
-        })?;
+    fn pull<'py>(&mut self, py: Python<'py>, frames: usize) -> PyResult<Bound<'py, PyArray1<f32>>> {
         let out = PyArray1::<f32>::zeros(py, frames, false);
         // SAFETY: `out` was just created here and no other reference to its data exists.
-        reader.pull(unsafe { out.as_slice_mut() }?);
+        self.reader.pull(unsafe { out.as_slice_mut() }?);
         Ok(out)
     }
 
