@@ -22,15 +22,18 @@ def test_speech_comes_back_out_of_the_speaker_and_barge_in_silences_it(tmp_path)
     pieces = [spoken[k : k + RATE // 4] for k in range(0, len(spoken) - RATE // 4, RATE // 4)]
     found = [(*xcorr_peak(result.recorded, p), k * RATE // 4) for k, p in enumerate(pieces) if np.std(p) > 0.01]
     good = [(lag - offset) for score, lag, offset in found if score > 0.9]
-    assert len(good) >= 0.8 * len(found), [round(f[0], 2) for f in found]
-    assert max(good) - min(good) < 0.02 * RATE, "the pieces come back in order, one after another"
+    diagnosis = f"scores {[round(f[0], 2) for f in found]}\n{result.latency_table}\n{result.playout}"
+    assert len(good) >= 0.8 * len(found), diagnosis
+    assert max(good) - min(good) < 0.02 * RATE, "the pieces come back in order, one after another\n" + diagnosis
     # The interruption: the reply to the second utterance was cut, and the speaker went quiet
     # while the user was still talking over it.
-    assert result.interrupted_at is not None
-    assert any(m.interrupted for m in result.metrics)
+    assert result.interrupted_at is not None, diagnosis
+    assert any(m.interrupted for m in result.metrics), diagnosis
     cut = int((result.interrupted_at - result.recorded_start + 0.3) * RATE)
+    rms = lambda x: float(np.sqrt(np.mean(x**2))) if len(x) else float("nan")  # noqa: E731
     quiet = result.recorded[cut : cut + int(0.5 * RATE)]
-    assert len(quiet) > 0 and float(np.sqrt(np.mean(quiet**2))) < 1e-3
     before = result.recorded[cut - int(0.8 * RATE) : cut - int(0.3 * RATE)]
-    assert float(np.sqrt(np.mean(before**2))) > 0.01, "the reply was playing before the barge-in"
-    assert result.playout["discarded"] > 0
+    levels = f"rms before {rms(before):.4f}, after {rms(quiet):.5f}\n" + diagnosis
+    assert len(quiet) > 0 and rms(quiet) < 1e-3, levels
+    assert rms(before) > 0.01, "the reply was playing before the barge-in; " + levels
+    assert result.playout["discarded"] > 0, levels
