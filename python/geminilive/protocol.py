@@ -88,6 +88,8 @@ class LiveProtocol:
         self.session_id: str | None = None
         self._outgoing: list[bytes] = [encode_client(ClientMessage(setup=setup))]
         self._held: list[bytes] = []
+        # Where new frames go: `_held` until setupComplete, then `_outgoing`.
+        self._queue_to = self._held
         self._next_index = 1
         resumption = setup.session_resumption
         self.transparent = bool(resumption and resumption.transparent)
@@ -113,7 +115,7 @@ class LiveProtocol:
         self._next_index += 1
         if self.transparent:
             self._unconsumed.append((index, frame))
-        (self._outgoing if self.state is State.OPEN else self._held).append(frame)
+        self._queue_to.append(frame)
         return index
 
     def send(self, message: ClientMessage) -> int:
@@ -151,7 +153,7 @@ class LiveProtocol:
             prefix = _AUDIO_FRAME_PREFIX[sample_rate_hz] = (
                 b'{"realtimeInput":{"audio":{"mimeType":"' + pcm_mime_type(sample_rate_hz).encode() + b'","data":"'
             )
-        return self._queue(prefix + binascii.b2a_base64(pcm, newline=False) + b'"}}}')
+        return self._queue(b"".join((prefix, binascii.b2a_base64(pcm, newline=False), b'"}}}')))
 
     def send_video_frame(self, image: bytes, mime_type: str = "image/jpeg") -> int:
         if not mime_type.startswith("image/"):
@@ -196,7 +198,12 @@ class LiveProtocol:
 
     def data_to_send(self) -> list[bytes]:
         """Frames to write to the socket now, in order (empty until they may go out)."""
-        out, self._outgoing = self._outgoing, []
+        out = self._outgoing
+        if not out:
+            return out
+        self._outgoing = []
+        if self._queue_to is out:
+            self._queue_to = self._outgoing
         return out
 
     def unconsumed_frames(self) -> list[bytes]:
@@ -233,6 +240,7 @@ class LiveProtocol:
             if self.state is State.OPEN:
                 raise RemoteProtocolError("a second setupComplete")
             self.state = State.OPEN
+            self._queue_to = self._outgoing
             self.session_id = message.setup_complete.session_id
             self._outgoing.extend(self._held)
             self._held.clear()
