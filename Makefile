@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 APT_PACKAGES := libasound2-dev pkg-config pulseaudio libasound2-plugins alsa-utils espeak-ng sox openssl
-PY_TEST_PACKAGES := maturin numpy msgspec websockets pytest pytest-timeout hypothesis ruff soxr google-genai
+PY_TEST_PACKAGES := maturin numpy msgspec websockets pytest pytest-timeout hypothesis ruff mypy soxr google-genai
 
 .PHONY: test demo deps apt-deps py-deps build-dev lint test-rust test-python bench
 
@@ -30,6 +30,7 @@ lint:
 	cargo clippy --release --all-targets -- -D warnings
 	cargo clippy --release --all-targets --features python -- -D warnings
 	$(PYTHON) -m ruff check python tests benches
+	$(PYTHON) -m mypy.stubtest geminilive._native
 
 test-rust:
 	cargo test --release

@@ -2,6 +2,20 @@
 
 from typing import final
 
+__all__ = [
+    "CaptureStream",
+    "PlaybackStream",
+    "PlayoutBuffer",
+    "PlayoutStats",
+    "Resampler",
+    "VoiceActivityDetector",
+    "f32_to_s16le",
+    "from_mono",
+    "list_devices",
+    "s16le_to_f32",
+    "to_mono",
+]
+
 import numpy as np
 import numpy.typing as npt
 
@@ -38,7 +52,7 @@ class Resampler:
     are withheld until later input arrives, and `flush()` releases them.
     """
 
-    def __init__(self, input_rate_hz: int, output_rate_hz: int, channels: int = 1) -> None: ...
+    def __new__(cls, input_rate_hz: int, output_rate_hz: int, channels: int = 1) -> Resampler: ...
     def process(self, samples: _Audio) -> _F32:
         """Resample a chunk: 1-D for mono, (frames, channels) otherwise. Float32 out."""
     def flush(self) -> _F32:
@@ -87,15 +101,15 @@ class PlayoutBuffer:
     one callback period with a short fade.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         sample_rate_hz: int,
         *,
         capacity_s: float = 300.0,
         prebuffer_ms: float = 40.0,
         max_prebuffer_ms: float = 400.0,
         fade_ms: float = 2.5,
-    ) -> None: ...
+    ) -> PlayoutBuffer: ...
     def push(self, pcm: _Pcm16 | _F32) -> None:
         """Queue audio, all or nothing.
 
@@ -124,15 +138,15 @@ class VoiceActivityDetector:
     after `silence_duration_ms` of silence, dated to the first silent frame.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         sample_rate_hz: int = 16000,
         *,
         start_sensitivity: str = "HIGH",
         end_sensitivity: str = "HIGH",
         prefix_padding_ms: int = 20,
         silence_duration_ms: int = 500,
-    ) -> None: ...
+    ) -> VoiceActivityDetector: ...
     def process(self, samples: _Audio | _Pcm16) -> list[tuple[str, int]]:
         """Feed audio; returns ("start" | "end", sample_index) per completed event."""
     def reset(self) -> None: ...
@@ -140,3 +154,74 @@ class VoiceActivityDetector:
     def speaking(self) -> bool: ...
     @property
     def position(self) -> int: ...
+
+def list_devices() -> list[dict[str, object]]:
+    """Devices of the default audio host (see `geminilive.devices.list_devices`)."""
+
+@final
+class CaptureStream:
+    """A running cpal input stream: mono float32 frames at `sample_rate_hz`, resampled in Rust.
+
+    A worker thread (never the audio callback) cuts frames and writes a byte to the socket
+    `fileno()` per frame, so asyncio can wait with `loop.add_reader`.
+    """
+
+    def __new__(
+        cls,
+        device: str | None = None,
+        *,
+        sample_rate_hz: int = 16000,
+        frame_ms: int = 20,
+        period_ms: int = 10,
+        clock_s: float = 0.0,
+        max_queued_frames: int = 500,
+    ) -> CaptureStream: ...
+    def fileno(self) -> int: ...
+    def drain_wakeups(self) -> int: ...
+    def take_frames(self) -> list[tuple[_F32, float, int]]:
+        """(samples, time the callback delivered the frame on the `clock_s` clock, index)."""
+    @property
+    def stats(self) -> dict[str, int]: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def device_rate_hz(self) -> int: ...
+    @property
+    def device_channels(self) -> int: ...
+    def close(self) -> None: ...
+
+@final
+class PlaybackStream:
+    """A running cpal output stream fed by a lock-free playout buffer at the device rate."""
+
+    def __new__(
+        cls,
+        device: str | None = None,
+        *,
+        source_rate_hz: int = 24000,
+        period_ms: int = 10,
+        prebuffer_ms: int = 40,
+        clock_s: float = 0.0,
+    ) -> PlaybackStream: ...
+    def push(self, pcm: _Pcm16 | _F32) -> None:
+        """Queue audio at the source rate (resampled in Rust). All or nothing."""
+    def end_of_turn(self) -> None: ...
+    def clear(self) -> int:
+        """Silence within one device period; returns the device samples dropped."""
+    @property
+    def stats(self) -> PlayoutStats: ...
+    @property
+    def callbacks(self) -> int: ...
+    @property
+    def stream_errors(self) -> int: ...
+    @property
+    def last_callback_s(self) -> float: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def device_rate_hz(self) -> int: ...
+    @property
+    def device_channels(self) -> int: ...
+    @property
+    def period_frames(self) -> int: ...
+    def close(self) -> None: ...
