@@ -102,7 +102,7 @@ def test_open_and_close_100_times_leaks_nothing() -> None:
     assert resources() == before
 
 
-def test_stream_errors_surface_in_python() -> None:
+def test_a_closed_capture_ends_its_iteration() -> None:
     async def scenario():
         mic = Capture(sample_rate_hz=16000)
         async with mic:

@@ -21,7 +21,7 @@ import msgspec
 import numpy as np
 
 from geminilive import events as ev
-from geminilive._native import VoiceActivityDetector
+from geminilive._native import Resampler, VoiceActivityDetector, f32_to_s16le, s16le_to_f32
 from geminilive.audio_io import AudioSink, AudioSource, MicrophoneSource, SpeakerSink
 from geminilive.messages import FunctionResponse
 from geminilive.tools import ToolRegistry
@@ -103,7 +103,8 @@ class Conversation:
         self.events: list[ev.Event] = []
         self.input_level = 0.0
         self._vad = VoiceActivityDetector(INPUT_RATE_HZ, silence_duration_ms=300)
-        self._vad_resampler: Any = None
+        self._vad_resampler: Resampler | None = None
+        self._output_resamplers: dict[int, Resampler] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._finished = asyncio.Event()
         self._source_done = asyncio.Event()
@@ -176,8 +177,6 @@ class Conversation:
     def _detect_speech(self, samples: np.ndarray, rate: int, timestamp: float) -> None:
         if rate != INPUT_RATE_HZ:
             if self._vad_resampler is None:
-                from geminilive._native import Resampler
-
                 self._vad_resampler = Resampler(rate, INPUT_RATE_HZ)
             samples = self._vad_resampler.process(samples)
         self._heard_samples += len(samples)
@@ -230,10 +229,13 @@ class Conversation:
         await self._call(self.on_event, event)
 
     def _convert(self, event: ev.AudioChunk) -> bytes:
-        from geminilive._native import Resampler, f32_to_s16le, s16le_to_f32
-
-        resampler = Resampler(event.sample_rate_hz, self.sink.sample_rate_hz)
-        return f32_to_s16le(np.concatenate([resampler.process(s16le_to_f32(event.data)), resampler.flush()]))
+        """Model audio at another rate than the sink's, through one streaming resampler per
+        rate (state carries across chunks, so there are no seams)."""
+        resampler = self._output_resamplers.get(event.sample_rate_hz)
+        if resampler is None:
+            resampler = Resampler(event.sample_rate_hz, self.sink.sample_rate_hz)
+            self._output_resamplers[event.sample_rate_hz] = resampler
+        return f32_to_s16le(resampler.process(s16le_to_f32(event.data)))
 
     async def _respond(self, response: FunctionResponse) -> None:
         await self.session.send_tool_response(response)
