@@ -6,6 +6,7 @@ pub mod jitter;
 pub mod pcm;
 pub mod resample;
 pub mod vad;
+pub mod wire;
 
 #[cfg(feature = "python")]
 mod py;

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from audio_util import run, xcorr_peak
+from audio_util import find_in_order, run
 from geminilive import Resampler
 from loopback import RATE, loopback_conversation
 
@@ -16,15 +16,11 @@ pytestmark = pytest.mark.usefixtures("pulseaudio")
 def test_speech_comes_back_out_of_the_speaker_and_barge_in_silences_it(tmp_path) -> None:
     result = run(loopback_conversation(tmp_path))
     spoken = Resampler(24000, RATE).process(result.first_speech)
-    # The echo of the first utterance, found in what the speaker played, piece by piece and in
-    # order. (Pieces, because a busy 2-core machine can make the PulseAudio streams of the test
-    # rig itself glitch by a millisecond, which shifts everything after it.)
-    pieces = [spoken[k : k + RATE // 4] for k in range(0, len(spoken) - RATE // 4, RATE // 4)]
-    found = [(*xcorr_peak(result.recorded, p), k * RATE // 4) for k, p in enumerate(pieces) if np.std(p) > 0.01]
-    good = [(lag - offset) for score, lag, offset in found if score > 0.9]
-    diagnosis = f"scores {[round(f[0], 2) for f in found]}\n{result.latency_table}\n{result.playout}"
-    assert len(good) >= 0.8 * len(found), diagnosis
-    assert max(good) - min(good) < 0.02 * RATE, "the pieces come back in order, one after another\n" + diagnosis
+    # The echo of the first utterance, found in what the speaker played, in order.
+    share, spread, scores = find_in_order(result.recorded, spoken, RATE)
+    diagnosis = f"scores {scores}\n{result.latency_table}\n{result.playout}"
+    assert share >= 0.8, diagnosis
+    assert spread < 0.02, "the pieces come back in order, one after another\n" + diagnosis
     # The interruption: the reply to the second utterance was cut, and the speaker went quiet
     # while the user was still talking over it.
     assert result.interrupted_at is not None, diagnosis

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from geminilive import LiveConfig, LiveProtocol
 from geminilive import events as ev
@@ -225,3 +227,16 @@ def test_audio_fast_path_frames_equal_the_encoder() -> None:
         [frame] = p.data_to_send()
         expected = ClientMessage(realtime_input=RealtimeInput(audio=Blob(mime_type=f"audio/pcm;rate={rate}", data=pcm)))
         assert frame == encode_client(expected)
+
+
+@given(st.binary(max_size=2000).map(lambda b: b[: len(b) // 2 * 2]), st.sampled_from([8000, 16000, 24000, 48000]))
+def test_audio_frames_built_in_rust_equal_the_encoder(pcm: bytes, rate: int) -> None:
+    from geminilive.messages import Blob, ClientMessage, RealtimeInput, decode_client, encode_client
+
+    p = opened()
+    p.send_audio(pcm, rate)
+    [frame] = p.data_to_send()
+    message = ClientMessage(realtime_input=RealtimeInput(audio=Blob(mime_type=f"audio/pcm;rate={rate}", data=pcm)))
+    assert decode_client(frame) == message
+    if pcm:
+        assert frame == encode_client(message)

@@ -9,6 +9,7 @@ __all__ = [
     "PlayoutStats",
     "Resampler",
     "VoiceActivityDetector",
+    "audio_frame",
     "f32_to_s16le",
     "from_mono",
     "list_devices",
@@ -154,6 +155,9 @@ class VoiceActivityDetector:
     def speaking(self) -> bool: ...
     @property
     def position(self) -> int: ...
+
+def audio_frame(prefix: bytes, pcm: bytes, suffix: bytes) -> bytes:
+    """`prefix + base64(pcm) + suffix` in one pass: the realtimeInput audio frame."""
 
 def list_devices() -> list[dict[str, object]]:
     """Devices of the default audio host (see `geminilive.devices.list_devices`)."""

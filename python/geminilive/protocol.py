@@ -16,7 +16,6 @@ Rules it enforces (``../shared/live-protocol.md`` §2.0, §5.1):
 
 from __future__ import annotations
 
-import binascii
 import enum
 import functools
 import re
@@ -24,6 +23,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 
 from geminilive import events as ev
+from geminilive._native import audio_frame
 from geminilive.errors import AudioFormatError, LocalProtocolError, RemoteProtocolError, SessionError, closed_error
 from geminilive.messages import (
     ActivityEnd,
@@ -153,7 +153,7 @@ class LiveProtocol:
             prefix = _AUDIO_FRAME_PREFIX[sample_rate_hz] = (
                 b'{"realtimeInput":{"audio":{"mimeType":"' + pcm_mime_type(sample_rate_hz).encode() + b'","data":"'
             )
-        return self._queue(b"".join((prefix, binascii.b2a_base64(pcm, newline=False), b'"}}}')))
+        return self._queue(audio_frame(prefix, pcm if type(pcm) is bytes else bytes(pcm), b'"}}}'))
 
     def send_video_frame(self, image: bytes, mime_type: str = "image/jpeg") -> int:
         if not mime_type.startswith("image/"):

@@ -11,6 +11,7 @@ mod jitter;
 mod pcm;
 mod resample;
 mod vad;
+mod wire;
 
 /// Inputs at least this long are processed with the GIL released; below it the release costs
 /// more than the work (a 20 ms frame converts in well under a microsecond).
@@ -69,5 +70,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     resample::register(m)?;
     jitter::register(m)?;
     vad::register(m)?;
+    wire::register(m)?;
     Ok(())
 }
