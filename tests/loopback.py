@@ -56,7 +56,7 @@ async def loopback_conversation(workdir: Path) -> LoopbackResult:
         config = LiveConfig(silence_duration_ms=600)
         async with geminilive.connect(endpoint=emu.url, config=config) as session:
             with routed(PULSE_SOURCE="speaker.monitor"):
-                recorder = Capture(sample_rate_hz=RATE)
+                recorder = Capture(sample_rate_hz=RATE, period_ms=20)
                 await recorder.__aenter__()
             with routed(PULSE_SINK="speaker"):
                 conversation = await session.start_audio_conversation(on_event=on_event)

@@ -12,7 +12,6 @@ Use :func:`encode_client`, :func:`decode_client`, :func:`encode_server`, :func:`
 
 from __future__ import annotations
 
-import base64
 import re
 from typing import Any, Literal
 
@@ -495,8 +494,3 @@ def parse_duration_s(value: str | None) -> float | None:
     if not value:
         return None
     return float(value.removesuffix("s"))
-
-
-def b64(data: bytes) -> str:
-    """Standard base64 text (for tests and tools that build JSON by hand)."""
-    return base64.b64encode(data).decode()
