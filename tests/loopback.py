@@ -20,6 +20,7 @@ import geminilive
 from audio_util import speak
 from geminilive import LiveConfig
 from geminilive import events as ev
+from geminilive.audio_io import MicrophoneSource, SpeakerSink
 from geminilive.devices import Capture, Playback
 from geminilive.emulator import LiveEmulator
 from pulse import routed
@@ -58,8 +59,13 @@ async def loopback_conversation(workdir: Path) -> LoopbackResult:
             with routed(PULSE_SOURCE="speaker.monitor"):
                 recorder = Capture(sample_rate_hz=RATE, period_ms=20)
                 await recorder.__aenter__()
+            # 20 ms device periods: with 10 ms ones (two-period ALSA buffers through the PulseAudio
+            # plugin) a loaded 2-core CI box drops audio now and then, which this test would
+            # take for a pipeline fault.
             with routed(PULSE_SINK="speaker"):
-                conversation = await session.start_audio_conversation(on_event=on_event)
+                conversation = await session.start_audio_conversation(
+                    source=MicrophoneSource(period_ms=20), sink=SpeakerSink(period_ms=20), on_event=on_event
+                )
             mouth = Playback(source_rate_hz=24000, period_ms=20)
             start = None
 

@@ -141,8 +141,8 @@ class IteratorSource:
 class MicrophoneSource:
     """The microphone (default input device or a named one), 16 kHz frames resampled in Rust."""
 
-    def __init__(self, device: str | None = None, *, frame_ms: int = FRAME_MS) -> None:
-        self.capture = Capture(device, sample_rate_hz=16000, frame_ms=frame_ms)
+    def __init__(self, device: str | None = None, *, frame_ms: int = FRAME_MS, period_ms: int = 10) -> None:
+        self.capture = Capture(device, sample_rate_hz=16000, frame_ms=frame_ms, period_ms=period_ms)
 
     async def __aiter__(self) -> AsyncIterator[AudioFrame]:
         async with self.capture as mic:
