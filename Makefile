@@ -42,5 +42,4 @@ demo: deps build-dev
 	$(PYTHON) -m geminilive demo $(DEMO_ARGS)
 
 bench: deps build-dev
-	$(PYTHON) benches/bench_resample.py
-	$(PYTHON) benches/bench_pcm.py
+	$(PYTHON) -m geminilive bench
