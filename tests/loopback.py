@@ -86,7 +86,7 @@ async def loopback_conversation(workdir: Path) -> LoopbackResult:
             mouth.end_of_turn()
             # Talk over the reply once it has been playing for a moment.
             while (
-                not any(isinstance(e, ev.AudioChunk) for e in conversation.events[-50:])
+                not any(isinstance(e, ev.AudioChunk) for e in list(conversation.events)[-50:])
                 or len(conversation.metrics) < 1
             ):
                 await asyncio.sleep(0.01)

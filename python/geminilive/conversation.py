@@ -12,6 +12,7 @@ app, a test feeding a WAV file, or a telephony bridge with its own audio.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["Conversation", "TurnMetrics"]
 
 INPUT_RATE_HZ = 16000
+EVENTS_KEPT = 1000
 
 
 class TurnMetrics(msgspec.Struct, kw_only=True):
@@ -100,7 +102,8 @@ class Conversation:
         self.on_transcript = on_transcript
         self.local_barge_in = local_barge_in
         self.metrics: list[TurnMetrics] = []
-        self.events: list[ev.Event] = []
+        # The latest events (bounded: audio chunks would otherwise pile up for the whole call).
+        self.events: collections.deque[ev.Event] = collections.deque(maxlen=EVENTS_KEPT)
         self.input_level = 0.0
         self._vad = VoiceActivityDetector(INPUT_RATE_HZ, silence_duration_ms=300)
         self._vad_resampler: Resampler | None = None
@@ -281,6 +284,8 @@ class Conversation:
         if self._send_delays:
             turn.capture_to_send_ms = float(np.median(self._send_delays)) * 1000
         self.metrics.append(turn)
+        # Chunks of the turn before last have all played or been dropped by now.
+        self._play_delays.pop(turn.turn - 1, None)
         self._current = TurnMetrics(turn=len(self.metrics))
         self._first_audio_index = None
         self._speech_end_at = None

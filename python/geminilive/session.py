@@ -200,12 +200,9 @@ class Session:
     def _pcm16(self, pcm: Any, sample_rate_hz: int) -> bytes:
         """16 kHz 16-bit PCM bytes from bytes or a float32/int16 array at any rate."""
         if isinstance(pcm, np.ndarray):
-            if pcm.dtype == np.int16:
-                samples = pcm
-            elif pcm.dtype == np.float32:
-                samples = pcm
-            else:
+            if pcm.dtype not in (np.int16, np.float32):
                 raise AudioFormatError(f"audio arrays must be float32 or int16, got {pcm.dtype}")
+            samples = pcm
             if sample_rate_hz != INPUT_RATE_HZ:
                 samples = self._resampler(sample_rate_hz).process(samples)
             if samples.dtype == np.int16:

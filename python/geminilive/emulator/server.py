@@ -81,6 +81,7 @@ MAX_CLOSE_REASON_BYTES = 123
 MAX_TURN_S = 60.0
 HELD_BEFORE_SPEECH_S = 1.0
 GAP_END_MIN_S = 1.0
+RECEIVED_KEPT = 10000
 
 
 def _request_path(raw: str) -> str:
@@ -319,7 +320,8 @@ class _Connection:
         self._turn_text: list[str] = []
         self._interruptible = True
         self._model_speaking = False
-        self.received: list[ClientMessage] = []
+        # The latest client messages, for tests and tools (bounded: a session can last hours).
+        self.received: collections.deque[ClientMessage] = collections.deque(maxlen=RECEIVED_KEPT)
 
     # --- sending -------------------------------------------------------------------------------
 
