@@ -10,7 +10,9 @@ the builtin that fits (``ValueError``), so ``except ValueError`` keeps working::
     ├── ProtocolError
     │   ├── LocalProtocolError             we were asked to send something out of order
     │   └── RemoteProtocolError            the peer sent something malformed or out of order
+    ├── InsecureTransportError (ValueError) plain ws:// to a host that is not this machine
     ├── SessionError                       the service reported an error or closed the socket
+    │   ├── SetupTimeoutError (TimeoutError) no setupComplete in time
     │   ├── ConnectionClosedOK             closed normally (1000)
     │   └── ConnectionClosedError          closed with an error code
     │       ├── InvalidArgumentError       1007: a bad setup or message
@@ -28,6 +30,7 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionClosedOK",
     "GeminiLiveError",
+    "InsecureTransportError",
     "InternalServerError",
     "InvalidArgumentError",
     "LocalProtocolError",
@@ -36,6 +39,7 @@ __all__ = [
     "ProtocolError",
     "RemoteProtocolError",
     "SessionError",
+    "SetupTimeoutError",
     "closed_error",
 ]
 
@@ -79,6 +83,15 @@ class SessionError(GeminiLiveError):
         super().__init__(message)
         self.code = code
         self.reason = reason
+
+
+class SetupTimeoutError(SessionError, TimeoutError):
+    """The server accepted the connection but did not answer ``setup`` in time."""
+
+
+class InsecureTransportError(GeminiLiveError, ValueError):
+    """A plain ``ws://`` URL to a host that is not this machine (credentials and audio would
+    cross the network unencrypted); pass ``allow_insecure=True`` to insist."""
 
 
 class ConnectionClosedOK(SessionError):

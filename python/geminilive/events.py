@@ -14,7 +14,11 @@ __all__ = [
     "GroundingMetadata",
     "InputTranscription",
     "Interrupted",
+    "MalformedMessage",
     "OutputTranscription",
+    "Reconnecting",
+    "Resumed",
+    "ResumptionFailed",
     "SessionResumptionUpdate",
     "SetupComplete",
     "TextChunk",
@@ -123,3 +127,40 @@ class VoiceActivity(Event, frozen=True):
 
     type: str | None
     audio_offset_s: float | None = None
+
+
+class Reconnecting(Event, frozen=True):
+    """The connection ended unexpectedly (``code``/``reason``, ``None`` for a network error);
+    attempt number ``attempt`` to reconnect starts after ``delay_s``. Audio sent meanwhile is
+    held (bounded) and goes out once connected."""
+
+    attempt: int
+    delay_s: float
+    code: int | None = None
+    reason: str = ""
+
+
+class Resumed(Event, frozen=True):
+    """The session goes on over a new connection, with its history. ``replayed_messages``
+    were re-sent because the service had not consumed them; ``downtime_s`` is how long no
+    connection was open (0 for a planned move after ``goAway``)."""
+
+    replayed_messages: int
+    downtime_s: float
+    after_go_away: bool = False
+
+
+class ResumptionFailed(Event, frozen=True):
+    """The session could not be resumed (``reason``: no handle yet, or the service rejected
+    it) and a fresh one was started on the new connection: the model's context is gone, but
+    the audio held while reconnecting was sent to the new session."""
+
+    reason: str
+    replayed_messages: int = 0
+
+
+class MalformedMessage(Event, frozen=True):
+    """A server frame that did not decode was dropped (counted in ``Session.stats``); the
+    session goes on."""
+
+    error: str

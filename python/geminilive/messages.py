@@ -437,6 +437,15 @@ def _normalise(value: Any, *, free: bool = False) -> Any:
 
 
 def _decode(frame: bytes | str, decoder: msgspec.json.Decoder, cls: type) -> Any:
+    try:
+        return _decode_frame(frame, decoder, cls)
+    except RecursionError:
+        raise RemoteProtocolError("malformed JSON frame: nested too deeply") from None
+    except UnicodeEncodeError as exc:
+        raise RemoteProtocolError(f"malformed text frame: {exc}") from None
+
+
+def _decode_frame(frame: bytes | str, decoder: msgspec.json.Decoder, cls: type) -> Any:
     raw = frame.encode() if isinstance(frame, str) else frame
     # `_` never occurs in standard base64 or camelCase keys: the common frame skips the regex.
     if b"_" not in raw or not _SNAKE_KEY.search(raw):
@@ -489,8 +498,17 @@ def encode_server(message: ServerMessage, *, pretty: bool = True) -> bytes:
     return msgspec.json.format(data, indent=2) + b"\n"
 
 
+_DURATION = re.compile(r"\d{1,12}(?:\.\d{0,9})?s?")
+
+
 def parse_duration_s(value: str | None) -> float | None:
-    """A protobuf Duration (``"9.5s"``) in seconds."""
+    """A protobuf Duration (``"9.5s"``) in seconds.
+
+    Raises:
+        RemoteProtocolError: not a non-negative decimal number of seconds.
+    """
     if not value:
         return None
+    if not _DURATION.fullmatch(value):
+        raise RemoteProtocolError(f"not a duration: {value[:40]!r}")
     return float(value.removesuffix("s"))

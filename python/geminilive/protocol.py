@@ -51,6 +51,7 @@ INPUT_RATE_HZ = 16000
 OUTPUT_RATE_HZ = 24000
 _RATE = re.compile(r"rate=(\d+)")
 _AUDIO_FRAME_PREFIX: dict[int, bytes] = {}
+_AUDIO_FRAME_START = b'{"realtimeInput":{"audio":'
 
 
 @functools.lru_cache(maxsize=64)
@@ -75,26 +76,51 @@ class LiveProtocol:
     """One connection's worth of the Live protocol, client side.
 
     Args:
-        setup: the setup message; it is queued as the first frame.
+        setup: the setup message; it is sent first, by the protocol itself.
         replay: frames from a previous connection that the service had not consumed; they go
             out right after ``setupComplete``, before anything sent since.
+        max_pending_bytes: bound on frames waiting to go out (before ``setupComplete``, e.g.
+            while reconnecting). Over it, the oldest *audio* frames are dropped and counted in
+            ``dropped_audio_frames``; other messages are never dropped.
+        max_replay_bytes: bound on frames kept for a resumed connection to replay. Over it the
+            oldest are forgotten and counted in ``replay_overflow_frames``.
+
+    Replay (``unconsumed_frames``) keeps what the service may not have taken into the state of
+    the newest resumption handle: with transparent resumption, the frames after the
+    ``lastConsumedClientMessageIndex`` that came with that handle (exact); without it, the
+    frames handed to the socket after that handle arrived (frames in flight when the service
+    made the handle, less than a round trip, are the only uncertainty).
     """
 
-    def __init__(self, setup: Setup, *, replay: Sequence[bytes] = ()) -> None:
+    def __init__(
+        self,
+        setup: Setup,
+        *,
+        replay: Sequence[bytes] = (),
+        max_pending_bytes: int = 4 * 1024 * 1024,
+        max_replay_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
         if not setup.model:
             raise LocalProtocolError("setup needs a model")
         self.setup = setup
         self.state = State.AWAITING_SETUP_COMPLETE
         self.session_id: str | None = None
-        self._outgoing: list[bytes] = [encode_client(ClientMessage(setup=setup))]
-        self._held: list[bytes] = []
-        # Where new frames go: `_held` until setupComplete, then `_outgoing`.
-        self._queue_to = self._held
-        self._next_index = 1
+        self._setup_frame: bytes | None = encode_client(ClientMessage(setup=setup))
+        # Frames queued but not yet handed to the socket (held until setupComplete).
+        self._pending: deque[bytes] = deque()
+        self._pending_bytes = 0
+        self.max_pending_bytes = max_pending_bytes
+        # Index of the last frame handed to the socket (setup is 0).
+        self._handed_index = -1
         resumption = setup.session_resumption
         self.transparent = bool(resumption and resumption.transparent)
-        # (index, frame) of sent frames the service has not reported consumed.
+        self._keep_replay = resumption is not None
+        # (index, frame) of handed-out frames the newest handle may not include.
         self._unconsumed: deque[tuple[int, bytes]] = deque()
+        self._unconsumed_bytes = 0
+        self.max_replay_bytes = max_replay_bytes
+        self.dropped_audio_frames = 0
+        self.replay_overflow_frames = 0
         self.pending_tool_calls: dict[str, FunctionCall] = {}
         self.resumption_handle: str | None = resumption.handle if resumption else None
         self.resumable = False
@@ -111,15 +137,29 @@ class LiveProtocol:
     # --- sending -------------------------------------------------------------------------------
 
     def _queue(self, frame: bytes) -> int:
-        index = self._next_index
-        self._next_index += 1
-        if self.transparent:
-            self._unconsumed.append((index, frame))
-        self._queue_to.append(frame)
-        return index
+        self._pending.append(frame)
+        self._pending_bytes += len(frame)
+        if self._pending_bytes > self.max_pending_bytes:
+            self._shed_audio()
+        return max(self._handed_index, 0) + len(self._pending)
+
+    def _shed_audio(self) -> None:
+        """Drop the oldest pending audio frames until the pending bytes fit (never the newest
+        frame, never a message that is not audio)."""
+        kept: deque[bytes] = deque()
+        while self._pending_bytes > self.max_pending_bytes and len(self._pending) > 1:
+            frame = self._pending.popleft()
+            if frame.startswith(_AUDIO_FRAME_START):
+                self._pending_bytes -= len(frame)
+                self.dropped_audio_frames += 1
+            else:
+                kept.append(frame)
+        kept.extend(self._pending)
+        self._pending = kept
 
     def send(self, message: ClientMessage) -> int:
-        """Queue a client message; returns its index on this connection.
+        """Queue a client message; returns the index it will have on this connection (unless
+        it is audio shed while the connection is not open).
 
         Raises:
             LocalProtocolError: a second setup, a message with no or several fields, or a
@@ -197,21 +237,37 @@ class LiveProtocol:
         return index
 
     def data_to_send(self) -> list[bytes]:
-        """Frames to write to the socket now, in order (empty until they may go out)."""
-        out = self._outgoing
-        if not out:
+        """Frames to write to the socket now, in order (only ``setup`` until ``setupComplete``)."""
+        if self._setup_frame is not None:
+            out = [self._setup_frame]
+            self._setup_frame = None
+            self._handed_index = 0
             return out
-        self._outgoing = []
-        if self._queue_to is out:
-            self._queue_to = self._outgoing
+        if self.state is not State.OPEN or not self._pending:
+            return []
+        out = list(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        if self._keep_replay:
+            for frame in out:
+                self._handed_index += 1
+                self._unconsumed.append((self._handed_index, frame))
+                self._unconsumed_bytes += len(frame)
+            while self._unconsumed_bytes > self.max_replay_bytes:
+                self._unconsumed_bytes -= len(self._unconsumed.popleft()[1])
+                self.replay_overflow_frames += 1
+        else:
+            self._handed_index += len(out)
         return out
 
     def unconsumed_frames(self) -> list[bytes]:
-        """Frames to replay on a new connection: with transparent resumption, all that the
-        service has not reported consumed; otherwise those never handed to the socket."""
-        if self.transparent:
-            return [frame for _, frame in self._unconsumed]
-        return [*self._outgoing, *self._held]
+        """Frames a new connection must send first: those the newest resumption handle may
+        not include, then those never handed to the socket."""
+        return [frame for _, frame in self._unconsumed] + list(self._pending)
+
+    def _forget_consumed(self, index: int) -> None:
+        while self._unconsumed and self._unconsumed[0][0] <= index:
+            self._unconsumed_bytes -= len(self._unconsumed.popleft()[1])
 
     # --- receiving -----------------------------------------------------------------------------
 
@@ -240,10 +296,7 @@ class LiveProtocol:
             if self.state is State.OPEN:
                 raise RemoteProtocolError("a second setupComplete")
             self.state = State.OPEN
-            self._queue_to = self._outgoing
             self.session_id = message.setup_complete.session_id
-            self._outgoing.extend(self._held)
-            self._held.clear()
             out.append(ev.SetupComplete(session_id=self.session_id))
         if message.usage_metadata is not None:
             # Before the content: a caller that stops at turnComplete still sees the usage.
@@ -280,6 +333,8 @@ class LiveProtocol:
             for part in content.model_turn.parts or ():
                 blob = part.inline_data
                 if blob is not None:
+                    if len(blob.data) % 2 and blob.mime_type.startswith("audio/pcm"):
+                        raise RemoteProtocolError(f"16-bit PCM with an odd byte count ({len(blob.data)})")
                     out.append(
                         ev.AudioChunk(data=blob.data, sample_rate_hz=rate_from_mime(blob.mime_type, OUTPUT_RATE_HZ))
                     )
@@ -313,16 +368,20 @@ class LiveProtocol:
 
     def _resumption(self, update) -> ev.SessionResumptionUpdate:
         self.resumable = bool(update.resumable)
-        if update.resumable and update.new_handle:
-            self.resumption_handle = update.new_handle
         index = update.last_consumed_client_message_index
         if index is not None:
             try:
                 self.last_consumed_index = int(index)
             except ValueError as exc:
                 raise RemoteProtocolError(f"lastConsumedClientMessageIndex is not an integer: {index!r}") from exc
-            while self._unconsumed and self._unconsumed[0][0] <= self.last_consumed_index:
-                self._unconsumed.popleft()
+        if update.resumable and update.new_handle:
+            self.resumption_handle = update.new_handle
+            # Only a resumable handle moves the replay point: resuming from an older handle
+            # needs everything after *its* index.
+            if index is not None:
+                self._forget_consumed(int(index))
+            elif not self.transparent:
+                self._forget_consumed(self._handed_index)
         return ev.SessionResumptionUpdate(
             handle=update.new_handle or None,
             resumable=self.resumable,

@@ -10,11 +10,16 @@ so a caller sees one uninterrupted session.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import logging
 import os
+import random
 import ssl as ssl_module
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 import numpy as np
@@ -24,24 +29,85 @@ from websockets.asyncio.client import connect as ws_connect
 
 from geminilive import events as ev
 from geminilive._native import Resampler, f32_to_s16le, s16le_to_f32
+from geminilive._redact import RedactingLogger
 from geminilive.config import DEFAULT_MODEL, DEFAULT_VERTEX_MODEL, LiveConfig
 from geminilive.errors import (
     AudioFormatError,
     ConnectionClosedOK,
-    GeminiLiveError,
+    InsecureTransportError,
     LocalProtocolError,
     MessageTooLargeError,
+    PolicyViolationError,
+    RemoteProtocolError,
     SessionError,
+    SetupTimeoutError,
 )
 from geminilive.messages import Content, FunctionResponse, SessionResumptionConfig, Setup
 from geminilive.protocol import INPUT_RATE_HZ, LiveProtocol
 
-__all__ = ["Endpoint", "Session", "connect"]
+__all__ = ["Endpoint", "ReconnectPolicy", "Session", "SessionStats", "connect"]
 
 DEVELOPER_HOST = "wss://generativelanguage.googleapis.com"
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 # Close codes after which the same session can be resumed on a new connection.
 RESUMABLE_CLOSE_CODES = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
+# Close codes that say the request itself is wrong: retrying cannot help.
+FATAL_CLOSE_CODES = frozenset({1007, 1009})
+# Query parameters that carry credentials; they are moved into headers.
+_CREDENTIAL_PARAMS = {"key": "x-goog-api-key", "access_token": "Authorization"}
+# PCM seconds -> bytes of audio frames on the wire (base64 is 4/3, plus the JSON per frame).
+_WIRE_BYTES_PER_AUDIO_S = INPUT_RATE_HZ * 2 * 4 // 3 + 50 * 60
+_log = logging.getLogger("geminilive.session")
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class ReconnectPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """How a session reconnects after an unexpected close. The first attempt goes at once;
+    attempt ``n`` then waits ``min(max_delay_s, initial_delay_s * 2**(n-1))``, shortened by a
+    random fraction up to ``jitter`` so that many clients cut off together do not return
+    together."""
+
+    max_attempts: int = 8
+    initial_delay_s: float = 0.2
+    max_delay_s: float = 5.0
+    jitter: float = 0.5
+
+    def delay_s(self, attempt: int) -> float:
+        if attempt == 0:
+            return 0.0
+        base = min(self.max_delay_s, self.initial_delay_s * 2 ** (attempt - 1))
+        return base * (1.0 - self.jitter * random.random())
+
+
+class SessionStats(msgspec.Struct, kw_only=True):
+    """What the session went through (see ``Session.stats``)."""
+
+    reconnects: int = 0
+    resumed: int = 0
+    fresh_starts: int = 0
+    replayed_messages: int = 0
+    dropped_audio_frames: int = 0
+    replay_overflow_frames: int = 0
+    malformed_messages: int = 0
+
+
+def _secrets_of(headers: dict[str, str]) -> list[str]:
+    out = []
+    for name, value in headers.items():
+        if name.lower() in ("x-goog-api-key", "authorization"):
+            out.append(value)
+            out.append(value.partition(" ")[2])
+    return out
 
 
 class Endpoint(msgspec.Struct, frozen=True):
@@ -53,6 +119,23 @@ class Endpoint(msgspec.Struct, frozen=True):
 
     def __repr__(self) -> str:  # never print credentials
         return f"Endpoint(url={self.url!r}, headers=<{len(self.headers)} hidden>, vertex={self.vertex})"
+
+    @classmethod
+    def from_url(cls, url: str, headers: dict[str, str] | None = None, *, vertex: bool = False) -> Endpoint:
+        """An endpoint for ``url``; a ``key=`` or ``access_token=`` in its query moves into
+        a header, so that no credential travels in a URL (where proxies and logs keep it)."""
+        parts = urlsplit(url)
+        headers = dict(headers or {})
+        query = []
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            header = _CREDENTIAL_PARAMS.get(name)
+            if header is None:
+                query.append((name, value))
+            elif header == "Authorization":
+                headers.setdefault(header, f"Token {value}")
+            else:
+                headers.setdefault(header, value)
+        return cls(urlunsplit(parts._replace(query=urlencode(query))), headers, vertex)
 
     @classmethod
     def developer(cls, api_key: str, *, api_version: str = "v1beta", host: str = DEVELOPER_HOST) -> Endpoint:
@@ -75,8 +158,40 @@ def _env_api_key() -> str | None:
     return os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY")
 
 
+class _Reconnect:
+    """An unexpected close being recovered from."""
+
+    def __init__(self, code: int | None, reason: str, handle: str | None) -> None:
+        self.code, self.reason, self.handle = code, reason, handle
+        self.attempt = 0
+        self.delay_s = 0.0
+        self.replayed = 0
+        self.started = time.monotonic()
+        self.failure: str | None = None if handle else "no resumption handle yet"
+
+
 class Session:
-    """A live session. Make it with :func:`connect`."""
+    """A live session. Make it with :func:`connect`.
+
+    Connections end all the time (``goAway`` before the connection limit, 1011 under load,
+    networks). With ``auto_resume`` (the default, needs session resumption, which
+    ``LiveConfig`` asks for by default) the session carries on over a new connection and
+    the caller sees events, not errors:
+
+    * after ``goAway`` it opens the next connection's socket while the old one still works,
+      then, at the first moment between turns (or shortly before the deadline), closes the
+      old one and resumes on the new one with the newest handle;
+    * after an unexpected close (1011, 1006, a network error) it reconnects with backoff and
+      jitter (:class:`ReconnectPolicy`), reporting :class:`~geminilive.events.Reconnecting`,
+      then :class:`~geminilive.events.Resumed`, or
+      :class:`~geminilive.events.ResumptionFailed` when it had to start a fresh session;
+    * messages the service had not consumed are re-sent first, in order; what is sent while
+      reconnecting is held (at most ``max_buffered_audio_s`` of audio: beyond that the oldest
+      audio is dropped and counted in ``stats.dropped_audio_frames``, other messages never).
+
+    A server frame that does not decode is dropped, counted, and reported as
+    :class:`~geminilive.events.MalformedMessage`; the session goes on.
+    """
 
     def __init__(
         self,
@@ -85,32 +200,50 @@ class Session:
         *,
         ssl: ssl_module.SSLContext | None = None,
         auto_resume: bool = True,
+        reconnect: ReconnectPolicy | None = None,
         max_frame_bytes: int = MAX_FRAME_BYTES,
         open_timeout_s: float = 10.0,
-        max_resume_attempts: int = 5,
+        setup_timeout_s: float = 15.0,
+        max_buffered_audio_s: float = 60.0,
+        allow_insecure: bool = False,
     ) -> None:
+        parts = urlsplit(endpoint.url)
+        if parts.scheme == "ws" and not allow_insecure and not is_loopback(parts.hostname):
+            raise InsecureTransportError(
+                f"refusing plain ws:// to {parts.hostname}: use wss://, or pass allow_insecure=True"
+            )
         self.endpoint = endpoint
         self.setup = setup
         self._ssl = ssl
         self.auto_resume = auto_resume
+        self.reconnect_policy = reconnect or ReconnectPolicy()
         self.max_frame_bytes = max_frame_bytes
         self._open_timeout_s = open_timeout_s
-        self._max_resume_attempts = max_resume_attempts
+        self._setup_timeout_s = setup_timeout_s
+        self._max_pending_bytes = int(max_buffered_audio_s * _WIRE_BYTES_PER_AUDIO_S)
+        self._logger = RedactingLogger(logging.getLogger("websockets.client"), _secrets_of(endpoint.headers))
         self._ws: ClientConnection | None = None
-        self._protocol = LiveProtocol(setup)
+        self._protocol = self._new_protocol(setup)
         self._events: deque[ev.Event] = deque()
         self._flushing = False
         self._resamplers: dict[int, Resampler] = {}
         self._closing = False
-        self._unsent: list[bytes] = []
-        self.reconnects = 0
+        self._reconnect: _Reconnect | None = None
+        self._go_away_deadline: float | None = None
+        self._stats = SessionStats()
         self.session_id: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Session({self.endpoint!r}, model={self.setup.model!r}, session_id={self.session_id!r})"
+
+    def _new_protocol(self, setup: Setup, replay: Iterable[bytes] = ()) -> LiveProtocol:
+        return LiveProtocol(setup, replay=list(replay), max_pending_bytes=self._max_pending_bytes)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
-    async def _open(self) -> None:
+    async def _open_socket(self) -> ClientConnection:
         try:
-            self._ws = await ws_connect(
+            return await ws_connect(
                 self.endpoint.url,
                 additional_headers=self.endpoint.headers,
                 ssl=self._ssl if self.endpoint.url.startswith("wss:") else None,
@@ -120,37 +253,52 @@ class Session:
                 # keep pinging to hold NATs open, but never drop the session for a slow pong.
                 ping_interval=20,
                 ping_timeout=None,
+                # A server that does not finish a close handshake soon is gone: reconnect.
+                close_timeout=2.0,
                 compression=None,
+                logger=self._logger,
             )
         except (OSError, websockets.exceptions.InvalidHandshake, TimeoutError) as exc:
             raise SessionError(f"could not connect to {self.endpoint.url}: {exc}") from exc
+
+    async def _handshake(self, ws: ClientConnection) -> None:
+        """Send setup (and then what is queued) on ``ws``; wait for setupComplete."""
+        self._ws = ws
+        protocol = self._protocol
         await self._flush()
-        while True:
-            frame = await self._recv_or_raise()
-            events = self._protocol.receive_data(frame)
-            if events:
-                break
+        try:
+            async with asyncio.timeout(self._setup_timeout_s):
+                events: list[ev.Event] = []
+                while not events:
+                    events = protocol.receive_data(await self._recv_or_raise(ws))
+        except TimeoutError:
+            self._ws = None
+            protocol.connection_closed(None, "setup timed out")
+            await ws.close(1000, "no setupComplete")
+            raise SetupTimeoutError(f"no setupComplete within {self._setup_timeout_s:g} s") from None
+        except (SessionError, RemoteProtocolError):
+            self._ws = None
+            protocol.connection_closed(None, "setup failed")
+            await ws.close(1002, "bad setup answer")
+            raise
         self._events.extend(events)
         first = events[0]
         if isinstance(first, ev.SetupComplete):
             self.session_id = first.session_id
+        self._go_away_deadline = None
         await self._flush()
 
-    async def _recv_or_raise(self) -> bytes | str:
-        assert self._ws is not None
+    async def _recv_or_raise(self, ws: ClientConnection) -> bytes | str:
         try:
-            return await self._ws.recv()
+            return await ws.recv()
         except websockets.exceptions.ConnectionClosed as exc:
-            raise self._closed_error(exc) from exc
-
-    def _closed_error(self, exc: websockets.exceptions.ConnectionClosed) -> SessionError:
-        frame = exc.rcvd or exc.sent
-        code = frame.code if frame else 1006
-        reason = frame.reason if frame else ""
-        return self._protocol.connection_closed(code, reason)
+            frame = exc.rcvd or exc.sent
+            if frame is None:
+                raise self._protocol.connection_closed(None, "connection lost") from exc
+            raise self._protocol.connection_closed(frame.code, frame.reason) from exc
 
     async def __aenter__(self) -> Session:
-        await self._open()
+        await self._handshake(await self._open_socket())
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -171,28 +319,40 @@ class Session:
     def resumption_handle(self) -> str | None:
         return self._protocol.resumption_handle
 
+    @property
+    def reconnects(self) -> int:
+        return self._stats.reconnects
+
+    @property
+    def stats(self) -> SessionStats:
+        """Counters over the whole session, all connections included."""
+        p = self._protocol
+        return msgspec.structs.replace(
+            self._stats,
+            dropped_audio_frames=self._stats.dropped_audio_frames + p.dropped_audio_frames,
+            replay_overflow_frames=self._stats.replay_overflow_frames + p.replay_overflow_frames,
+        )
+
     # --- sending -------------------------------------------------------------------------------
 
     async def _flush(self) -> None:
         """Write queued frames in order. One flusher at a time: a caller that finds another
         flushing returns at once, and the active one picks its frames up (no lock to take on
-        the per-frame path, and no reordering)."""
-        ws = self._ws
-        if self._flushing or ws is None:
+        the per-frame path, and no reordering). While reconnecting there is no socket and
+        frames wait in the protocol."""
+        if self._flushing:
             return
         self._flushing = True
         try:
-            while frames := self._protocol.data_to_send():
-                for n, frame in enumerate(frames):
+            while (ws := self._ws) is not None and (frames := self._protocol.data_to_send()):
+                for frame in frames:
                     if len(frame) > self.max_frame_bytes:
                         raise MessageTooLargeError(f"a {len(frame)}-byte frame exceeds {self.max_frame_bytes} bytes")
                     try:
                         await ws.send(frame, text=True)
                     except websockets.exceptions.ConnectionClosed:
-                        # The receive side sees the close and resumes; what could not be sent
-                        # goes out on the new connection (transparent resumption replays it).
-                        if not self._protocol.transparent:
-                            self._unsent.extend(frames[n:])
+                        # The receive side sees the close and reconnects; the protocol kept
+                        # these frames for replay (with resumption on).
                         return
         finally:
             self._flushing = False
@@ -268,26 +428,61 @@ class Session:
 
     async def __anext__(self) -> ev.Event:
         while not self._events:
-            if self._closing and self._ws is None:
+            if self._reconnect is not None:
+                await self._attempt_reconnect()
+                continue
+            ws = self._ws
+            if ws is None:
                 raise StopAsyncIteration
             try:
-                frame = await self._recv_or_raise()
-            except ConnectionClosedOK:
-                if self._closing or not self._can_resume(1000):
-                    raise StopAsyncIteration from None
-                await self._resume()
+                frame = await self._recv_until_go_away_deadline(ws)
+            except TimeoutError:
+                await self._migrate()  # the deadline after goAway is near: move now
                 continue
             except SessionError as error:
-                if self._closing:
+                self._ws = None
+                if self._closing or (isinstance(error, ConnectionClosedOK) and not self._may_reconnect(error.code)):
                     raise StopAsyncIteration from None
-                if not self._can_resume(error.code):
+                if not self._may_reconnect(error.code):
                     raise
-                await self._resume()
+                self._begin_reconnect(error.code, error.reason)
                 continue
-            self._events.extend(self._protocol.receive_data(frame))
+            try:
+                self._events.extend(self._protocol.receive_data(frame))
+            except RemoteProtocolError as exc:
+                self._stats.malformed_messages += 1
+                _log.warning("dropped a malformed server message: %s", exc)
+                self._events.append(ev.MalformedMessage(error=str(exc)))
+                continue
+            if self._protocol.go_away_time_left_s is not None and self._go_away_deadline is None:
+                self._go_away_deadline = time.monotonic() + self._protocol.go_away_time_left_s
             if self._should_migrate():
                 await self._migrate()
         return self._events.popleft()
+
+    async def receive(self) -> ev.Event:
+        """The next event (raises ``StopAsyncIteration`` when the session is over)."""
+        return await self.__anext__()
+
+    async def _recv_until_go_away_deadline(self, ws: ClientConnection) -> bytes | str:
+        """The next frame; ``TimeoutError`` when a goAway deadline is about to pass without
+        a quiet moment to move (the service may go silent after goAway)."""
+        deadline = self._go_away_deadline
+        if deadline is None or not self._may_reconnect(None):
+            return await self._recv_or_raise(ws)
+        margin = min(1.0, (self._protocol.go_away_time_left_s or 0.0) / 4)
+        async with asyncio.timeout(max(0.0, deadline - margin - time.monotonic())):
+            return await self._recv_or_raise(ws)
+
+    def _may_reconnect(self, code: int | None) -> bool:
+        went_away = self._protocol.go_away_time_left_s is not None
+        return (
+            self.auto_resume
+            and not self._closing
+            and self.setup.session_resumption is not None
+            and code not in FATAL_CLOSE_CODES
+            and (went_away or code is None or code in RESUMABLE_CLOSE_CODES)
+        )
 
     def _should_migrate(self) -> bool:
         """After goAway, move to a new connection at the first quiet moment (resumable, no
@@ -296,54 +491,98 @@ class Session:
         return (
             p.go_away_time_left_s is not None
             and p.resumable
+            and p.resumption_handle is not None
             and not p.model_turn_active
             and not p.pending_tool_calls
-            and self._can_resume(None)
+            and self._may_reconnect(None)
         )
+
+    def _switch_protocol(self, handle: str | None) -> int:
+        """Start the next connection's protocol: what the old one had not got consumed goes
+        first; pending tool calls carry over when the session resumes. Synchronous, so no
+        message sent meanwhile can reach a closed protocol. Returns the replayed count."""
+        old = self._protocol
+        replay = old.unconsumed_frames()
+        self._stats.dropped_audio_frames += old.dropped_audio_frames
+        self._stats.replay_overflow_frames += old.replay_overflow_frames
+        resumption = msgspec.structs.replace(self.setup.session_resumption or SessionResumptionConfig(), handle=handle)
+        self.setup = msgspec.structs.replace(self.setup, session_resumption=resumption)
+        self._protocol = self._new_protocol(self.setup, replay)
+        if handle is not None:
+            self._protocol.pending_tool_calls.update(old.pending_tool_calls)
+        return len(replay)
 
     async def _migrate(self) -> None:
-        assert self._ws is not None
-        await self._ws.close(1000, "moving to a new connection after goAway")
-        await self._resume()
+        """Make before break: open the next socket while the old connection works, then close
+        the old one (the service refuses a resume while it is open) and resume."""
+        old_ws = self._ws
+        assert old_ws is not None
+        handle = self._protocol.resumption_handle
+        self._go_away_deadline = None
+        try:
+            new_ws = await self._open_socket()
+        except SessionError as exc:
+            _log.warning("could not open the next connection after goAway: %s", exc)
+            self._protocol.go_away_time_left_s = None  # stay; the close will be recovered from
+            return
+        self._ws = None
+        replayed = self._switch_protocol(handle)
+        await old_ws.close(1000, "moving to a new connection after goAway")
+        try:
+            await self._handshake(new_ws)
+        except SessionError as exc:
+            self._begin_reconnect(exc.code, exc.reason)
+            return
+        self._stats.reconnects += 1
+        self._stats.resumed += 1
+        self._stats.replayed_messages += replayed
+        self._events.append(ev.Resumed(replayed_messages=replayed, downtime_s=0.0, after_go_away=True))
 
-    async def receive(self) -> ev.Event:
-        """The next event (raises ``StopAsyncIteration`` when the session is over)."""
-        return await self.__anext__()
+    def _begin_reconnect(self, code: int | None, reason: str) -> None:
+        handle = self._protocol.resumption_handle
+        self._reconnect = _Reconnect(code, reason, handle)
+        self._reconnect.replayed = self._switch_protocol(handle)
+        _log.info("connection closed (%s %s); reconnecting", code, reason)
+        self._events.append(ev.Reconnecting(attempt=1, delay_s=0.0, code=code, reason=reason))
 
-    def _can_resume(self, code: int | None) -> bool:
-        went_away = self._protocol.go_away_time_left_s is not None
-        return (
-            self.auto_resume
-            and self.setup.session_resumption is not None
-            and self._protocol.resumption_handle is not None
-            and (went_away or code in RESUMABLE_CLOSE_CODES)
-        )
-
-    async def _resume(self) -> None:
-        """Reconnect with the latest handle and replay what was not consumed."""
-        old = self._protocol
-        resumption = msgspec.structs.replace(
-            self.setup.session_resumption or SessionResumptionConfig(), handle=old.resumption_handle
-        )
-        self.setup = msgspec.structs.replace(self.setup, session_resumption=resumption)
-        last_error: GeminiLiveError | None = None
-        replay = self._unsent + old.unconsumed_frames()
-        self._unsent = []
-        for attempt in range(self._max_resume_attempts):
-            self._protocol = LiveProtocol(self.setup, replay=replay)
-            # Frames sent on the old socket after it died were never taken; resend the
-            # pending tool-call bookkeeping too, so responses to them are accepted.
-            self._protocol.pending_tool_calls.update(old.pending_tool_calls)
-            try:
-                await self._open()
-                self.reconnects += 1
-                return
-            except SessionError as exc:
-                last_error = exc
-                if exc.code in (1007, 1008):
-                    break
-                await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
-        raise last_error or SessionError("could not resume the session")
+    async def _attempt_reconnect(self) -> None:
+        r = self._reconnect
+        assert r is not None
+        policy = self.reconnect_policy
+        if r.delay_s:
+            await asyncio.sleep(r.delay_s)
+        if self._closing:
+            self._reconnect = None
+            return
+        try:
+            await self._handshake(await self._open_socket())
+        except SessionError as exc:
+            r.attempt += 1
+            if r.handle is not None and isinstance(exc, PolicyViolationError):
+                # An unknown or expired handle (1008 "session not found"): start afresh.
+                r.failure = f"the service refused the resumption handle: {exc.reason or exc}"
+                r.handle = None
+            elif exc.code in FATAL_CLOSE_CODES or isinstance(exc, PolicyViolationError):
+                self._reconnect = None
+                raise
+            if r.attempt >= policy.max_attempts:
+                self._reconnect = None
+                raise SessionError(f"gave up reconnecting after {r.attempt} attempts: {exc}", code=exc.code) from exc
+            self._switch_protocol(r.handle)
+            r.delay_s = policy.delay_s(r.attempt)
+            self._events.append(
+                ev.Reconnecting(attempt=r.attempt + 1, delay_s=r.delay_s, code=exc.code, reason=exc.reason)
+            )
+            return
+        self._reconnect = None
+        self._stats.reconnects += 1
+        self._stats.replayed_messages += r.replayed
+        if r.handle is None:
+            self._stats.fresh_starts += 1
+            self._events.append(ev.ResumptionFailed(reason=r.failure or "", replayed_messages=r.replayed))
+        else:
+            self._stats.resumed += 1
+            self._events.append(ev.Resumed(replayed_messages=r.replayed, downtime_s=time.monotonic() - r.started))
 
     async def start_audio_conversation(
         self,
@@ -391,7 +630,10 @@ class connect:  # lower case: used as `async with geminilive.connect(...)`, like
         token: an ephemeral token (``auth_tokens/...``) instead of an API key.
         endpoint: a URL (e.g. the local emulator's ``emu.url``) or an :class:`Endpoint`.
         vertex_access_token, vertex_location, vertex_project: Vertex AI.
-        ssl: an ``ssl.SSLContext`` for ``wss://`` (e.g. one trusting a test certificate).
+        ssl: an ``ssl.SSLContext`` for ``wss://`` (e.g. one trusting a test certificate);
+            by default certificates are verified against the system's CAs.
+        auto_resume, reconnect, setup_timeout_s, max_buffered_audio_s: see :class:`Session`.
+        allow_insecure: allow plain ``ws://`` to a host that is not this machine.
     """
 
     def __init__(
@@ -408,7 +650,11 @@ class connect:  # lower case: used as `async with geminilive.connect(...)`, like
         vertex_location: str = "us-central1",
         ssl: ssl_module.SSLContext | None = None,
         auto_resume: bool = True,
+        reconnect: ReconnectPolicy | None = None,
         max_frame_bytes: int = MAX_FRAME_BYTES,
+        setup_timeout_s: float = 15.0,
+        max_buffered_audio_s: float = 60.0,
+        allow_insecure: bool = False,
     ) -> None:
         if isinstance(endpoint, Endpoint):
             resolved = endpoint
@@ -417,7 +663,7 @@ class connect:  # lower case: used as `async with geminilive.connect(...)`, like
             headers = {"x-goog-api-key": key} if key else {}
             if token:
                 headers["Authorization"] = f"Token {token}"
-            resolved = Endpoint(endpoint, headers)
+            resolved = Endpoint.from_url(endpoint, headers)
         elif vertex_access_token:
             resolved = Endpoint.vertex_ai(vertex_access_token, location=vertex_location)
         elif token:
@@ -436,7 +682,17 @@ class connect:  # lower case: used as `async with geminilive.connect(...)`, like
             if resolved.vertex and vertex_project and "/" not in name:
                 name = f"projects/{vertex_project}/locations/{vertex_location}/publishers/google/models/{name}"
             setup = (config or LiveConfig()).to_setup(name)
-        self._session = Session(resolved, setup, ssl=ssl, auto_resume=auto_resume, max_frame_bytes=max_frame_bytes)
+        self._session = Session(
+            resolved,
+            setup,
+            ssl=ssl,
+            auto_resume=auto_resume,
+            reconnect=reconnect,
+            max_frame_bytes=max_frame_bytes,
+            setup_timeout_s=setup_timeout_s,
+            max_buffered_audio_s=max_buffered_audio_s,
+            allow_insecure=allow_insecure,
+        )
 
     async def __aenter__(self) -> Session:
         return await self._session.__aenter__()

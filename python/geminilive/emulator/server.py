@@ -17,6 +17,7 @@ import collections
 import contextlib
 import http
 import itertools
+import logging
 import random
 import re
 import secrets
@@ -30,8 +31,10 @@ from urllib.parse import parse_qs
 import numpy as np
 import websockets
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.protocol import State as WsState
 
 from geminilive._native import Resampler, VoiceActivityDetector, f32_to_s16le, s16le_to_f32
+from geminilive._redact import RedactingLogger
 from geminilive.emulator.faults import Faults
 from geminilive.emulator.models import (
     Conversation,
@@ -103,12 +106,14 @@ class _Closed(Exception):
 
 
 class _SessionRecord:
-    """A resumable session: the conversation and which connection holds it."""
+    """A resumable session: the conversation, which connection holds it and, when the
+    emulator records input, every audio byte the session took in (across connections)."""
 
-    def __init__(self, conversation: Conversation) -> None:
+    def __init__(self, conversation: Conversation, *, record_input: bool) -> None:
         self.conversation = conversation
         self.connection: _Connection | None = None
         self.expires_at = time.monotonic() + 2 * 3600
+        self.input_audio: bytearray | None = bytearray() if record_input else None
 
 
 class LiveEmulator:
@@ -130,6 +135,9 @@ class LiveEmulator:
         session_time_limit_s: the audio session cap without context compression (15 min).
         realtime_playback: hold ``turnComplete`` until the reply's audio would have played
             out in real time (the service does: barge-in can land after ``generationComplete``).
+        record_input: keep every audio byte each session consumed (``input_audio(...)``), as
+            of each resumption handle: a session resumed from a handle continues from what
+            that handle covered. For tests of what reached the server; memory grows with it.
     """
 
     def __init__(
@@ -149,11 +157,13 @@ class LiveEmulator:
         realtime_playback: bool = True,
         max_message_bytes: int = 8 * 1024 * 1024,
         max_sessions: int = 10000,
+        record_input: bool = False,
     ) -> None:
         self.host, self._requested_port = host, port
         self.model = load_model(model)
         self.ssl = ssl
         self.api_key = api_key
+        self._logger = RedactingLogger(logging.getLogger("websockets.server"), [api_key] if api_key else [])
         self._faults = faults
         self.chunk_ms = chunk_ms
         self.speed = speed
@@ -163,7 +173,9 @@ class LiveEmulator:
         self.realtime_playback = realtime_playback
         self.max_message_bytes = max_message_bytes
         self._server: Server | None = None
-        self._sessions: dict[str, _SessionRecord] = {}
+        self.record_input = record_input
+        # handle -> (session, bytes of input audio the handle covers)
+        self._sessions: dict[str, tuple[_SessionRecord, int]] = {}
         self.max_sessions = max_sessions
         self._connection_numbers = itertools.count()
         # The latest connections, for tests and tools to inspect (bounded: a soak runs forever).
@@ -178,6 +190,7 @@ class LiveEmulator:
             self._requested_port,
             ssl=self.ssl,
             process_request=self._check_request,
+            logger=self._logger,
             max_size=self.max_message_bytes,
             compression="deflate",
         )
@@ -260,7 +273,7 @@ class LiveEmulator:
                 raise _Closed(1008, "API key not valid. Please pass a valid API key.")
             await connection.run()
         except _Closed as closed:
-            await connection.close(closed.code, closed.reason)
+            await connection.close(closed.code, closed.reason, discard_incoming=True)
         except websockets.exceptions.ConnectionClosed:
             pass
         finally:
@@ -270,22 +283,33 @@ class LiveEmulator:
         """A fresh handle for `record`. Handles of sessions that expired (2 h after their last
         connection ended) are forgotten, and so are the oldest beyond `max_sessions`."""
         handle = secrets.token_urlsafe(24)
-        self._sessions[handle] = record
+        self._sessions[handle] = (record, len(record.input_audio) if record.input_audio is not None else 0)
         if len(self._sessions) > self.max_sessions:
             now = time.monotonic()
-            for old in [h for h, r in self._sessions.items() if r.connection is None and r.expires_at < now]:
+            for old in [h for h, (r, _) in self._sessions.items() if r.connection is None and r.expires_at < now]:
                 del self._sessions[old]
             while len(self._sessions) > self.max_sessions:
                 del self._sessions[next(iter(self._sessions))]
         return handle
 
     def _resume(self, handle: str) -> _SessionRecord:
-        record = self._sessions.get(handle)
+        record, covered = self._sessions.get(handle, (None, 0))
         if record is None or record.expires_at < time.monotonic():
             raise _Closed(1008, "BidiGenerateContent session not found")
-        if record.connection is not None and record.connection.open:
+        held_by = record.connection
+        if held_by is not None and held_by.open and held_by.ws.state is WsState.OPEN:
             raise _Closed(1011, "Internal error encountered.")
+        if record.input_audio is not None:
+            del record.input_audio[covered:]
         return record
+
+    def input_audio(self, connection: int = -1) -> bytes:
+        """The audio (16-bit PCM as sent) that the session of ``connections[connection]``
+        consumed over all its connections (needs ``record_input=True``)."""
+        record = self.connections[connection].record
+        if record is None or record.input_audio is None:
+            raise RuntimeError("start the emulator with record_input=True")
+        return bytes(record.input_audio)
 
 
 class _Connection:
@@ -331,10 +355,21 @@ class _Connection:
         async with self._send_lock:
             await self.ws.send(encode_server(message))
 
-    async def close(self, code: int, reason: str) -> None:
+    async def close(self, code: int, reason: str, *, discard_incoming: bool = False) -> None:
+        """Close with ``code``. With ``discard_incoming`` (when nothing else reads), what the
+        client still sends is read and dropped, as the service does: a server that stops
+        reading stalls a busy client's close handshake until a timeout."""
         self.open = False
+        discard = asyncio.create_task(self._discard_incoming()) if discard_incoming else None
         with contextlib.suppress(websockets.exceptions.ConnectionClosed):
             await self.ws.close(code, _truncate_reason(reason))
+        if discard is not None:
+            discard.cancel()
+
+    async def _discard_incoming(self) -> None:
+        with contextlib.suppress(websockets.exceptions.ConnectionClosed):
+            async for _ in self.ws:
+                pass
 
     def finish(self) -> None:
         self.open = False
@@ -390,7 +425,7 @@ class _Connection:
             record = self.server._resume(resumption.handle)
             record.conversation.setup = setup
         else:
-            record = _SessionRecord(Conversation(setup=setup))
+            record = _SessionRecord(Conversation(setup=setup), record_input=self.server.record_input)
         record.connection = self
         self.record, self.setup = record, setup
         vad = setup.realtime_input_config.automatic_activity_detection if setup.realtime_input_config else None
@@ -502,6 +537,9 @@ class _Connection:
     async def _audio(self, blob: Blob) -> None:
         if len(blob.data) % 2:
             raise _Closed(1007, INVALID_ARGUMENT)
+        assert self.record is not None
+        if self.record.input_audio is not None:
+            self.record.input_audio += blob.data
         rate = rate_from_mime(blob.mime_type, INPUT_RATE_HZ)
         samples = s16le_to_f32(blob.data)
         if rate != INPUT_RATE_HZ:

@@ -1,0 +1,135 @@
+"""A long streamed conversation through faults, and an exact account of the audio.
+
+Every 20 ms chunk the client sends is numbered in its first two samples; the emulator records
+every audio byte its session consumed (``record_input``, across connections, rewound to what
+each resumption handle covered). At the end the two transcripts are compared sample for
+sample, and chunk numbers tell what was lost or duplicated. Used by tests/test_faults.py and
+benches/bench_faults.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import random
+import time
+from collections.abc import Callable
+
+import msgspec
+import numpy as np
+
+import geminilive
+from geminilive import LiveConfig
+from geminilive.emulator import Faults, LiveEmulator
+from geminilive.session import ReconnectPolicy
+
+RATE = 16000
+CHUNK = RATE // 50  # 20 ms
+
+
+class DrillReport(msgspec.Struct, kw_only=True):
+    chunks_sent: int
+    chunks_received: int
+    lost: int
+    duplicated: int
+    reordered: bool
+    identical: bool
+    reconnects: int
+    resumed: int
+    fresh_starts: int
+    replayed_messages: int
+    dropped_audio_frames: int
+    malformed_messages: int
+    events: dict[str, int]
+    connections: int
+    wall_s: float
+
+
+def numbered_chunk(n: int, rng: np.random.Generator) -> bytes:
+    """A 20 ms chunk: speech-like bursts (1.2 s of loud noise, 0.8 s quiet) so that the
+    emulator's VAD takes turns and replies, with the chunk number in the first two samples."""
+    loud = (n % 100) < 60
+    x = rng.normal(0, 6000 if loud else 30, CHUNK).clip(-32768, 32767).astype("<i2")
+    x[0], x[1] = n & 0x7FFF, n >> 15
+    return x.tobytes()
+
+
+def chunk_numbers(pcm: bytes) -> list[int]:
+    x = np.frombuffer(pcm, "<i2").reshape(-1, CHUNK).astype(np.int64)
+    return list(x[:, 0] | (x[:, 1] << 15))
+
+
+def mixed_faults(count: int, seed: int, *, messages: tuple[int, int] = (20, 160)) -> Callable[[int], Faults | None]:
+    """Connection ``n`` of the first ``count`` gets a fault: mostly a 1011 close after a random
+    number of messages; every fifth a silent TCP drop, every seventh a goAway; some with
+    network jitter and delay too."""
+    rng = random.Random(seed)
+    plan: list[Faults] = []
+    for n in range(count):
+        after = rng.randint(*messages)
+        jitter = {"audio_jitter_s": 0.01, "send_delay_s": 0.002} if n % 3 == 2 else {}
+        if n % 7 == 6:
+            plan.append(Faults(go_away_after_s=0.05 + rng.random() * 0.2, go_away_time_left_s=0.4, **jitter))
+        elif n % 5 == 4:
+            plan.append(Faults(drop_after_client_messages=after, **jitter))
+        else:
+            plan.append(Faults(close_after_client_messages=after, close_code=1011, **jitter))
+    return lambda n: plan[n] if n < len(plan) else None
+
+
+async def drill(
+    *, chunks: int, faults: Callable[[int], Faults | None], seed: int = 0, speedup: float = 25.0
+) -> tuple[DrillReport, LiveEmulator]:
+    """Stream ``chunks`` numbered chunks at ``speedup`` x real time through ``faults``."""
+    rng = np.random.default_rng(seed)
+    sent = bytearray()
+    counts: collections.Counter[str] = collections.Counter()
+    t0 = time.monotonic()
+    async with LiveEmulator(model="echo", faults=faults, speed=1.0, realtime_playback=False, record_input=True) as emu:
+        config = LiveConfig(transparent_resumption=True, response_modalities=["AUDIO"])
+        policy = ReconnectPolicy(initial_delay_s=0.01, max_delay_s=0.2)
+        async with geminilive.connect(endpoint=emu.url, config=config, reconnect=policy) as session:
+
+            async def receive() -> None:
+                async for event in session:
+                    counts[type(event).__name__] += 1
+
+            receiver = asyncio.create_task(receive())
+            start = time.monotonic()
+            for n in range(chunks):
+                chunk = numbered_chunk(n, rng)
+                sent += chunk
+                await session.send_audio(chunk)
+                delay = start + (n + 1) * 0.02 / speedup - time.monotonic()
+                await asyncio.sleep(max(delay, 0.0))
+            # Wait for the service to have taken everything (the last connection stays up).
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and len(emu.input_audio()) < len(sent):
+                if receiver.done():
+                    receiver.result()  # raises what ended the session
+                await asyncio.sleep(0.02)
+            received = emu.input_audio()
+            stats = session.stats
+            await session.close()
+            receiver.cancel()
+            await asyncio.gather(receiver, return_exceptions=True)
+    numbers = chunk_numbers(received)
+    seen = collections.Counter(numbers)
+    report = DrillReport(
+        chunks_sent=chunks,
+        chunks_received=len(numbers),
+        lost=sum(1 for n in range(chunks) if n not in seen),
+        duplicated=sum(c - 1 for c in seen.values() if c > 1),
+        reordered=numbers != sorted(numbers),
+        identical=bytes(received) == bytes(sent),
+        reconnects=stats.reconnects,
+        resumed=stats.resumed,
+        fresh_starts=stats.fresh_starts,
+        replayed_messages=stats.replayed_messages,
+        dropped_audio_frames=stats.dropped_audio_frames,
+        malformed_messages=stats.malformed_messages,
+        events=dict(counts),
+        connections=len(emu.connections),
+        wall_s=time.monotonic() - t0,
+    )
+    return report, emu
