@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -240,3 +241,115 @@ def test_audio_frames_built_in_rust_equal_the_encoder(pcm: bytes, rate: int) -> 
     assert decode_client(frame) == message
     if pcm:
         assert frame == encode_client(message)
+
+
+def update(handle: str | None, index: int | None, *, resumable: bool = True) -> bytes:
+    fields: dict = {"resumable": resumable}
+    if handle:
+        fields["newHandle"] = handle
+    if index is not None:
+        fields["lastConsumedClientMessageIndex"] = str(index)
+    return json.dumps({"sessionResumptionUpdate": fields}).encode()
+
+
+def texts(frames: list[bytes]) -> list[str]:
+    return [json.loads(f)["realtimeInput"]["text"] for f in frames]
+
+
+def test_only_a_resumable_handle_moves_the_replay_point() -> None:
+    p = opened(transparent_resumption=True)
+    for i in range(6):
+        p.send_text(str(i))
+    p.data_to_send()
+    p.receive_data(update("h1", 2))
+    # Not resumable (the model is speaking): resuming must use h1, which covers only 1..2.
+    p.receive_data(update(None, 5, resumable=False))
+    assert p.resumption_handle == "h1" and p.last_consumed_index == 5
+    assert texts(p.unconsumed_frames()) == ["2", "3", "4", "5"]
+
+
+def test_without_transparent_resumption_replay_starts_after_the_newest_handle() -> None:
+    p = opened()
+    for i in range(3):
+        p.send_text(str(i))
+    p.data_to_send()
+    assert texts(p.unconsumed_frames()) == ["0", "1", "2"], "no handle yet: all of them"
+    p.receive_data(update("h1", None))
+    assert p.unconsumed_frames() == []
+    p.send_text("3")
+    p.data_to_send()
+    p.send_text("4")  # not handed to the socket yet
+    assert texts(p.unconsumed_frames()) == ["3", "4"]
+
+
+def test_without_resumption_nothing_is_kept_for_replay() -> None:
+    p = opened(session_resumption=False)
+    p.send_text("a")
+    p.data_to_send()
+    assert p.unconsumed_frames() == []
+
+
+def test_pending_audio_beyond_the_bound_is_shed_oldest_first_and_counted() -> None:
+    p = make()
+    frame_bytes = len(json.dumps({"realtimeInput": {"audio": {"mimeType": "audio/pcm;rate=16000", "data": "A" * 856}}}))
+    p.max_pending_bytes = 5 * frame_bytes
+    p.send_text("first")
+    for n in range(20):
+        p.send_audio(bytes([n]) * 640)
+    p.send_text("last")
+    p.receive_data(SETUP_COMPLETE)
+    p.data_to_send()  # setup
+    frames = [json.loads(f)["realtimeInput"] for f in p.data_to_send()]
+    assert frames[0] == {"text": "first"} and frames[-1] == {"text": "last"}, "only audio is shed"
+    audio = [base64.b64decode(f["audio"]["data"])[0] for f in frames[1:-1]]
+    assert audio == list(range(20 - len(audio), 20)), "the newest audio is kept, in order"
+    assert p.dropped_audio_frames == 20 - len(audio) > 0
+
+
+def test_replay_memory_is_bounded() -> None:
+    p = opened(transparent_resumption=True)
+    p.max_replay_bytes = 10_000
+    for _ in range(100):
+        p.send_audio(bytes(640))
+    p.data_to_send()
+    assert sum(map(len, p.unconsumed_frames())) <= 10_000
+    assert p.replay_overflow_frames > 0
+
+
+@given(st.lists(st.sampled_from(["send", "flush", "handle", "stale", "fault"]), max_size=60), st.data())
+def test_resumption_never_loses_duplicates_or_reorders(steps: list[str], data) -> None:
+    """A model server: it consumes handed frames in order, makes handles that cover what it
+    consumed, and on a fault the session resumes from the newest resumable handle. What the
+    server's state holds at the end must be everything sent, once, in order."""
+    p = opened(transparent_resumption=True)
+    state: list[str] = []  # what the newest resumable handle covers
+    consumed: list[str] = []  # what the server took on this connection (beyond the handle)
+    wire: list[str] = []  # handed to the socket, not yet read by the server
+    sent_texts: list[str] = []
+    handed = 0  # frames handed to the socket on this connection (setup is index 0)
+    for step in steps:
+        if step == "send":
+            sent_texts.append(str(len(sent_texts)))
+            p.send_text(sent_texts[-1])
+        elif step == "flush":
+            frames = p.data_to_send()
+            handed += len(frames)
+            wire += texts(frames)
+        elif step in ("handle", "stale") and wire:
+            k = data.draw(st.integers(0, len(wire)))
+            consumed += wire[:k]
+            del wire[:k]
+            index = handed - len(wire)
+            if step == "handle":
+                state += consumed
+                consumed = []
+                p.receive_data(update(f"h{len(state)}", index))
+            else:
+                p.receive_data(update(None, index, resumable=False))
+        elif step == "fault":
+            consumed, wire, handed = [], [], 0  # resuming restores the handle's state
+            p = LiveProtocol(p.setup, replay=p.unconsumed_frames())
+            p.data_to_send()
+            p.receive_data(SETUP_COMPLETE)
+    wire += texts(p.data_to_send())
+    assert state + consumed + wire == sent_texts
