@@ -10,6 +10,7 @@ so a caller sees one uninterrupted session.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import os
@@ -99,6 +100,12 @@ class SessionStats(msgspec.Struct, kw_only=True):
     dropped_audio_frames: int = 0
     replay_overflow_frames: int = 0
     malformed_messages: int = 0
+
+
+@functools.cache
+def _default_tls() -> ssl_module.SSLContext:
+    """Certificates and host names verified against the system's CAs."""
+    return ssl_module.create_default_context()
 
 
 def _secrets_of(headers: dict[str, str]) -> list[str]:
@@ -246,7 +253,7 @@ class Session:
             return await ws_connect(
                 self.endpoint.url,
                 additional_headers=self.endpoint.headers,
-                ssl=self._ssl if self.endpoint.url.startswith("wss:") else None,
+                ssl=(self._ssl or _default_tls()) if self.endpoint.url.startswith("wss:") else None,
                 max_size=self.max_frame_bytes,
                 open_timeout=self._open_timeout_s,
                 # The service has been seen answering pings only after 8-30 s (protocol §1.4):
