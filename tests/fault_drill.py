@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import random
+import resource
 import time
+import tracemalloc
 from collections.abc import Callable
 
 import msgspec
@@ -43,6 +46,14 @@ class DrillReport(msgspec.Struct, kw_only=True):
     events: dict[str, int]
     connections: int
     wall_s: float
+    peak_rss_mib: float
+    rss_mib_per_minute: list[float]
+    heap_mib_per_minute: list[float]
+
+
+def current_rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
 def numbered_chunk(n: int, rng: np.random.Generator) -> bytes:
@@ -55,8 +66,8 @@ def numbered_chunk(n: int, rng: np.random.Generator) -> bytes:
 
 
 def chunk_numbers(pcm: bytes) -> list[int]:
-    x = np.frombuffer(pcm, "<i2").reshape(-1, CHUNK).astype(np.int64)
-    return list(x[:, 0] | (x[:, 1] << 15))
+    x = np.frombuffer(pcm, "<i2").reshape(-1, CHUNK)[:, :2].astype(np.int64)
+    return (x[:, 0] | (x[:, 1] << 15)).tolist()
 
 
 def mixed_faults(count: int, seed: int, *, messages: tuple[int, int] = (20, 160)) -> Callable[[int], Faults | None]:
@@ -82,7 +93,10 @@ async def drill(
 ) -> tuple[DrillReport, LiveEmulator]:
     """Stream ``chunks`` numbered chunks at ``speedup`` x real time through ``faults``."""
     rng = np.random.default_rng(seed)
-    sent = bytearray()
+    sent = hashlib.sha256()  # what was sent, without holding it all
+    sent_bytes = 0
+    rss_mib: list[float] = []
+    heap_mib: list[float] = []  # Python heap (with tracemalloc on), the emulator's record excluded
     counts: collections.Counter[str] = collections.Counter()
     t0 = time.monotonic()
     async with LiveEmulator(model="echo", faults=faults, speed=1.0, realtime_playback=False, record_input=True) as emu:
@@ -98,17 +112,23 @@ async def drill(
             start = time.monotonic()
             for n in range(chunks):
                 chunk = numbered_chunk(n, rng)
-                sent += chunk
+                sent.update(chunk)
+                sent_bytes += len(chunk)
                 await session.send_audio(chunk)
+                if n % 3000 == 0:  # every minute of audio
+                    rss_mib.append(current_rss_mib())
+                    if tracemalloc.is_tracing():
+                        heap_mib.append((tracemalloc.get_traced_memory()[0] - len(emu.input_audio())) / 2**20)
                 delay = start + (n + 1) * 0.02 / speedup - time.monotonic()
                 await asyncio.sleep(max(delay, 0.0))
             # Wait for the service to have taken everything (the last connection stays up).
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and len(emu.input_audio()) < len(sent):
+            while time.monotonic() < deadline and len(emu.input_audio()) < sent_bytes:
                 if receiver.done():
                     receiver.result()  # raises what ended the session
                 await asyncio.sleep(0.02)
             received = emu.input_audio()
+            peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             stats = session.stats
             await session.close()
             receiver.cancel()
@@ -121,7 +141,7 @@ async def drill(
         lost=sum(1 for n in range(chunks) if n not in seen),
         duplicated=sum(c - 1 for c in seen.values() if c > 1),
         reordered=numbers != sorted(numbers),
-        identical=bytes(received) == bytes(sent),
+        identical=hashlib.sha256(received).digest() == sent.digest(),
         reconnects=stats.reconnects,
         resumed=stats.resumed,
         fresh_starts=stats.fresh_starts,
@@ -131,5 +151,8 @@ async def drill(
         events=dict(counts),
         connections=len(emu.connections),
         wall_s=time.monotonic() - t0,
+        peak_rss_mib=peak_rss_mib,
+        rss_mib_per_minute=rss_mib,
+        heap_mib_per_minute=heap_mib,
     )
     return report, emu

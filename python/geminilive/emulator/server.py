@@ -85,6 +85,10 @@ MAX_TURN_S = 60.0
 HELD_BEFORE_SPEECH_S = 1.0
 GAP_END_MIN_S = 1.0
 RECEIVED_KEPT = 10000
+# Once a connection has ended, what stays inspectable of it (memory stays bounded however
+# many connections come and go).
+RECEIVED_KEPT_AFTER_CLOSE = 200
+CONNECTIONS_KEPT = 200
 
 
 def _request_path(raw: str) -> str:
@@ -179,7 +183,7 @@ class LiveEmulator:
         self.max_sessions = max_sessions
         self._connection_numbers = itertools.count()
         # The latest connections, for tests and tools to inspect (bounded: a soak runs forever).
-        self.connections: collections.deque[_Connection] = collections.deque(maxlen=1000)
+        self.connections: collections.deque[_Connection] = collections.deque(maxlen=CONNECTIONS_KEPT)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -303,13 +307,15 @@ class LiveEmulator:
             del record.input_audio[covered:]
         return record
 
-    def input_audio(self, connection: int = -1) -> bytes:
-        """The audio (16-bit PCM as sent) that the session of ``connections[connection]``
-        consumed over all its connections (needs ``record_input=True``)."""
-        record = self.connections[connection].record
-        if record is None or record.input_audio is None:
+    def input_audio(self) -> bytes:
+        """The audio (16-bit PCM as sent) that the newest session consumed over all its
+        connections (needs ``record_input=True``)."""
+        if not self.record_input:
             raise RuntimeError("start the emulator with record_input=True")
-        return bytes(record.input_audio)
+        for connection in reversed(self.connections):
+            if connection.record is not None and connection.record.input_audio is not None:
+                return bytes(connection.record.input_audio)
+        return b""
 
 
 class _Connection:
@@ -379,6 +385,10 @@ class _Connection:
         if self.record is not None and self.record.connection is self:
             self.record.connection = None
             self.record.expires_at = time.monotonic() + 2 * 3600
+        self._heard.clear()
+        self._resamplers.clear()
+        self._vad = None
+        self.received = collections.deque(self.received, maxlen=RECEIVED_KEPT_AFTER_CLOSE)
 
     # --- main loop -----------------------------------------------------------------------------
 
