@@ -1,63 +1,113 @@
-"""Resampler throughput and delay against python-soxr's ResampleStream (quality 'HQ').
+"""Resampler throughput, delay and quality against the peers, in one run.
 
-Both are fed from Python in 20 ms float32 chunks, in the same run, interleaved in rounds so
-that machine noise hits both alike. Delay is measured the same way for both: the output
-samples still withheld after one second of input (soxr's `resample_chunk` with `last=False`).
-The target (issue 2): >= 2x soxr's throughput and <= half its delay.
+Peers: python-soxr's ResampleStream at quality 'HQ' (the target of issue 2), libsamplerate
+through `samplerate` (sinc_best, streaming), and scipy's `resample_poly` (not a streaming
+resampler: applied to each chunk on its own, as code that uses it on live audio does, so its
+output has seams at chunk edges). All are fed from Python in 20 ms float32 chunks, in rounds
+interleaved so that machine noise hits everyone alike; the best round is reported.
 
-    python benches/bench_resample.py [--seconds 20] [--rounds 5]
+Columns: us/chunk; "ours x" = how many times faster geminilive is; delay = output withheld
+after one second of input (ms); spurious = the worst level of anything that is not the test
+tone (aliases of tones above the output Nyquist, images, seams), in dB below the tone, for
+tones across the band, fed in 20 ms chunks.
+
+    python benches/bench_resample.py [--seconds 20] [--rounds 5] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import math
 import os
+import platform
 import time
+from collections.abc import Callable
+from fractions import Fraction
 
 import numpy as np
+import samplerate
+import scipy
+import scipy.signal
 import soxr
 
 import geminilive
 
 PAIRS = [(48000, 16000), (44100, 16000), (24000, 48000)]
 CHUNK_S = 0.020
+Process = Callable[[np.ndarray], np.ndarray]
 
 
-def chunks(rate: int, seconds: float) -> list[np.ndarray]:
+def make_geminilive(rate_in: int, rate_out: int) -> Process:
+    return geminilive.Resampler(rate_in, rate_out).process
+
+
+def make_soxr(rate_in: int, rate_out: int) -> Process:
+    return soxr.ResampleStream(rate_in, rate_out, 1, dtype="float32", quality="HQ").resample_chunk
+
+
+def make_samplerate(rate_in: int, rate_out: int) -> Process:
+    resampler = samplerate.Resampler("sinc_best", channels=1)
+    ratio = rate_out / rate_in
+    return lambda x: resampler.process(x, ratio, end_of_input=False)
+
+
+def make_scipy(rate_in: int, rate_out: int) -> Process:
+    ratio = Fraction(rate_out, rate_in)
+    return lambda x: scipy.signal.resample_poly(x, ratio.numerator, ratio.denominator).astype(np.float32)
+
+
+PEERS: dict[str, Callable[[int, int], Process]] = {
+    "geminilive": make_geminilive,
+    "soxr HQ": make_soxr,
+    "libsamplerate best": make_samplerate,
+    "scipy resample_poly": make_scipy,
+}
+
+
+def chunks_of(x: np.ndarray, rate: int) -> list[np.ndarray]:
     n = int(rate * CHUNK_S)
-    x = np.random.default_rng(0).uniform(-0.5, 0.5, int(rate * seconds)).astype(np.float32)
     return [x[i : i + n] for i in range(0, len(x) - n + 1, n)]
 
 
-def run_geminilive(rate_in: int, rate_out: int, frames: list[np.ndarray]) -> float:
-    r = geminilive.Resampler(rate_in, rate_out)
-    process = r.process
+def timed(process: Process, frames: list[np.ndarray]) -> float:
     t0 = time.perf_counter()
     for f in frames:
         process(f)
     return time.perf_counter() - t0
 
 
-def run_soxr(rate_in: int, rate_out: int, frames: list[np.ndarray]) -> float:
-    s = soxr.ResampleStream(rate_in, rate_out, 1, dtype="float32", quality="HQ")
-    process = s.resample_chunk
-    t0 = time.perf_counter()
-    for f in frames:
-        process(f)
-    return time.perf_counter() - t0
+def withheld_ms(make: Callable[[int, int], Process], rate_in: int, rate_out: int) -> float:
+    process = make(rate_in, rate_out)
+    got = sum(len(process(f)) for f in np.split(np.zeros(rate_in, np.float32), 50))
+    return (rate_out - got) * 1000 / rate_out
 
 
-def withheld_ms(rate_in: int, rate_out: int) -> tuple[float, float]:
-    x = np.zeros(rate_in, np.float32)
-    ours = geminilive.Resampler(rate_in, rate_out)
-    got_ours = sum(len(ours.process(f)) for f in np.split(x, 50))
-    theirs = soxr.ResampleStream(rate_in, rate_out, 1, dtype="float32", quality="HQ")
-    got_theirs = sum(len(theirs.resample_chunk(f)) for f in np.split(x, 50))
-    return (
-        (rate_out - got_ours) * 1000 / rate_out,
-        (rate_out - got_theirs) * 1000 / rate_out,
-    )
+def test_tones(rate_in: int, rate_out: int) -> list[float]:
+    """Tones across the input band: for decimation, above the output Nyquist (each must vanish)
+    and inside the passband; for interpolation, across the input band (images)."""
+    nyq_in, nyq_out = rate_in / 2, rate_out / 2
+    if rate_out < rate_in:
+        return [0.1 * nyq_out, 0.85 * nyq_out, 1.05 * nyq_out, 1.5 * nyq_out, 0.9 * nyq_in]
+    return [0.1 * nyq_in, 0.5 * nyq_in, 0.85 * nyq_in]
+
+
+def spurious_db(make: Callable[[int, int], Process], rate_in: int, rate_out: int) -> float:
+    """Worst spurious output (dB relative to the tone's amplitude) over the test tones."""
+    worst = -math.inf
+    for f in test_tones(rate_in, rate_out):
+        t = np.arange(2 * rate_in) / rate_in
+        x = (0.5 * np.sin(2 * np.pi * f * t)).astype(np.float32)
+        process = make(rate_in, rate_out)
+        y = np.concatenate([process(c) for c in chunks_of(x, rate_in)]).astype(np.float64)
+        y = y[len(y) // 4 : len(y) // 4 + rate_out]  # 1 s after the start-up transient
+        window = scipy.signal.windows.blackmanharris(len(y))
+        spectrum = np.abs(np.fft.rfft(y * window)) / (window.sum() / 2)
+        freqs = np.fft.rfftfreq(len(y), 1 / rate_out)
+        if f < rate_out / 2:  # the tone itself is wanted: leave out its main lobe
+            spectrum[np.abs(freqs - f) < 8] = 0
+        worst = max(worst, 20 * np.log10(spectrum.max() / 0.5 + 1e-30))
+    return worst
 
 
 def main() -> None:
@@ -73,31 +123,28 @@ def main() -> None:
     gc.collect()
     gc.freeze()
     print(
-        f"geminilive {geminilive.__version__}, soxr {soxr.__version__}; 20 ms float32 chunks, "
-        f"{args.seconds:.0f} s x {args.rounds} rounds, best round"
+        f"# {platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}; geminilive "
+        f"{geminilive.__version__}, soxr {soxr.__version__}, samplerate {samplerate.__version__}, "
+        f"scipy {scipy.__version__}; 20 ms float32 chunks, {args.seconds:g} s x {args.rounds} rounds, best round"
     )
-    header = (
-        f"{'pair':>14} {'taps':>5} {'ours us/chunk':>14} {'soxr us/chunk':>14} "
-        f"{'speed x soxr':>13} {'ours ms':>8} {'soxr ms':>8} {'delay ratio':>12}"
-    )
-    print(header)
+    print(f"{'pair':>13} {'peer':>20} {'us/chunk':>9} {'ours x':>7} {'delay ms':>9} {'spurious dB':>12}")
     for rate_in, rate_out in PAIRS:
-        frames = chunks(rate_in, args.seconds)
-        run_geminilive(rate_in, rate_out, frames[:50])
-        run_soxr(rate_in, rate_out, frames[:50])
-        ours, theirs = [], []
+        x = np.random.default_rng(0).uniform(-0.5, 0.5, int(rate_in * args.seconds)).astype(np.float32)
+        frames = chunks_of(x, rate_in)
+        processes = {name: make(rate_in, rate_out) for name, make in PEERS.items()}
+        for process in processes.values():
+            timed(process, frames[:50])
+        best = {name: math.inf for name in PEERS}
         for _ in range(args.rounds):
-            ours.append(run_geminilive(rate_in, rate_out, frames))
-            theirs.append(run_soxr(rate_in, rate_out, frames))
-        ours_us = min(ours) / len(frames) * 1e6
-        theirs_us = min(theirs) / len(frames) * 1e6
-        delay_ours, delay_theirs = withheld_ms(rate_in, rate_out)
-        taps = geminilive.Resampler(rate_in, rate_out).taps
-        print(
-            f"{rate_in:>6}->{rate_out:<6} {taps:>5} {ours_us:>14.2f} {theirs_us:>14.2f} "
-            f"{theirs_us / ours_us:>12.2f}x {delay_ours:>8.2f} {delay_theirs:>8.2f} "
-            f"{delay_ours / delay_theirs:>12.2f}"
-        )
+            for name in PEERS:
+                best[name] = min(best[name], timed(PEERS[name](rate_in, rate_out), frames))
+        ours = best["geminilive"]
+        for name, make in PEERS.items():
+            us = best[name] / len(frames) * 1e6
+            print(
+                f"{rate_in:>6}->{rate_out:<6} {name:>20} {us:>9.2f} {best[name] / ours:>6.2f}x "
+                f"{withheld_ms(make, rate_in, rate_out):>9.2f} {spurious_db(make, rate_in, rate_out):>12.1f}"
+            )
 
 
 if __name__ == "__main__":

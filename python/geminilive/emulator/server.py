@@ -385,6 +385,10 @@ class _Connection:
         if self.record is not None and self.record.connection is self:
             self.record.connection = None
             self.record.expires_at = time.monotonic() + 2 * 3600
+        # A finished task keeps its exception, whose traceback keeps the frames' locals (a
+        # whole reply's audio): let go of them, and of the buffers, for the connections kept.
+        self._reply_task = self._gap_timer = None
+        self._timers.clear()
         self._heard.clear()
         self._resamplers.clear()
         self._vad = None
