@@ -380,8 +380,12 @@ class _Connection:
     def finish(self) -> None:
         self.open = False
         for task in [self._reply_task, self._gap_timer, *self._timers]:
-            if task is not None and not task.done():
+            if task is None:
+                continue
+            if not task.done():
                 task.cancel()
+            elif not task.cancelled():
+                task.exception()  # e.g. the client left mid-reply: nothing to report
         if self.record is not None and self.record.connection is self:
             self.record.connection = None
             self.record.expires_at = time.monotonic() + 2 * 3600
