@@ -24,7 +24,6 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import geminilive
@@ -62,9 +61,7 @@ def emulator_process(cert: str, key: str, seconds: int, cpu: int, ports) -> None
     async def main() -> None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
-        emu = LiveEmulator(
-            model=LongTalkModel(seconds), ssl=context, api_key=KEY, speed=1.0, realtime_playback=False
-        )
+        emu = LiveEmulator(model=LongTalkModel(seconds), ssl=context, api_key=KEY, speed=1.0, realtime_playback=False)
         await emu.start()
         ports.put(emu.port)
         await asyncio.Event().wait()
@@ -215,6 +212,14 @@ async def run_step(kind: str, sessions: int, seconds: float, port: int, context:
     }
 
 
+def step_process(kind: str, n: int, seconds: float, port: int, cert: str, emulator_pid: int, cpu: int, results):
+    """One step in a fresh process, so that its memory per session is its own."""
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {cpu})
+    context = ssl.create_default_context(cafile=cert)
+    results.put(asyncio.run(run_step(kind, n, seconds, port, context, emulator_pid)))
+
+
 def make_cert(directory: str) -> tuple[str, str]:
     cert, key = f"{directory}/cert.pem", f"{directory}/key.pem"
     subprocess.run(
@@ -244,9 +249,7 @@ def main() -> int:
         emulator = spawn.Process(target=emulator_process, args=(cert, key, talk_s, emulator_cpu, ports), daemon=True)
         emulator.start()
         port = ports.get(timeout=30)
-        if hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(0, {client_cpu})
-        context = ssl.create_default_context(cafile=cert)
+        results = spawn.Queue()
         print(
             f"# {platform.machine()}, {os.cpu_count()} CPUs: clients on CPU {client_cpu}, emulator on CPU "
             f"{emulator_cpu}; Python {platform.python_version()}, geminilive {geminilive.__version__}; "
@@ -259,7 +262,12 @@ def main() -> int:
         best: dict[str, int] = {}
         for kind in args.clients.split(","):
             for n in steps:
-                r = asyncio.run(run_step(kind, n, seconds, port, context, emulator.pid))
+                step = spawn.Process(
+                    target=step_process, args=(kind, n, seconds, port, cert, emulator.pid, client_cpu, results)
+                )
+                step.start()
+                r = results.get(timeout=seconds + 120)
+                step.join()
                 print(
                     f"{kind:>12} {n:>8} {r['late'] * 100:>7.2f} {r['up_late'] * 100:>6.2f} "
                     f"{r['down_late'] * 100:>7.2f} {r['cpu_ms']:>9.2f} {r['rss_kib']:>9.0f} "

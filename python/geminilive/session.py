@@ -195,6 +195,7 @@ class Session:
     * messages the service had not consumed are re-sent first, in order; what is sent while
       reconnecting is held (at most ``max_buffered_audio_s`` of audio: beyond that the oldest
       audio is dropped and counted in ``stats.dropped_audio_frames``, other messages never).
+      The same bound applies to what is kept for replay (``stats.replay_overflow_frames``).
 
     A server frame that does not decode is dropped, counted, and reported as
     :class:`~geminilive.events.MalformedMessage`; the session goes on.
@@ -244,7 +245,12 @@ class Session:
         return f"Session({self.endpoint!r}, model={self.setup.model!r}, session_id={self.session_id!r})"
 
     def _new_protocol(self, setup: Setup, replay: Iterable[bytes] = ()) -> LiveProtocol:
-        return LiveProtocol(setup, replay=list(replay), max_pending_bytes=self._max_pending_bytes)
+        return LiveProtocol(
+            setup,
+            replay=list(replay),
+            max_pending_bytes=self._max_pending_bytes,
+            max_replay_bytes=self._max_pending_bytes,
+        )
 
     # --- lifecycle -----------------------------------------------------------------------------
 
