@@ -52,7 +52,7 @@ def server_frame() -> tuple[bytes, bytes]:
 
 
 def ours(frame: bytes) -> Session:
-    session = Session(Endpoint("ws://unused", {}), geminilive.LiveConfig().to_setup("m"))
+    session = Session(Endpoint("ws://127.0.0.1/unused", {}), geminilive.LiveConfig().to_setup("m"))
     session._protocol.receive_data(b'{"setupComplete": {}}')
     session._protocol.data_to_send()
     session._ws = FakeSocket(frame)  # type: ignore[assignment]

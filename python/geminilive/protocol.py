@@ -24,7 +24,14 @@ from collections.abc import Iterable, Sequence
 
 from geminilive import events as ev
 from geminilive._native import audio_frame
-from geminilive.errors import AudioFormatError, LocalProtocolError, RemoteProtocolError, SessionError, closed_error
+from geminilive.errors import (
+    AudioFormatError,
+    LocalProtocolError,
+    MessageTooLargeError,
+    RemoteProtocolError,
+    SessionError,
+    closed_error,
+)
 from geminilive.messages import (
     ActivityEnd,
     ActivityStart,
@@ -79,6 +86,8 @@ class LiveProtocol:
         setup: the setup message; it is sent first, by the protocol itself.
         replay: frames from a previous connection that the service had not consumed; they go
             out right after ``setupComplete``, before anything sent since.
+        max_frame_bytes: the largest frame the peer takes; a bigger message is refused with
+            ``MessageTooLargeError`` when it is queued, before anything is sent.
         max_pending_bytes: bound on frames waiting to go out (before ``setupComplete``, e.g.
             while reconnecting). Over it, the oldest *audio* frames are dropped and counted in
             ``dropped_audio_frames``; other messages are never dropped.
@@ -97,6 +106,7 @@ class LiveProtocol:
         setup: Setup,
         *,
         replay: Sequence[bytes] = (),
+        max_frame_bytes: int = 16 * 1024 * 1024,
         max_pending_bytes: int = 4 * 1024 * 1024,
         max_replay_bytes: int = 16 * 1024 * 1024,
     ) -> None:
@@ -107,16 +117,19 @@ class LiveProtocol:
         self.session_id: str | None = None
         self._setup_frame: bytes | None = encode_client(ClientMessage(setup=setup))
         # Frames queued but not yet handed to the socket (held until setupComplete).
-        self._pending: deque[bytes] = deque()
+        self._pending: list[bytes] = []
         self._pending_bytes = 0
+        self.max_frame_bytes = max_frame_bytes
         self.max_pending_bytes = max_pending_bytes
         # Index of the last frame handed to the socket (setup is 0).
         self._handed_index = -1
         resumption = setup.session_resumption
         self.transparent = bool(resumption and resumption.transparent)
         self._keep_replay = resumption is not None
-        # (index, frame) of handed-out frames the newest handle may not include.
-        self._unconsumed: deque[tuple[int, bytes]] = deque()
+        # Handed-out frames the newest handle may not include; the first has index
+        # `_unconsumed_first` (indices are consecutive).
+        self._unconsumed: deque[bytes] = deque()
+        self._unconsumed_first = 1
         self._unconsumed_bytes = 0
         self.max_replay_bytes = max_replay_bytes
         self.dropped_audio_frames = 0
@@ -137,24 +150,30 @@ class LiveProtocol:
     # --- sending -------------------------------------------------------------------------------
 
     def _queue(self, frame: bytes) -> int:
-        self._pending.append(frame)
-        self._pending_bytes += len(frame)
-        if self._pending_bytes > self.max_pending_bytes:
+        if len(frame) > self.max_frame_bytes:
+            raise MessageTooLargeError(f"a {len(frame)}-byte frame exceeds {self.max_frame_bytes} bytes")
+        pending = self._pending
+        pending.append(frame)
+        size = self._pending_bytes = self._pending_bytes + len(frame)
+        if size > self.max_pending_bytes:
             self._shed_audio()
         return max(self._handed_index, 0) + len(self._pending)
 
     def _shed_audio(self) -> None:
         """Drop the oldest pending audio frames until the pending bytes fit (never the newest
         frame, never a message that is not audio)."""
-        kept: deque[bytes] = deque()
-        while self._pending_bytes > self.max_pending_bytes and len(self._pending) > 1:
-            frame = self._pending.popleft()
+        kept: list[bytes] = []
+        pending = self._pending
+        for n, frame in enumerate(pending[:-1]):
+            if self._pending_bytes <= self.max_pending_bytes:
+                kept.extend(pending[n:-1])
+                break
             if frame.startswith(_AUDIO_FRAME_START):
                 self._pending_bytes -= len(frame)
                 self.dropped_audio_frames += 1
             else:
                 kept.append(frame)
-        kept.extend(self._pending)
+        kept.append(pending[-1])
         self._pending = kept
 
     def send(self, message: ClientMessage) -> int:
@@ -243,31 +262,43 @@ class LiveProtocol:
             self._setup_frame = None
             self._handed_index = 0
             return out
-        if self.state is not State.OPEN or not self._pending:
+        out = self._pending
+        if not out or self.state is not State.OPEN:
             return []
-        out = list(self._pending)
-        self._pending.clear()
+        self._pending = []
         self._pending_bytes = 0
         if self._keep_replay:
-            for frame in out:
-                self._handed_index += 1
-                self._unconsumed.append((self._handed_index, frame))
-                self._unconsumed_bytes += len(frame)
-            while self._unconsumed_bytes > self.max_replay_bytes:
-                self._unconsumed_bytes -= len(self._unconsumed.popleft()[1])
-                self.replay_overflow_frames += 1
-        else:
-            self._handed_index += len(out)
+            unconsumed = self._unconsumed
+            if not unconsumed:
+                self._unconsumed_first = self._handed_index + 1
+            unconsumed.extend(out)
+            size = self._unconsumed_bytes + (len(out[0]) if len(out) == 1 else sum(map(len, out)))
+            self._unconsumed_bytes = size if size <= self.max_replay_bytes else self._trim_replay(size)
+        self._handed_index += len(out)
         return out
+
+    def _trim_replay(self, size: int) -> int:
+        """Forget the oldest replay frames, down to 7/8 of the bound (so that a long stream
+        over the bound does not pay for this on every frame)."""
+        unconsumed, dropped = self._unconsumed, 0
+        target = self.max_replay_bytes - self.max_replay_bytes // 8
+        while size > target:
+            size -= len(unconsumed.popleft())
+            dropped += 1
+        self._unconsumed_first += dropped
+        self.replay_overflow_frames += dropped
+        return size
 
     def unconsumed_frames(self) -> list[bytes]:
         """Frames a new connection must send first: those the newest resumption handle may
         not include, then those never handed to the socket."""
-        return [frame for _, frame in self._unconsumed] + list(self._pending)
+        return [*self._unconsumed, *self._pending]
 
     def _forget_consumed(self, index: int) -> None:
-        while self._unconsumed and self._unconsumed[0][0] <= index:
-            self._unconsumed_bytes -= len(self._unconsumed.popleft()[1])
+        unconsumed = self._unconsumed
+        while unconsumed and self._unconsumed_first <= index:
+            self._unconsumed_bytes -= len(unconsumed.popleft())
+            self._unconsumed_first += 1
 
     # --- receiving -----------------------------------------------------------------------------
 

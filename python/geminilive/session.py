@@ -37,7 +37,6 @@ from geminilive.errors import (
     ConnectionClosedOK,
     InsecureTransportError,
     LocalProtocolError,
-    MessageTooLargeError,
     PolicyViolationError,
     RemoteProtocolError,
     SessionError,
@@ -248,6 +247,7 @@ class Session:
         return LiveProtocol(
             setup,
             replay=list(replay),
+            max_frame_bytes=self.max_frame_bytes,
             max_pending_bytes=self._max_pending_bytes,
             max_replay_bytes=self._max_pending_bytes,
         )
@@ -305,10 +305,14 @@ class Session:
         try:
             return await ws.recv()
         except websockets.exceptions.ConnectionClosed as exc:
-            frame = exc.rcvd or exc.sent
-            if frame is None:
-                raise self._protocol.connection_closed(None, "connection lost") from exc
-            raise self._protocol.connection_closed(frame.code, frame.reason) from exc
+            raise self._closed(exc) from exc
+
+    def _closed(self, exc: websockets.exceptions.ConnectionClosed) -> SessionError:
+        """Record the close on the protocol; the typed error that describes it."""
+        frame = exc.rcvd or exc.sent
+        if frame is None:
+            return self._protocol.connection_closed(None, "connection lost")
+        return self._protocol.connection_closed(frame.code, frame.reason)
 
     async def __aenter__(self) -> Session:
         await self._handshake(await self._open_socket())
@@ -358,15 +362,13 @@ class Session:
         self._flushing = True
         try:
             while (ws := self._ws) is not None and (frames := self._protocol.data_to_send()):
-                for frame in frames:
-                    if len(frame) > self.max_frame_bytes:
-                        raise MessageTooLargeError(f"a {len(frame)}-byte frame exceeds {self.max_frame_bytes} bytes")
-                    try:
+                try:
+                    for frame in frames:
                         await ws.send(frame, text=True)
-                    except websockets.exceptions.ConnectionClosed:
-                        # The receive side sees the close and reconnects; the protocol kept
-                        # these frames for replay (with resumption on).
-                        return
+                except websockets.exceptions.ConnectionClosed:
+                    # The receive side sees the close and reconnects; the protocol kept these
+                    # frames for replay (with resumption on).
+                    return
         finally:
             self._flushing = False
 
@@ -440,37 +442,44 @@ class Session:
         return self
 
     async def __anext__(self) -> ev.Event:
-        while not self._events:
-            if self._reconnect is not None:
-                await self._attempt_reconnect()
-                continue
+        events = self._events
+        while not events:
             ws = self._ws
             if ws is None:
-                raise StopAsyncIteration
+                if self._reconnect is None:
+                    raise StopAsyncIteration
+                await self._attempt_reconnect()
+                continue
             try:
-                frame = await self._recv_until_go_away_deadline(ws)
+                if self._go_away_deadline is None:
+                    frame = await ws.recv()
+                else:
+                    frame = await self._recv_until_go_away_deadline(ws)
             except TimeoutError:
                 await self._migrate()  # the deadline after goAway is near: move now
                 continue
-            except SessionError as error:
+            except websockets.exceptions.ConnectionClosed as exc:
+                error = self._closed(exc)
                 self._ws = None
                 if self._closing or (isinstance(error, ConnectionClosedOK) and not self._may_reconnect(error.code)):
                     raise StopAsyncIteration from None
                 if not self._may_reconnect(error.code):
-                    raise
+                    raise error from exc
                 self._begin_reconnect(error.code, error.reason)
                 continue
+            protocol = self._protocol
             try:
-                self._events.extend(self._protocol.receive_data(frame))
+                events.extend(protocol.receive_data(frame))
             except RemoteProtocolError as exc:
                 self._stats.malformed_messages += 1
                 _log.warning("dropped a malformed server message: %s", exc)
-                self._events.append(ev.MalformedMessage(error=str(exc)))
+                events.append(ev.MalformedMessage(error=str(exc)))
                 continue
-            if self._protocol.go_away_time_left_s is not None and self._go_away_deadline is None:
-                self._go_away_deadline = time.monotonic() + self._protocol.go_away_time_left_s
-            if self._should_migrate():
-                await self._migrate()
+            if protocol.go_away_time_left_s is not None:
+                if self._go_away_deadline is None:
+                    self._go_away_deadline = time.monotonic() + protocol.go_away_time_left_s
+                if self._should_migrate():
+                    await self._migrate()
         return self._events.popleft()
 
     async def receive(self) -> ev.Event:
