@@ -1,0 +1,40 @@
+"""Every benchmark runs, in its quick mode, and prints its table (no timing is asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHES = Path(__file__).resolve().parents[1] / "benches"
+# bench file -> text its table must contain
+EXPECTED = {
+    "bench_resample.py": ["soxr HQ", "libsamplerate best", "scipy resample_poly", "spurious dB"],
+    "bench_protocol.py": ["send 20 ms", "receive 40 ms audio", "google-genai"],
+    "bench_pcm.py": ["f32 -> s16le", "numpy"],
+    "bench_faults.py": ["audio lost             0 chunks", "audio duplicated       0 chunks"],
+    "bench_scale.py": ["geminilive", "google-genai", "KiB/sess"],
+    "bench_soak.py": ["RSS"],
+    "bench_devices.py": ["clear() -> first silent callback"],
+    "bench_conversation.py": ["end->play", "intr->sil"],
+    "bench_latency.py": ["geminilive", "reference", "intr->sil"],
+}
+NEEDS_AUDIO = {"bench_devices.py", "bench_conversation.py", "bench_latency.py"}
+
+
+def test_every_benchmark_is_listed() -> None:
+    assert sorted(p.name for p in BENCHES.glob("bench_*.py")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("bench", sorted(EXPECTED))
+def test_benchmark_runs_in_quick_mode(bench: str, request) -> None:
+    if bench in NEEDS_AUDIO:
+        request.getfixturevalue("pulseaudio")  # share the session's sound server
+    result = subprocess.run(
+        [sys.executable, str(BENCHES / bench), "--quick"], capture_output=True, text=True, timeout=110
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for text in EXPECTED[bench]:
+        assert text in result.stdout, result.stdout
