@@ -13,7 +13,7 @@ from geminilive import LiveConfig
 from geminilive import events as ev
 from geminilive.audio_io import ArraySource, BufferedSink, CallbackSink, IteratorSource, WavSink, WavSource
 from geminilive.conversation import Conversation
-from geminilive.emulator import LiveEmulator, ScriptModel, ScriptTurn, ToneModel
+from geminilive.emulator import Faults, LiveEmulator, ScriptModel, ScriptTurn, ToneModel
 from geminilive.messages import FunctionCall
 from geminilive.tools import ToolRegistry
 
@@ -188,3 +188,47 @@ def test_local_barge_in_stops_playback_before_the_server_does() -> None:
     audio = np.concatenate(played)
     loud = np.flatnonzero(np.abs(audio) > 0.01)
     assert (loud[-1] - loud[0]) / 24000 < 3.0
+
+
+def test_the_conversation_plays_on_through_a_reconnect() -> None:
+    """A 1011 close in the middle of a reply: what had arrived keeps playing while the session
+    resumes, nothing queued is thrown away, and the next turn is answered and played."""
+    played: list[np.ndarray] = []
+    seen: list[ev.Event] = []
+
+    async def scenario():
+        faults = [Faults(close_after_client_messages=10), None]
+        async with LiveEmulator(model=ToneModel(duration_s=2.0), speed=4.0, faults=faults) as emu:
+            async with geminilive.connect(endpoint=emu.url) as session:
+                sink = BufferedSink(played.append)
+
+                async def frames():
+                    for _ in range(400):
+                        yield np.zeros(320, np.float32)
+                        await asyncio.sleep(0.02)
+
+                conversation = Conversation(
+                    session, source=IteratorSource(frames(), 16000), sink=sink, on_event=seen.append
+                )
+                async with conversation:
+                    await session.send_text("talk")
+                    for _ in range(500):
+                        if any(isinstance(e, ev.Resumed) for e in seen):
+                            break
+                        await asyncio.sleep(0.01)
+                    await session.send_text("again")
+                    await conversation.wait(turns=1, timeout=20)
+                    await asyncio.sleep(2.5)
+                return sink.stats
+
+    stats = run(scenario())
+    kinds = [type(e).__name__ for e in seen]
+    assert "Reconnecting" in kinds and "Resumed" in kinds, kinds
+    resumed_at = kinds.index("Resumed")
+    assert kinds.index("Reconnecting") < resumed_at
+    assert "AudioChunk" in kinds[:resumed_at], "the close came in the middle of the first reply"
+    assert "AudioChunk" in kinds[resumed_at:], "the next turn was answered"
+    assert stats.discarded == 0, "nothing queued was dropped"
+    audio = np.concatenate(played)
+    received = sum(len(e.data) // 2 for e in seen if isinstance(e, ev.AudioChunk))
+    assert np.count_nonzero(np.abs(audio) > 0.01) > 0.9 * received, "what arrived was played"

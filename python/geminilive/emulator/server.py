@@ -690,7 +690,7 @@ class _Connection:
                     out_chars += len(item.text)
                     await self._model_turn(Part(text=item.text))
                 elif isinstance(item, ReplyAudio):
-                    audio_s += await self._stream_audio(item, started + audio_s)
+                    audio_s += await self._stream_audio(item, started + audio_s / self.server.speed)
                     out_chars += len(item.transcript or "")
                 elif isinstance(item, ReplyToolCall):
                     to_send = await self._call_tools(item.calls)
@@ -730,8 +730,9 @@ class _Connection:
         await self._content(model_turn=Content(parts=[part], role="model" if self.vertex else None))
 
     async def _stream_audio(self, item: ReplyAudio, due: float) -> float:
-        """Send 24 kHz PCM in chunks, paced ``speed`` times faster than real time, with the
-        transcript spread over the chunks. Returns the audio's duration."""
+        """Send 24 kHz PCM in chunks, paced ``speed`` times faster than real time from
+        ``due`` (where the reply's previous audio ends, so that pacing does not drift over a
+        long reply), with the transcript spread over the chunks. Returns the duration."""
         assert self.setup is not None
         rate = 24000
         chunk_bytes = rate * self.server.chunk_ms // 1000 * 2
@@ -740,7 +741,8 @@ class _Connection:
         transcribe = self.setup.output_audio_transcription is not None and words
         per_chunk = max(1, -(-len(words) // max(len(chunks), 1))) if words else 0
         mime = "audio/pcm" if self.vertex else "audio/pcm;rate=24000"
-        t0 = time.monotonic()
+        now = time.monotonic()
+        t0 = due if now - due < 0.1 else now  # after a pause (a tool call), no catching up
         sent_s = 0.0
         f = self.faults
         for n, chunk in enumerate(chunks):
