@@ -191,10 +191,17 @@ async def reference(port: int, context: ssl.SSLContext, marks: Marks):
     out_queue: asyncio.Queue = asyncio.Queue(maxsize=5)
     audio_in_queue: asyncio.Queue = asyncio.Queue()
 
+    def read_block() -> bytes:
+        try:
+            return bytes(mic.read(1024)[0])
+        except sd.PortAudioError:  # aborted while reading: the run is over
+            return b""
+
     async def listen_audio() -> None:
         while True:
-            data, _ = await asyncio.to_thread(mic.read, 1024)
-            await out_queue.put(types.Blob(data=bytes(data), mime_type="audio/pcm"))
+            data = await asyncio.to_thread(read_block)
+            if data:
+                await out_queue.put(types.Blob(data=data, mime_type="audio/pcm"))
 
     async def send_realtime() -> None:
         while True:
@@ -215,9 +222,15 @@ async def reference(port: int, context: ssl.SSLContext, marks: Marks):
             while not audio_in_queue.empty():
                 audio_in_queue.get_nowait()
 
+    def write_block(data: bytes) -> None:
+        try:
+            speaker.write(data)
+        except sd.PortAudioError:  # aborted while writing: the run is over
+            pass
+
     async def play_audio() -> None:
         while True:
-            await asyncio.to_thread(speaker.write, await audio_in_queue.get())
+            await asyncio.to_thread(write_block, await audio_in_queue.get())
 
     tasks = [asyncio.create_task(c()) for c in (listen_audio, send_realtime, receive_audio, play_audio)]
 
@@ -225,8 +238,11 @@ async def reference(port: int, context: ssl.SSLContext, marks: Marks):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        mic.stop()
-        speaker.stop()
+        # abort() returns at once and wakes a blocked read or write in the worker threads
+        # (stop() would wait for buffers to drain, and a read can wait forever for input).
+        mic.abort()
+        speaker.abort()
+        await asyncio.sleep(0.2)  # let the worker threads see it
         mic.close()
         speaker.close()
         await connection.__aexit__(None, None, None)

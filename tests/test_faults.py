@@ -167,3 +167,23 @@ def test_reconnect_policy_backs_off_with_jitter() -> None:
         delays = [policy.delay_s(attempt) for _ in range(200)]
         assert all(base * 0.5 <= d <= base for d in delays)
         assert max(delays) - min(delays) > base * 0.3, "jittered"
+
+
+def test_closing_while_reconnecting_ends_the_session_and_its_sockets() -> None:
+    async def scenario():
+        faults = [Faults(close_after_client_messages=1), None]
+        policy = ReconnectPolicy(initial_delay_s=0.2, max_delay_s=0.2)
+        async with LiveEmulator(faults=faults, **FAST) as emu:
+            session = await geminilive.connect(endpoint=emu.url, reconnect=policy).__aenter__()
+            await session.send_text("hello")
+            seen = []
+            async for event in session:
+                seen.append(event)
+                if isinstance(event, ev.Reconnecting):
+                    await session.close()
+            await asyncio.sleep(0.5)
+            return seen, [c.open for c in emu.connections]
+
+    seen, open_connections = run(scenario())
+    assert not any(isinstance(e, ev.Resumed) for e in seen)
+    assert not any(open_connections), "no connection left behind"

@@ -294,6 +294,10 @@ class Session:
             protocol.connection_closed(None, "setup failed")
             await ws.close(1002, "bad setup answer")
             raise
+        if self._closing:  # closed by the caller while this connection was being set up
+            self._ws = None
+            await ws.close()
+            return
         self._events.extend(events)
         first = events[0]
         if isinstance(first, ev.SetupComplete):
