@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import platform
 import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -165,8 +167,33 @@ async def ours(url: str, context: ssl.SSLContext, marks: Marks):
     return stop
 
 
+def in_daemon_thread(fn, *args) -> asyncio.Future:
+    """Like ``asyncio.to_thread``, on a daemon thread: PortAudio calls that block forever
+    (a read on a stream the sound server stopped feeding) cannot hold up the exit."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(result: object, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+    def run() -> None:
+        try:
+            loop.call_soon_threadsafe(settle, fn(*args), None)
+        except BaseException as error:  # handed to the awaiting task
+            loop.call_soon_threadsafe(settle, None, error)
+
+    threading.Thread(target=run, daemon=True).start()
+    return future
+
+
 async def reference(port: int, context: ssl.SSLContext, marks: Marks):
-    """The cookbook pipeline (Get_started_LiveAPI.py), with sounddevice in place of PyAudio."""
+    """The cookbook pipeline (Get_started_LiveAPI.py), with sounddevice in place of PyAudio
+    (and daemon threads in place of ``asyncio.to_thread``, which behave the same)."""
     import sounddevice as sd
     from google import genai
     from google.genai import types
@@ -191,15 +218,24 @@ async def reference(port: int, context: ssl.SSLContext, marks: Marks):
     out_queue: asyncio.Queue = asyncio.Queue(maxsize=5)
     audio_in_queue: asyncio.Queue = asyncio.Queue()
 
-    def read_block() -> bytes:
+    busy = [0]  # PortAudio reads and writes in flight: a stream must not close under one
+    busy_lock = threading.Lock()
+
+    def tracked(fn, *args):
+        with busy_lock:
+            busy[0] += 1
         try:
-            return bytes(mic.read(1024)[0])
-        except sd.PortAudioError:  # aborted while reading: the run is over
-            return b""
+            return fn(*args)
+        finally:
+            with busy_lock:
+                busy[0] -= 1
+
+    def read_block() -> bytes:
+        return bytes(tracked(mic.read, 1024)[0])
 
     async def listen_audio() -> None:
         while True:
-            data = await asyncio.to_thread(read_block)
+            data = await in_daemon_thread(read_block)
             if data:
                 await out_queue.put(types.Blob(data=data, mime_type="audio/pcm"))
 
@@ -223,14 +259,11 @@ async def reference(port: int, context: ssl.SSLContext, marks: Marks):
                 audio_in_queue.get_nowait()
 
     def write_block(data: bytes) -> None:
-        try:
-            speaker.write(data)
-        except sd.PortAudioError:  # aborted while writing: the run is over
-            pass
+        tracked(speaker.write, data)
 
     async def play_audio() -> None:
         while True:
-            await asyncio.to_thread(write_block, await audio_in_queue.get())
+            await in_daemon_thread(write_block, await audio_in_queue.get())
 
     tasks = [asyncio.create_task(c()) for c in (listen_audio, send_realtime, receive_audio, play_audio)]
 
@@ -238,13 +271,18 @@ async def reference(port: int, context: ssl.SSLContext, marks: Marks):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
         # abort() returns at once and wakes a blocked read or write in the worker threads
         # (stop() would wait for buffers to drain, and a read can wait forever for input).
-        mic.abort()
-        speaker.abort()
-        await asyncio.sleep(0.2)  # let the worker threads see it
-        mic.close()
-        speaker.close()
+        # The threads finish the read or write they are in (the streams still run), then
+        # the streams close: closing one under a blocked read crashes PortAudio.
+        for _ in range(200):
+            if not busy[0]:
+                break
+            await asyncio.sleep(0.01)
+        for stream in (mic, speaker):
+            stream.abort()
+            stream.close()
         await connection.__aexit__(None, None, None)
 
     return stop
@@ -323,7 +361,12 @@ def main() -> int:
         results: dict[str, list[dict]] = {"geminilive": [], "reference": []}
         for _ in range(runs):
             for kind in results:
-                results[kind].append(asyncio.run(one_run(kind, workdir, server_ssl, client_ssl)))
+                try:
+                    results[kind].append(
+                        asyncio.run(asyncio.wait_for(one_run(kind, workdir, server_ssl, client_ssl), 60))
+                    )
+                except TimeoutError:
+                    print(f"# a {kind} run did not finish in 60 s (left out)", flush=True)
     print(
         f"# PulseAudio null sinks, emulator echo over wss; {platform.machine()}, Python "
         f"{platform.python_version()}; median of {runs} run(s), ms"
@@ -340,4 +383,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    # PortAudio's exit handler can wait forever on a stream the sound server left hanging.
+    os._exit(code)
