@@ -24,7 +24,6 @@ import os
 import platform
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,13 +35,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import geminilive
 import geminilive.emulator.server as emulator_server
-from audio_util import speak
 from geminilive import LiveConfig
 from geminilive import events as ev
 from geminilive.audio_io import MicrophoneSource, SpeakerSink
 from geminilive.devices import Capture, Playback
 from geminilive.emulator import LiveEmulator
+from loopback import conversation_speech
 from pulse import pulse_server, routed
+from tls import self_signed
 
 RATE = 16000
 MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
@@ -289,13 +289,7 @@ async def reference(port: int, context: ssl.SSLContext, marks: Marks):
 
 
 async def one_run(kind: str, workdir: Path, server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext) -> dict:
-    first = speak("Hello there, this is the first thing I say", workdir / "first.wav", rate=24000)
-    second = speak(
-        "Now a second, much longer sentence, so that the reply takes a while to play.",
-        workdir / "second.wav",
-        rate=24000,
-    )
-    barge = speak("Stop, stop, wait a moment please.", workdir / "barge.wav", rate=24000)
+    first, second, barge = conversation_speech(workdir)
     marks = Marks()
     instrument_emulator(marks)
     async with LiveEmulator(model="echo", speed=2.0, ssl=server_ssl) as emu:
@@ -349,15 +343,8 @@ def main() -> int:
     runs = 1 if args.quick else args.runs
     with tempfile.TemporaryDirectory() as tmp, pulse_server():
         workdir = Path(tmp)
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", workdir / "key.pem",
-             "-out", workdir / "cert.pem", "-days", "1", "-subj", "/CN=127.0.0.1",
-             "-addext", "subjectAltName=IP:127.0.0.1"],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        server_ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        server_ssl.load_cert_chain(workdir / "cert.pem", workdir / "key.pem")
-        client_ssl = ssl.create_default_context(cafile=str(workdir / "cert.pem"))
+        certificate = self_signed(workdir)
+        server_ssl, client_ssl = certificate.server(), certificate.client()
         results: dict[str, list[dict]] = {"geminilive": [], "reference": []}
         for _ in range(runs):
             for kind in results:

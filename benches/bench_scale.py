@@ -21,13 +21,15 @@ import os
 import platform
 import resource
 import ssl
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import geminilive
 from geminilive import events as ev
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from tls import LoopbackTls, self_signed
 
 MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
 KEY = "bench-key"
@@ -59,8 +61,7 @@ def emulator_process(cert: str, key: str, seconds: int, cpu: int, ports) -> None
     from geminilive.emulator import LiveEmulator
 
     async def main() -> None:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert, key)
+        context = LoopbackTls(Path(cert), Path(key)).server()
         emu = LiveEmulator(model=LongTalkModel(seconds), ssl=context, api_key=KEY, speed=1.0, realtime_playback=False)
         await emu.start()
         ports.put(emu.port)
@@ -220,16 +221,6 @@ def step_process(kind: str, n: int, seconds: float, port: int, cert: str, emulat
     results.put(asyncio.run(run_step(kind, n, seconds, port, context, emulator_pid)))
 
 
-def make_cert(directory: str) -> tuple[str, str]:
-    cert, key = f"{directory}/cert.pem", f"{directory}/key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="measured time per step")
@@ -242,7 +233,8 @@ def main() -> int:
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
     client_cpu, emulator_cpu = cpus[0], cpus[-1]
     with tempfile.TemporaryDirectory() as tmp:
-        cert, key = make_cert(tmp)
+        certificate = self_signed(tmp)
+        cert, key = str(certificate.cert), str(certificate.key)
         spawn = multiprocessing.get_context("spawn")
         ports = spawn.Queue()
         talk_s = int((seconds + 15) * len(steps) * 2 + 60)

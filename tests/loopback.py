@@ -38,7 +38,8 @@ class LoopbackResult(msgspec.Struct):
     playout: dict
 
 
-async def loopback_conversation(workdir: Path) -> LoopbackResult:
+def conversation_speech(workdir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the "mouth" says, at 24 kHz: a first turn, a longer second one, and a barge-in."""
     first = speak("Hello there, this is the first thing I say", workdir / "first.wav", rate=24000)
     second = speak(
         "Now a second, much longer sentence, so that the reply takes a while to play.",
@@ -46,6 +47,11 @@ async def loopback_conversation(workdir: Path) -> LoopbackResult:
         rate=24000,
     )
     barge = speak("Stop, stop, wait a moment please.", workdir / "barge.wav", rate=24000)
+    return first, second, barge
+
+
+async def loopback_conversation(workdir: Path) -> LoopbackResult:
+    first, second, barge = conversation_speech(workdir)
     recorded: list[np.ndarray] = []
     interrupted: list[float] = []
 

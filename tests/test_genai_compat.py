@@ -5,7 +5,6 @@ interruption and a resumption."""
 from __future__ import annotations
 
 import ssl
-import subprocess
 
 import numpy as np
 import pytest
@@ -17,22 +16,16 @@ from geminilive import Resampler, pcm
 from geminilive.emulator import LiveEmulator, ReplyAudio, ReplyToolCall, ToneModel
 from geminilive.emulator.models import EchoModel
 from geminilive.messages import FunctionCall
+from tls import self_signed
 
 MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
 
 
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory):
-    """A self-signed certificate for 127.0.0.1: (server context, client context)."""
-    d = tmp_path_factory.mktemp("tls")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", d / "key.pem", "-out", d / "cert.pem",
-         "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.load_cert_chain(d / "cert.pem", d / "key.pem")
-    return server, ssl.create_default_context(cafile=str(d / "cert.pem"))
+    """(server context, client context) for a self-signed 127.0.0.1 certificate."""
+    certificate = self_signed(tmp_path_factory.mktemp("tls"))
+    return certificate.server(), certificate.client()
 
 
 class ScenarioModel:

@@ -13,8 +13,6 @@ import base64
 import gc
 import json
 import logging
-import ssl
-import subprocess
 import tracemalloc
 
 import pytest
@@ -39,6 +37,7 @@ from geminilive.errors import (
 )
 from geminilive.messages import decode_client, decode_server
 from geminilive.session import Endpoint
+from tls import self_signed
 
 FAST = {"speed": float("inf"), "realtime_playback": False}
 KEYS = [
@@ -368,22 +367,15 @@ def test_emulator_key_check_accepts_every_documented_place_and_nothing_else() ->
 
 
 def test_tls_certificates_are_verified_by_default(tmp_path) -> None:
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", tmp_path / "key.pem",
-         "-out", tmp_path / "cert.pem", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    server_ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_ssl.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    certificate = self_signed(tmp_path)
+    server_ssl = certificate.server()
 
     async def scenario():
         async with LiveEmulator(ssl=server_ssl, **FAST) as emu:
             with pytest.raises(SessionError, match="CERTIFICATE_VERIFY_FAILED"):
                 async with geminilive.connect(endpoint=emu.url):
                     pass
-            trusted = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
-            async with geminilive.connect(endpoint=emu.url, ssl=trusted) as session:
+            async with geminilive.connect(endpoint=emu.url, ssl=certificate.client()) as session:
                 return session.protocol.state.value
 
     assert run(scenario()) == "open"
