@@ -410,3 +410,37 @@ def test_invalid_base64_audio_closes_with_invalid_argument() -> None:
     with pytest.raises(InvalidArgumentError):
         run(scenario())
     assert base64.b64encode(b"\x01") == b"AQ=="
+
+
+def test_a_reconnect_answered_with_nonsense_is_a_failed_attempt_not_the_end() -> None:
+    connections = []
+
+    async def handler(ws):
+        connections.append(ws)
+        await ws.recv()  # setup
+        n = len(connections)
+        if n == 2:
+            await ws.send(b'{"serverContent": {"turnComplete": true}}')  # not setupComplete
+            await asyncio.sleep(1)
+            return
+        await ws.send(b'{"setupComplete": {}}')
+        await ws.send(b'{"sessionResumptionUpdate": {"newHandle": "h", "resumable": true}}')
+        if n == 1:
+            await ws.close(1011, "Internal error encountered.")
+            return
+        await asyncio.sleep(1)
+
+    async def scenario():
+        policy = geminilive.ReconnectPolicy(initial_delay_s=0.01, max_delay_s=0.02)
+        async with serve(handler, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            async with geminilive.connect(endpoint=f"ws://127.0.0.1:{port}/ws/x", reconnect=policy) as session:
+                seen = []
+                async for event in session:
+                    seen.append(event)
+                    if isinstance(event, ev.Resumed):
+                        return seen
+
+    seen = run(scenario())
+    assert [e.attempt for e in seen if isinstance(e, ev.Reconnecting)] == [1, 2]
+    assert len(connections) == 3

@@ -11,7 +11,7 @@ from geminilive import audio_io, devices, errors, events, messages, pcm
 from geminilive._native import PlayoutBuffer, PlayoutStats, Resampler, VoiceActivityDetector
 from geminilive.config import DEFAULT_MODEL, DEFAULT_VERTEX_MODEL, LiveConfig
 from geminilive.protocol import LiveProtocol
-from geminilive.session import Endpoint, Session, connect
+from geminilive.session import Endpoint, ReconnectPolicy, Session, SessionStats, connect
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -21,8 +21,10 @@ __all__ = [
     "LiveProtocol",
     "PlayoutBuffer",
     "PlayoutStats",
+    "ReconnectPolicy",
     "Resampler",
     "Session",
+    "SessionStats",
     "VoiceActivityDetector",
     "audio_io",
     "connect",

@@ -571,10 +571,29 @@ class Session:
         _log.info("connection closed (%s %s); reconnecting", code, reason)
         self._events.append(ev.Reconnecting(attempt=1, delay_s=0.0, code=code, reason=reason))
 
+    def _attempt_failed(self, exc: SessionError) -> None:
+        """Count a failed attempt: start afresh if the handle was refused, give up on a fatal
+        close or after the policy's attempts, else announce the next attempt."""
+        r = self._reconnect
+        assert r is not None
+        r.attempt += 1
+        if r.handle is not None and isinstance(exc, PolicyViolationError):
+            # An unknown or expired handle (1008 "session not found"): start afresh.
+            r.failure = f"the service refused the resumption handle: {exc.reason or exc}"
+            r.handle = None
+        elif exc.code in FATAL_CLOSE_CODES or isinstance(exc, PolicyViolationError):
+            self._reconnect = None
+            raise exc
+        if r.attempt >= self.reconnect_policy.max_attempts:
+            self._reconnect = None
+            raise SessionError(f"gave up reconnecting after {r.attempt} attempts: {exc}", code=exc.code) from exc
+        self._switch_protocol(r.handle)
+        r.delay_s = self.reconnect_policy.delay_s(r.attempt)
+        self._events.append(ev.Reconnecting(attempt=r.attempt + 1, delay_s=r.delay_s, code=exc.code, reason=exc.reason))
+
     async def _attempt_reconnect(self) -> None:
         r = self._reconnect
         assert r is not None
-        policy = self.reconnect_policy
         if r.delay_s:
             await asyncio.sleep(r.delay_s)
         if self._closing:
@@ -582,25 +601,15 @@ class Session:
             return
         try:
             await self._handshake(await self._open_socket())
+        except RemoteProtocolError as exc:  # a server that answered setup with nonsense
+            self._attempt_failed(SessionError(f"bad answer to setup: {exc}"))
+            return
         except SessionError as exc:
-            r.attempt += 1
-            if r.handle is not None and isinstance(exc, PolicyViolationError):
-                # An unknown or expired handle (1008 "session not found"): start afresh.
-                r.failure = f"the service refused the resumption handle: {exc.reason or exc}"
-                r.handle = None
-            elif exc.code in FATAL_CLOSE_CODES or isinstance(exc, PolicyViolationError):
-                self._reconnect = None
-                raise
-            if r.attempt >= policy.max_attempts:
-                self._reconnect = None
-                raise SessionError(f"gave up reconnecting after {r.attempt} attempts: {exc}", code=exc.code) from exc
-            self._switch_protocol(r.handle)
-            r.delay_s = policy.delay_s(r.attempt)
-            self._events.append(
-                ev.Reconnecting(attempt=r.attempt + 1, delay_s=r.delay_s, code=exc.code, reason=exc.reason)
-            )
+            self._attempt_failed(exc)
             return
         self._reconnect = None
+        if self._closing:
+            return
         self._stats.reconnects += 1
         self._stats.replayed_messages += r.replayed
         if r.handle is None:
