@@ -658,6 +658,8 @@ pub struct PlaybackConfig {
     /// Rate of the audio pushed (24000 for the Live API).
     pub source_rate_hz: u32,
     pub period_ms: u32,
+    /// Received audio to hold before playback starts (and after an underrun), counting what
+    /// the resampler still holds back.
     pub prebuffer_ms: u32,
 }
 
@@ -740,8 +742,12 @@ impl PlaybackStream {
                 reason: e.to_string(),
             }
         })?;
+        // The prebuffer counts received audio: what the resampler still holds back is on its
+        // way, so one 40 ms chunk starts a 40 ms prebuffer instead of waiting for the next.
+        let withheld = resampler.delay_samples().ceil() as usize;
         let playout = PlayoutConfig {
-            start_threshold: (device_rate * config.prebuffer_ms / 1000) as usize,
+            start_threshold: ((device_rate * config.prebuffer_ms / 1000) as usize)
+                .saturating_sub(withheld),
             ..PlayoutConfig::for_rate(device_rate)
         };
         let (writer, reader) =

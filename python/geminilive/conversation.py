@@ -216,6 +216,10 @@ class Conversation:
             self._current.interrupted = True
             self._pending_plays.clear()
             self._tasks.append(asyncio.create_task(self._measure_silence(now, self._current)))
+        elif isinstance(event, ev.GenerationComplete):
+            # All of the turn's audio is here (turnComplete waits until it would have played
+            # out): play the tail, and a buffer running dry is the end, not an underrun.
+            self.sink.end_of_turn()
         elif isinstance(event, ev.TurnComplete):
             self.sink.end_of_turn()
             self._finish_turn()
