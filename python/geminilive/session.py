@@ -556,8 +556,13 @@ class Session:
         await old_ws.close(1000, "moving to a new connection after goAway")
         try:
             await self._handshake(new_ws)
+        except RemoteProtocolError as exc:  # a server that answered setup with nonsense
+            self._begin_reconnect(None, f"bad answer to setup: {exc}")
+            return
         except SessionError as exc:
             self._begin_reconnect(exc.code, exc.reason)
+            return
+        if self._closing:
             return
         self._stats.reconnects += 1
         self._stats.resumed += 1
