@@ -29,7 +29,7 @@ build-dev:
 lint:
 	cargo clippy --release --all-targets -- -D warnings
 	cargo clippy --release --all-targets --features python -- -D warnings
-	$(PYTHON) -m ruff check python tests benches
+	$(PYTHON) -m ruff check python tests benches rust
 	$(PYTHON) -m mypy.stubtest geminilive._native
 
 test-rust:

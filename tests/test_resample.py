@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -43,24 +47,25 @@ def test_passband_within_005_db(rate_in: int, rate_out: int) -> None:
 
 
 @pytest.mark.parametrize(("rate_in", "rate_out"), [(48000, 16000), (44100, 16000), (48000, 24000)])
-def test_tones_above_output_nyquist_fold_back_below_100_db(rate_in: int, rate_out: int) -> None:
+def test_tones_above_output_nyquist_fold_back_below_130_db(rate_in: int, rate_out: int) -> None:
     nyquist = rate_out / 2
     for f in np.linspace(nyquist, rate_in / 2 * 0.995, 17):
         alias = abs(f - rate_out * round(f / rate_out))
         out = resample_all(Resampler(rate_in, rate_out), tone(rate_in, f))
         level = level_db(out, rate_out, alias)
-        assert level < -100, f"{rate_in}->{rate_out}: {f:.0f} Hz folds to {alias:.0f} at {level:.1f} dB"
+        assert level < -130, f"{rate_in}->{rate_out}: {f:.0f} Hz folds to {alias:.0f} at {level:.1f} dB"
 
 
 @pytest.mark.parametrize(("rate_in", "rate_out"), [(24000, 48000), (24000, 44100), (16000, 48000), (8000, 44100)])
 def test_upsampling_images_are_rejected(rate_in: int, rate_out: int) -> None:
-    """Images of any tone up to 0.9 of the input Nyquist frequency are 100 dB down."""
+    """Images of any tone up to 0.9 of the input Nyquist frequency are 130 dB down (the issue
+    asks for 100; soxr HQ's worst is about 128 for 48k -> 16k)."""
     for f in np.linspace(0.02, 0.9, 9) * rate_in / 2:
         out = resample_all(Resampler(rate_in, rate_out), tone(rate_in, f))
         image = rate_in - f
         image = rate_out - image if image > rate_out / 2 else image
         level = level_db(out, rate_out, image)
-        assert level < -100, f"{rate_in}->{rate_out}: {f:.0f} Hz images at {image:.0f} Hz, {level:.1f} dB"
+        assert level < -130, f"{rate_in}->{rate_out}: {f:.0f} Hz images at {image:.0f} Hz, {level:.1f} dB"
 
 
 @given(
@@ -128,3 +133,9 @@ def test_bad_input_is_a_typed_error() -> None:
         r.process(np.zeros((4, 3), np.float32))
     with pytest.raises(AudioFormatError, match="float64"):
         Resampler(48000, 16000).process(np.zeros(10))
+
+
+def test_fixed_filter_tables_match_their_design() -> None:
+    """rust/resample/tables.rs is what design_tables.py makes with this scipy."""
+    script = Path(__file__).parents[1] / "rust" / "resample" / "design_tables.py"
+    assert subprocess.run([sys.executable, str(script), "--check"]).returncode == 0
