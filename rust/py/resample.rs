@@ -93,7 +93,7 @@ impl PyResampler {
 
     #[getter]
     fn delay_samples(&self) -> usize {
-        self.inner.delay_samples().ceil() as usize
+        self.inner.delay_samples().round() as usize
     }
 
     #[getter]

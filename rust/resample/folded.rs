@@ -170,6 +170,35 @@ impl Kernel {
     }
 }
 
+impl Kernel {
+    /// `out[2k] = a[k]`, `out[2k + 1] = b[k]` for two branches' `G * LANES` outputs each.
+    ///
+    /// # Safety
+    /// As [`Kernel::blocks`], for both branches.
+    unsafe fn blocks_interleaved<const G: usize>(
+        self,
+        a: (&Branch, *const f32),
+        b: (&Branch, *const f32),
+        out: &mut [f32],
+    ) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX2 and FMA present (checked in `detect`); the rest is the caller's.
+            Self::Avx2Fma => unsafe { avx::blocks_interleaved::<G>(a, b, out) },
+            Self::Portable => {
+                let mut values = [[0f32; LANES * GROUP]; 2];
+                for ((branch, base), values) in [a, b].into_iter().zip(&mut values) {
+                    // SAFETY: the caller's.
+                    unsafe { portable_blocks(branch, base, G * LANES, values) };
+                }
+                for (k, pair) in out.chunks_exact_mut(2).take(G * LANES).enumerate() {
+                    pair.copy_from_slice(&[values[0][k], values[1][k]]);
+                }
+            }
+        }
+    }
+}
+
 /// # Safety
 /// As [`Kernel::blocks`], for `count` outputs.
 unsafe fn portable_blocks(branch: &Branch, base: *const f32, count: usize, out: &mut [f32]) {
@@ -191,9 +220,10 @@ mod avx {
     use super::{Branch, LANES};
     use std::arch::x86_64::{
         __m256, _mm256_add_ps, _mm256_blend_ps, _mm256_castpd_ps, _mm256_castps_pd,
-        _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_mul_ps, _mm256_permute4x64_pd,
-        _mm256_permutevar8x32_ps, _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_ps,
-        _mm256_shuffle_ps, _mm256_storeu_ps,
+        _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_mul_ps, _mm256_permute2f128_ps,
+        _mm256_permute4x64_pd, _mm256_permutevar8x32_ps, _mm256_set1_ps, _mm256_setr_epi32,
+        _mm256_setzero_ps, _mm256_shuffle_ps, _mm256_storeu_ps, _mm256_unpackhi_ps,
+        _mm256_unpacklo_ps,
     };
 
     /// Split whole rows of `input` (`down` samples each) into the streams from row
@@ -298,15 +328,13 @@ mod avx {
         }
     }
 
+    /// The `G` blocks' sums, in registers.
+    ///
     /// # Safety
     /// Needs AVX2 and FMA; the bounds of [`super::Kernel::blocks`].
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn blocks<const G: usize>(
-        branch: &Branch,
-        base: *const f32,
-        out: &mut [f32],
-    ) {
-        assert!(out.len() >= G * LANES);
+    unsafe fn sums<const G: usize>(branch: &Branch, base: *const f32) -> [__m256; G] {
         let mut even = [_mm256_setzero_ps(); G];
         let mut odd = [_mm256_setzero_ps(); G];
         if let Some((c, o)) = branch.flat_centre {
@@ -336,13 +364,48 @@ mod avx {
                 *acc = unsafe { tap(*acc, c, base, b, f, g) };
             }
         }
-        for g in 0..G {
+        std::array::from_fn(|g| _mm256_add_ps(even[g], odd[g]))
+    }
+
+    /// # Safety
+    /// Needs AVX2 and FMA; the bounds of [`super::Kernel::blocks`].
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn blocks<const G: usize>(
+        branch: &Branch,
+        base: *const f32,
+        out: &mut [f32],
+    ) {
+        assert!(out.len() >= G * LANES);
+        // SAFETY: the caller's.
+        let sums = unsafe { sums::<G>(branch, base) };
+        for (g, sum) in sums.iter().enumerate() {
             // SAFETY: out holds G * LANES values (asserted above).
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(g * LANES), *sum) };
+        }
+    }
+
+    /// Two branches' blocks, stored interleaved: `out[2k] = a[k]`, `out[2k + 1] = b[k]`.
+    ///
+    /// # Safety
+    /// Needs AVX2 and FMA; the bounds of [`super::Kernel::blocks`] for both.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn blocks_interleaved<const G: usize>(
+        a: (&Branch, *const f32),
+        b: (&Branch, *const f32),
+        out: &mut [f32],
+    ) {
+        assert!(out.len() >= 2 * G * LANES);
+        // SAFETY: the caller's.
+        let (first, second) = unsafe { (sums::<G>(a.0, a.1), sums::<G>(b.0, b.1)) };
+        for g in 0..G {
+            // [a0 b0 a1 b1 | a4 b4 a5 b5] and [a2 b2 a3 b3 | a6 b6 a7 b7], then the halves.
+            let low = _mm256_unpacklo_ps(first[g], second[g]);
+            let high = _mm256_unpackhi_ps(first[g], second[g]);
+            // SAFETY: out holds 2 * G * LANES values (asserted above).
             unsafe {
-                _mm256_storeu_ps(
-                    out.as_mut_ptr().add(g * LANES),
-                    _mm256_add_ps(even[g], odd[g]),
-                );
+                let at = out.as_mut_ptr().add(2 * g * LANES);
+                _mm256_storeu_ps(at, _mm256_permute2f128_ps::<0x20>(low, high));
+                _mm256_storeu_ps(at.add(LANES), _mm256_permute2f128_ps::<0x31>(low, high));
             }
         }
     }
@@ -619,38 +682,69 @@ impl FoldedStage {
     fn render_channel(&self, channel: usize, end: u64, out: &mut [f32]) {
         let history = &self.history[channel];
         let (up, down) = (self.up, self.down);
-        let mut block = [0f32; LANES * GROUP];
-        for first in self.produced..(self.produced + up).min(end) {
+        let group = LANES * GROUP;
+        // The branch of output `first` and the history row of its `lo` sample.
+        let start = |first: u64| {
             let branch = &self.branches[(first * down % up) as usize];
-            let outputs = (end - first).div_ceil(up) as usize;
             let lo = self.lead + first * down / up;
             debug_assert_eq!((lo % down) as usize, branch.residue);
-            let row = (lo / down - self.origin_row) as usize;
+            (branch, (lo / down - self.origin_row) as usize)
+        };
+        let at = |row: usize| history.as_ptr().wrapping_add(row);
+        // With two phases, whole groups of both are computed together and stored interleaved.
+        let mut lockstep = 0;
+        if up == 2 {
+            let ((a, row_a), (b, row_b)) = (start(self.produced), start(self.produced + 1));
+            let pairs = ((end - self.produced) / 2) as usize;
+            // A copy branch computes 1 * x there: exactly the copy.
+            while pairs - lockstep >= group {
+                let k = lockstep;
+                // SAFETY: as in the loop below, for both branches.
+                unsafe {
+                    self.kernel.blocks_interleaved::<GROUP>(
+                        (a, at(row_a + k)),
+                        (b, at(row_b + k)),
+                        &mut out[2 * k..2 * (k + group)],
+                    );
+                }
+                lockstep += group;
+            }
+        }
+        let mut block = [0f32; LANES * GROUP];
+        for first in self.produced..(self.produced + up).min(end) {
+            let (branch, row) = start(first);
+            let outputs = (end - first).div_ceil(up) as usize;
             let slot = |k: usize| (first - self.produced) as usize + k * up as usize;
             if branch.copy {
                 let stream = &history[branch.residue * self.stride..];
-                for k in 0..outputs {
+                for k in lockstep..outputs {
                     out[slot(k)] = stream[row + k];
                 }
                 continue;
             }
-            let mut k = 0;
+            let mut k = lockstep;
             while k < outputs {
-                let base = history.as_ptr().wrapping_add(row + k);
+                let base = at(row + k);
                 // SAFETY: the lowest offset reads row + k - reach rows >= 0 (the lead and
                 // `drop_consumed` keep reach_back samples before every lo), the highest at
                 // most the last filled row plus a group of lanes, within SLACK_ROWS.
                 let done = unsafe {
-                    if outputs - k >= LANES * GROUP {
+                    if outputs - k >= group && up == 1 {
+                        self.kernel
+                            .blocks::<GROUP>(branch, base, &mut out[k..k + group]);
+                        k += group;
+                        continue;
+                    } else if outputs - k >= group {
                         self.kernel.blocks::<GROUP>(branch, base, &mut block);
-                        LANES * GROUP
+                        group
                     } else {
                         self.kernel.blocks::<1>(branch, base, &mut block);
                         LANES.min(outputs - k)
                     }
                 };
-                for (j, v) in block.iter().take(done).enumerate() {
-                    out[slot(k + j)] = *v;
+                let stored = out[slot(k)..].iter_mut().step_by(up as usize);
+                for (slot, v) in stored.zip(&block[..done]) {
+                    *slot = *v;
                 }
                 k += done;
             }

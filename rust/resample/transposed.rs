@@ -1,0 +1,303 @@
+//! Eight consecutive outputs of a polyphase stage at once, one per SIMD lane, for ratios
+//! whose phase pattern repeats within a small table (44.1k's 22.05k -> 24k step: 160 phases).
+//!
+//! Output `n` reads the input window starting at `floor(n * down / up)` with branch
+//! `n * down % up`. For the eight outputs of a block (aligned to absolute output index
+//! multiples of eight) the windows start at most a few samples apart, so one table per block
+//! position holds, for each input sample of their joint window, the coefficient each lane
+//! applies to it (zero outside the lane's own window): the block is then a sum over that window
+//! of a broadcast input sample times a coefficient vector. No horizontal reduction and no
+//! per-output bookkeeping, where a dot product per output spent more on those than on the
+//! multiply-adds.
+//!
+//! Blocks are aligned to absolute output indices, and each lane always sums its window in the
+//! same order (even and odd positions in two chains, added at the end); a zero coefficient
+//! adds exactly nothing. So every output is computed the same way whatever the chunking.
+
+/// Outputs per block.
+pub(super) const LANES: usize = 8;
+/// Blocks computed together: independent chains, to hide FMA latency.
+const GROUP: usize = 4;
+/// Largest table built (bytes): beyond it the per-output dot products are used.
+const MAX_TABLE_BYTES: usize = 64 * 1024;
+
+fn gcd(mut a: usize, mut b: usize) -> usize {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// The transposed coefficients of one polyphase stage.
+#[derive(Clone, Debug)]
+pub(super) struct TransposedBank {
+    up: u64,
+    down: u64,
+    /// Block positions before the pattern repeats.
+    blocks: usize,
+    /// Input samples one block reads.
+    width: usize,
+    /// `table[(b * width + j) * LANES + k]`: lane `k` of block position `b`, input `j`.
+    table: Vec<f32>,
+    /// Input samples from the window of block position `b` to that of the next.
+    advances: Vec<usize>,
+    kernel: Kernel,
+}
+
+impl TransposedBank {
+    /// `branch(p)` is phase `p`'s `taps` coefficients. `None` when the table would be large.
+    pub(super) fn new<'a>(
+        branch: impl Fn(usize) -> &'a [f32],
+        taps: usize,
+        up: u64,
+        down: u64,
+    ) -> Option<Self> {
+        let period = up as usize / gcd(up as usize, LANES) * LANES;
+        let blocks = period / LANES;
+        let start = |n: u64| n * down / up;
+        let spread = (0..blocks as u64)
+            .map(|b| start(b * 8 + 7) - start(b * 8))
+            .max()
+            .unwrap_or(0) as usize;
+        let width = taps + spread;
+        if blocks * width * LANES * std::mem::size_of::<f32>() > MAX_TABLE_BYTES {
+            return None;
+        }
+        let mut table = vec![0f32; blocks * width * LANES];
+        for b in 0..blocks {
+            let n0 = (b * LANES) as u64;
+            for k in 0..LANES {
+                let n = n0 + k as u64;
+                let shift = (start(n) - start(n0)) as usize;
+                let coefficients = branch((n * down % up) as usize);
+                for (t, c) in coefficients.iter().enumerate() {
+                    table[(b * width + shift + t) * LANES + k] = *c;
+                }
+            }
+        }
+        let advances = (0..blocks as u64)
+            .map(|b| (start(b * 8 + 8) - start(b * 8)) as usize)
+            .collect();
+        Some(Self {
+            up,
+            down,
+            blocks,
+            width,
+            table,
+            advances,
+            kernel: Kernel::detect(),
+        })
+    }
+
+    /// Padded input index where the block holding output `n` starts reading: history before
+    /// it may be dropped once output `n` is next.
+    pub(super) fn keep_from(&self, n: u64) -> u64 {
+        (n / LANES as u64 * LANES as u64) * self.down / self.up
+    }
+
+    /// Outputs `first..end` into `out`, from `history` (padded input from index `origin`).
+    /// The caller guarantees each output's window lies inside `history`.
+    pub(super) fn render(
+        &self,
+        history: &[f32],
+        origin: u64,
+        first: u64,
+        end: u64,
+        out: &mut [f32],
+    ) {
+        let lanes = LANES as u64;
+        let mut block = first / lanes;
+        // Block position in the pattern and where its window starts: no division per block.
+        let mut position = (block % self.blocks as u64) as usize;
+        let mut base = (block * lanes * self.down / self.up - origin) as usize;
+        while block * lanes < end {
+            let n0 = block * lanes;
+            let mut bases = [base; GROUP];
+            let mut positions = [position; GROUP];
+            for i in 1..GROUP {
+                positions[i] = (positions[i - 1] + 1) % self.blocks;
+                bases[i] = bases[i - 1] + self.advances[positions[i - 1]];
+            }
+            let table =
+                |p: usize| &self.table[p * self.width * LANES..(p + 1) * self.width * LANES];
+            let whole = n0 >= first && n0 + (GROUP * LANES) as u64 <= end;
+            let (values, done) = if whole && bases[GROUP - 1] + self.width <= history.len() {
+                let xs: [&[f32]; GROUP] =
+                    std::array::from_fn(|i| &history[bases[i]..bases[i] + self.width]);
+                let tables: [&[f32]; GROUP] = std::array::from_fn(|i| table(positions[i]));
+                let values = self.kernel.blocks(tables, xs, self.width);
+                for (i, lanes) in values.iter().enumerate() {
+                    let at = (n0 - first) as usize + i * LANES;
+                    out[at..at + LANES].copy_from_slice(lanes);
+                }
+                (None, GROUP)
+            } else {
+                // A block at either end of the call: its later lanes may need input that has
+                // not arrived; the lanes stored read only inside their windows, and stopping
+                // the sum early skips only zero coefficients of theirs.
+                let available = (history.len() - base).min(self.width);
+                let x = &history[base..base + available];
+                (
+                    Some(self.kernel.blocks([table(position)], [x], available)[0]),
+                    1,
+                )
+            };
+            if let Some(lanes) = values {
+                for (k, v) in lanes.iter().enumerate() {
+                    let index = n0 + k as u64;
+                    if (first..end).contains(&index) {
+                        out[(index - first) as usize] = *v;
+                    }
+                }
+            }
+            for _ in 0..done {
+                base += self.advances[position];
+                position = (position + 1) % self.blocks;
+            }
+            block += done as u64;
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kernel {
+    #[cfg(target_arch = "x86_64")]
+    Avx2Fma,
+    Portable,
+}
+
+impl Kernel {
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            return Self::Avx2Fma;
+        }
+        Self::Portable
+    }
+
+    /// Lane `k` of block `g`: the sum over `j < width` of `tables[g][j * LANES + k] * xs[g][j]`.
+    fn blocks<const G: usize>(
+        self,
+        tables: [&[f32]; G],
+        xs: [&[f32]; G],
+        width: usize,
+    ) -> [[f32; LANES]; G] {
+        for (t, x) in tables.iter().zip(&xs) {
+            assert!(x.len() >= width && t.len() >= width * LANES);
+        }
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX2 and FMA present (checked in `detect`); lengths checked above.
+            Self::Avx2Fma => unsafe { avx::blocks(tables, xs, width) },
+            Self::Portable => std::array::from_fn(|g| {
+                std::array::from_fn(|k| {
+                    let (mut even, mut odd) = (0f32, 0f32);
+                    for j in 0..width {
+                        let acc = if j % 2 == 0 { &mut even } else { &mut odd };
+                        *acc = tables[g][j * LANES + k].mul_add(xs[g][j], *acc);
+                    }
+                    even + odd
+                })
+            }),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx {
+    use super::LANES;
+    use std::arch::x86_64::{
+        __m256, _mm256_add_ps, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps,
+        _mm256_setzero_ps, _mm256_storeu_ps,
+    };
+
+    /// # Safety
+    /// Needs AVX2 and FMA; `xs[g]` at least `width` long, `tables[g]` `width * LANES`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn blocks<const G: usize>(
+        tables: [&[f32]; G],
+        xs: [&[f32]; G],
+        width: usize,
+    ) -> [[f32; LANES]; G] {
+        let mut even: [__m256; G] = [_mm256_setzero_ps(); G];
+        let mut odd: [__m256; G] = [_mm256_setzero_ps(); G];
+        let mut j = 0;
+        while j + 1 < width {
+            for g in 0..G {
+                // SAFETY: j + 1 < width, within both slices per the caller's contract.
+                unsafe {
+                    let t = tables[g].as_ptr().add(j * LANES);
+                    let x = xs[g].as_ptr().add(j);
+                    even[g] =
+                        _mm256_fmadd_ps(_mm256_loadu_ps(t), _mm256_broadcast_ss(&*x), even[g]);
+                    odd[g] = _mm256_fmadd_ps(
+                        _mm256_loadu_ps(t.add(LANES)),
+                        _mm256_broadcast_ss(&*x.add(1)),
+                        odd[g],
+                    );
+                }
+            }
+            j += 2;
+        }
+        if j < width {
+            for g in 0..G {
+                // SAFETY: j < width, as above.
+                unsafe {
+                    let t = tables[g].as_ptr().add(j * LANES);
+                    let x = xs[g].as_ptr().add(j);
+                    even[g] =
+                        _mm256_fmadd_ps(_mm256_loadu_ps(t), _mm256_broadcast_ss(&*x), even[g]);
+                }
+            }
+        }
+        let mut out = [[0f32; LANES]; G];
+        for g in 0..G {
+            // SAFETY: out[g] holds LANES floats.
+            unsafe { _mm256_storeu_ps(out[g].as_mut_ptr(), _mm256_add_ps(even[g], odd[g])) };
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_match_per_output_dot_products() {
+        // 160/147 (22.05k -> 24k) with made-up branches of 5 taps.
+        let (up, down, taps) = (160u64, 147u64, 5usize);
+        let branches: Vec<Vec<f32>> = (0..up)
+            .map(|p| {
+                (0..taps)
+                    .map(|t| ((p * 7 + t as u64) % 11) as f32 - 5.0)
+                    .collect()
+            })
+            .collect();
+        let bank = TransposedBank::new(|p| &branches[p], taps, up, down).unwrap();
+        let history: Vec<f32> = (0..400).map(|i| ((i * 13) % 17) as f32 - 8.0).collect();
+        let end = (history.len() as u64 - taps as u64) * up / down;
+        for (first, kernel) in [
+            (0, Kernel::detect()),
+            (3, Kernel::detect()),
+            (5, Kernel::Portable),
+        ] {
+            let bank = TransposedBank {
+                kernel,
+                ..bank.clone()
+            };
+            let mut out = vec![0f32; (end - first) as usize];
+            bank.render(&history, 0, first, end, &mut out);
+            for (i, y) in out.iter().enumerate() {
+                let n = first + i as u64;
+                let start = (n * down / up) as usize;
+                let expected: f32 = branches[(n * down % up) as usize]
+                    .iter()
+                    .zip(&history[start..])
+                    .map(|(c, x)| c * x)
+                    .sum();
+                assert_eq!(*y, expected, "output {n}");
+            }
+        }
+    }
+}
