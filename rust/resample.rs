@@ -134,15 +134,16 @@ struct FilterBank {
 }
 
 impl FilterBank {
-    /// `band` is (end of the pass band, start of the stop band) in Hz.
-    fn design(input_rate: u32, phases: usize, band: (f64, f64)) -> Self {
+    /// `band` is (end of the pass band, start of the stop band) in Hz; the taps per branch are
+    /// a multiple of `tap_multiple` (even, so that `taps / 2` centres the kernel).
+    fn design(input_rate: u32, phases: usize, band: (f64, f64), tap_multiple: usize) -> Self {
         let fs_in = f64::from(input_rate);
         let (passband, stopband) = (band.0 / fs_in, band.1 / fs_in); // cycles per input sample
         let transition = stopband - passband;
         let cutoff = (passband + stopband) / 2.0;
         let beta = kaiser_beta(STOPBAND_DB);
         let length = (STOPBAND_DB - 8.0) / (2.285 * 2.0 * std::f64::consts::PI * transition) + 1.0;
-        let taps = (length.ceil() as usize).div_ceil(TAP_BLOCK) * TAP_BLOCK;
+        let taps = (length.ceil() as usize).div_ceil(tap_multiple) * tap_multiple;
         let half_width = taps as f64 / 2.0;
         let i0_beta = bessel_i0(beta);
         // One extra branch at the end (phase == phases) lets interpolated banks read p + 1.
@@ -376,10 +377,16 @@ impl PolyphaseStage {
         } else {
             up as usize
         };
-        let bank = FilterBank::design(input_rate, phases, band);
-        let transposed = (!interpolated && up as usize > SHARED_MAX_UP)
-            .then(|| TransposedBank::new(|p| bank.branch(p), bank.taps, up, down))
-            .flatten();
+        // The transposed tables take any even length; the dot-product kernels multiples of 8.
+        let mut transposed = None;
+        let mut bank = FilterBank::design(input_rate, phases, band, TAP_BLOCK);
+        if !interpolated && up as usize > SHARED_MAX_UP {
+            let exact = FilterBank::design(input_rate, phases, band, 2);
+            transposed = TransposedBank::new(|p| exact.branch(p), exact.taps, up, down);
+            if transposed.is_some() {
+                bank = exact;
+            }
+        }
         let mut stage = Self {
             output_rate,
             channels,

@@ -4,6 +4,7 @@ use numpy::{PyArray1, PyArrayMethods};
 use pyo3::prelude::*;
 
 use super::pcm::{extract_samples, layout, maybe_detach, Samples};
+use super::GIL_RELEASE_MIN_SAMPLES;
 use crate::resample::Resampler;
 
 #[pyclass(name = "Resampler", module = "geminilive._native")]
@@ -12,6 +13,36 @@ pub(crate) struct PyResampler {
 }
 
 impl PyResampler {
+    /// The hot path, a mono float32 frame small enough to keep the GIL for: read in place and
+    /// written straight into a new array, skipping the borrow tracking and shape copies of the
+    /// general path (half the cost of resampling 20 ms). `None` for anything else.
+    fn process_frame<'py>(
+        &mut self,
+        py: Python<'py>,
+        samples: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let Ok(array) = samples.downcast::<PyArray1<f32>>() else {
+            return Ok(None);
+        };
+        // SAFETY: the GIL is held until this returns, so no Python code can change or resize
+        // the array meanwhile; `as_slice` fails unless it is contiguous.
+        let Ok(src) = (unsafe { array.as_slice() }) else {
+            return Ok(None);
+        };
+        if self.inner.channels() != 1 || src.len() >= GIL_RELEASE_MIN_SAMPLES {
+            return Ok(None);
+        }
+        let len = self.inner.output_len_max(src.len());
+        // SAFETY: every element is written by `process_into` (it writes exactly
+        // `output_len_max` samples) before the array is returned; on error it is dropped.
+        let out = unsafe { PyArray1::<f32>::new(py, len, false) };
+        // SAFETY: `out` was just created here and no other reference to its data exists.
+        let dst = unsafe { out.as_slice_mut() }?;
+        let written = self.inner.process_into(src, dst)?;
+        debug_assert_eq!(written, len);
+        Ok(Some(out.into_any()))
+    }
+
     /// A 1-D array for mono, 2-D (frames, channels) otherwise.
     fn wrap<'py>(&self, py: Python<'py>, samples: Vec<f32>) -> PyResult<Bound<'py, PyAny>> {
         let channels = self.inner.channels();
@@ -40,6 +71,9 @@ impl PyResampler {
         py: Python<'py>,
         samples: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(out) = self.process_frame(py, samples)? {
+            return Ok(out);
+        }
         let samples = extract_samples(samples)?;
         let (len, _) = layout(&samples.shape(), Some(self.inner.channels()))?;
         let inner = &mut self.inner;
