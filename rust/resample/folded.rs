@@ -61,6 +61,9 @@ struct Branch {
     pairs: Vec<Pair>,
     /// The branch is the unit impulse: its outputs are copies of an input sample.
     copy: bool,
+    /// Sum odd-numbered pairs in a second chain (stages whose outputs are computed one branch
+    /// at a time need it to hide FMA latency; two-branch stages run both in lockstep).
+    split: bool,
     flat_centre: Option<(f32, isize)>,
     flat_pairs: Vec<(f32, isize, isize)>,
 }
@@ -71,7 +74,7 @@ impl Branch {
     /// needs), not each branch to unit gain: that would disturb the equiripple design (the
     /// branches' gains differ by the stop band ripple, which is what the image at the phase
     /// rate is made of anyway).
-    fn new(prototype: &Prototype, phase: u64, residue: usize) -> Self {
+    fn new(prototype: &Prototype, phase: u64, residue: usize, split: bool) -> Self {
         let (up, down) = (prototype.up as usize, prototype.down as usize);
         let half = prototype.half;
         let phase = phase as usize;
@@ -105,6 +108,7 @@ impl Branch {
             centre,
             pairs,
             copy,
+            split,
             flat_centre: None,
             flat_pairs: Vec::new(),
         }
@@ -199,6 +203,29 @@ impl Kernel {
     }
 }
 
+impl Kernel {
+    /// As [`Kernel::blocks_interleaved`] for single-chain branches whose pairs `shift` lines
+    /// up (see [`shared_shift`]): the same values, fewer loads.
+    ///
+    /// # Safety
+    /// As [`Kernel::blocks_interleaved`].
+    unsafe fn lockstep<const G: usize>(
+        self,
+        a: (&Branch, *const f32),
+        b: (&Branch, *const f32),
+        shift: usize,
+        out: &mut [f32],
+    ) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX2 and FMA present (checked in `detect`); the rest is the caller's.
+            Self::Avx2Fma => unsafe { avx::lockstep::<G>(a, b, shift, out) },
+            // SAFETY: the caller's.
+            Self::Portable => unsafe { self.blocks_interleaved::<G>(a, b, out) },
+        }
+    }
+}
+
 /// # Safety
 /// As [`Kernel::blocks`], for `count` outputs.
 unsafe fn portable_blocks(branch: &Branch, base: *const f32, count: usize, out: &mut [f32]) {
@@ -208,10 +235,14 @@ unsafe fn portable_blocks(branch: &Branch, base: *const f32, count: usize, out: 
         let mut even = branch.flat_centre.map_or(0.0, |(c, o)| c * x(o));
         let mut odd = 0f32;
         for (i, (c, back, forward)) in branch.flat_pairs.iter().enumerate() {
-            let acc = if i % 2 == 0 { &mut even } else { &mut odd };
+            let acc = if branch.split && i % 2 == 1 {
+                &mut odd
+            } else {
+                &mut even
+            };
             *acc = c.mul_add(x(*back) + x(*forward), *acc);
         }
-        *slot = even + odd;
+        *slot = if branch.split { even + odd } else { even };
     }
 }
 
@@ -335,6 +366,24 @@ mod avx {
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn sums<const G: usize>(branch: &Branch, base: *const f32) -> [__m256; G] {
+        // SAFETY: the caller's.
+        unsafe {
+            if branch.split {
+                chains::<G, true>(branch, base)
+            } else {
+                chains::<G, false>(branch, base)
+            }
+        }
+    }
+
+    /// # Safety
+    /// As [`sums`].
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn chains<const G: usize, const SPLIT: bool>(
+        branch: &Branch,
+        base: *const f32,
+    ) -> [__m256; G] {
         let mut even = [_mm256_setzero_ps(); G];
         let mut odd = [_mm256_setzero_ps(); G];
         if let Some((c, o)) = branch.flat_centre {
@@ -353,7 +402,11 @@ mod avx {
                 // SAFETY: in bounds by the caller's contract.
                 unsafe {
                     even[g] = tap(even[g], c0, base, b0, f0, g);
-                    odd[g] = tap(odd[g], c1, base, b1, f1, g);
+                    if SPLIT {
+                        odd[g] = tap(odd[g], c1, base, b1, f1, g);
+                    } else {
+                        even[g] = tap(even[g], c1, base, b1, f1, g);
+                    }
                 }
             }
         }
@@ -364,7 +417,13 @@ mod avx {
                 *acc = unsafe { tap(*acc, c, base, b, f, g) };
             }
         }
-        std::array::from_fn(|g| _mm256_add_ps(even[g], odd[g]))
+        std::array::from_fn(|g| {
+            if SPLIT {
+                _mm256_add_ps(even[g], odd[g])
+            } else {
+                even[g]
+            }
+        })
     }
 
     /// # Safety
@@ -401,6 +460,91 @@ mod avx {
             // [a0 b0 a1 b1 | a4 b4 a5 b5] and [a2 b2 a3 b3 | a6 b6 a7 b7], then the halves.
             let low = _mm256_unpacklo_ps(first[g], second[g]);
             let high = _mm256_unpackhi_ps(first[g], second[g]);
+            // SAFETY: out holds 2 * G * LANES values (asserted above).
+            unsafe {
+                let at = out.as_mut_ptr().add(2 * g * LANES);
+                _mm256_storeu_ps(at, _mm256_permute2f128_ps::<0x20>(low, high));
+                _mm256_storeu_ps(at.add(LANES), _mm256_permute2f128_ps::<0x31>(low, high));
+            }
+        }
+    }
+
+    /// Two single-chain branches' blocks, stored interleaved like [`blocks_interleaved`], with
+    /// A's pair `i` and B's pair `i - shift` sharing the load of their (common) back sample:
+    /// three loads for two pairs where separate passes take four.
+    ///
+    /// # Safety
+    /// Needs AVX2 and FMA; the bounds of [`super::Kernel::blocks`] for both; the pairs that
+    /// `shift` lines up read the same address.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn lockstep<const G: usize>(
+        a: (&Branch, *const f32),
+        b: (&Branch, *const f32),
+        shift: usize,
+        out: &mut [f32],
+    ) {
+        assert!(out.len() >= 2 * G * LANES && !a.0.split && !b.0.split);
+        let ((branch_a, base_a), (branch_b, base_b)) = (a, b);
+        let (pairs_a, pairs_b) = (&branch_a.flat_pairs, &branch_b.flat_pairs);
+        let middle = pairs_a.len().saturating_sub(shift).min(pairs_b.len());
+        let mut acc_a = [_mm256_setzero_ps(); G];
+        let mut acc_b = [_mm256_setzero_ps(); G];
+        // SAFETY: every load is in bounds by the caller's contract, and the shared ones read
+        // the same address for both branches (the caller's `shift`).
+        unsafe {
+            for (acc, branch, base) in [
+                (&mut acc_a, branch_a, base_a),
+                (&mut acc_b, branch_b, base_b),
+            ] {
+                if let Some((c, o)) = branch.flat_centre {
+                    for (g, acc) in acc.iter_mut().enumerate() {
+                        *acc = _mm256_mul_ps(_mm256_set1_ps(c), load(base, o, g));
+                    }
+                }
+            }
+            for &(c, back, forward) in &pairs_a[..shift.min(pairs_a.len())] {
+                let c = _mm256_set1_ps(c);
+                for (g, acc) in acc_a.iter_mut().enumerate() {
+                    *acc = tap(*acc, c, base_a, back, forward, g);
+                }
+            }
+            for t in 0..middle {
+                let (ca, back, forward_a) = pairs_a[shift + t];
+                let (cb, _, forward_b) = pairs_b[t];
+                let (ca, cb) = (_mm256_set1_ps(ca), _mm256_set1_ps(cb));
+                for g in 0..G {
+                    let shared = load(base_a, back, g);
+                    acc_a[g] = _mm256_fmadd_ps(
+                        ca,
+                        _mm256_add_ps(shared, load(base_a, forward_a, g)),
+                        acc_a[g],
+                    );
+                    acc_b[g] = _mm256_fmadd_ps(
+                        cb,
+                        _mm256_add_ps(shared, load(base_b, forward_b, g)),
+                        acc_b[g],
+                    );
+                }
+            }
+            for (acc, pairs, base) in [
+                (
+                    &mut acc_a,
+                    &pairs_a[(shift + middle).min(pairs_a.len())..],
+                    base_a,
+                ),
+                (&mut acc_b, &pairs_b[middle..], base_b),
+            ] {
+                for &(c, back, forward) in pairs {
+                    let c = _mm256_set1_ps(c);
+                    for (g, acc) in acc.iter_mut().enumerate() {
+                        *acc = tap(*acc, c, base, back, forward, g);
+                    }
+                }
+            }
+        }
+        for g in 0..G {
+            let low = _mm256_unpacklo_ps(acc_a[g], acc_b[g]);
+            let high = _mm256_unpackhi_ps(acc_a[g], acc_b[g]);
             // SAFETY: out holds 2 * G * LANES values (asserted above).
             unsafe {
                 let at = out.as_mut_ptr().add(2 * g * LANES);
@@ -451,6 +595,21 @@ fn split_into_streams(
     }
 }
 
+/// The shift that makes `a`'s pair `i` read the same back sample as `b`'s pair `i - shift`,
+/// for every pair both have, when `b`'s base row is `rows` after `a`'s.
+fn shared_shift(a: &Branch, b: &Branch, rows: isize) -> Option<usize> {
+    let same = |i: usize, j: usize| {
+        let (x, y) = (a.pairs[i].back, b.pairs[j].back);
+        x.stream == y.stream && x.row == y.row + rows
+    };
+    if b.pairs.is_empty() {
+        return None;
+    }
+    let shift = (0..a.pairs.len()).find(|&i| same(i, 0))?;
+    let middle = (a.pairs.len() - shift).min(b.pairs.len());
+    (0..middle).all(|t| same(shift + t, t)).then_some(shift)
+}
+
 /// One polyphase stage whose branches are symmetric: interpolation by 1 or 2.
 #[derive(Clone)]
 pub(super) struct FoldedStage {
@@ -459,6 +618,9 @@ pub(super) struct FoldedStage {
     up: u64,
     down: u64,
     branches: Vec<Branch>,
+    /// Per phase of an output n (two-branch stages): the shift that lines up its pairs'
+    /// back samples with those of output n + 1 (see [`avx::lockstep`]), if they line up.
+    shared_shifts: Vec<Option<usize>>,
     /// Input samples any output reads before / after its `lo` sample.
     reach_back: u64,
     reach_forward: u64,
@@ -487,19 +649,29 @@ impl FoldedStage {
             .map(|phase| {
                 // The first output of this phase fixes lo % down for all of them.
                 let n = (0..up).find(|n| n * down % up == phase).unwrap_or(0);
-                Branch::new(prototype, phase, ((n * down / up) % down) as usize)
+                Branch::new(prototype, phase, ((n * down / up) % down) as usize, up == 1)
             })
             .collect();
         let (reach_back, reach_forward) = branches
             .iter()
             .map(|b| b.reach(down as usize))
             .fold((0, 0), |(b0, f0), (b, f)| (b0.max(b), f0.max(f)));
+        // For two branches: when output n has phase p, how n and n + 1 share loads.
+        let shared_shifts = (0..up)
+            .map(|phase| {
+                let n = (0..up).find(|n| n * down % up == phase)?;
+                let row = |n: u64| (n * down / up / down) as isize;
+                let next = &branches[((n + 1) * down % up) as usize];
+                shared_shift(&branches[phase as usize], next, row(n + 1) - row(n))
+            })
+            .collect();
         let mut stage = Self {
             output_rate,
             channels,
             up,
             down,
             branches,
+            shared_shifts,
             reach_back: reach_back as u64,
             reach_forward: reach_forward as u64,
             lead: (reach_back as u64).div_ceil(down) * down,
@@ -699,13 +871,15 @@ impl FoldedStage {
             // A copy branch computes 1 * x there: exactly the copy.
             while pairs - lockstep >= group {
                 let k = lockstep;
-                // SAFETY: as in the loop below, for both branches.
+                let (a, b) = ((a, at(row_a + k)), (b, at(row_b + k)));
+                let out = &mut out[2 * k..2 * (k + group)];
+                // SAFETY: as in the loop below, for both branches; a shift from
+                // `shared_shifts` lines up reads of the same address.
                 unsafe {
-                    self.kernel.blocks_interleaved::<GROUP>(
-                        (a, at(row_a + k)),
-                        (b, at(row_b + k)),
-                        &mut out[2 * k..2 * (k + group)],
-                    );
+                    match self.shared_shifts[(self.produced * down % up) as usize] {
+                        Some(shift) => self.kernel.lockstep::<GROUP>(a, b, shift, out),
+                        None => self.kernel.blocks_interleaved::<GROUP>(a, b, out),
+                    }
                 }
                 lockstep += group;
             }
@@ -820,6 +994,9 @@ mod tests {
         assert_eq!(stage.branches[0].pairs.len(), 86);
         assert_eq!(stage.branches[1].pairs.len(), 86);
         assert_eq!((stage.reach_back, stage.reach_forward), (86, 86));
+        // Output 2m's pair d and output 2m + 1's pair d + 1 read x[3m - d]; output 2m + 1's
+        // pair d and output 2m + 2's pair d + 2 read x[3m + 1 - d].
+        assert_eq!(stage.shared_shifts, vec![Some(2), Some(1)]);
         let up = FoldedStage::new(&tables::HALFBAND_UP_2, 48_000, 1);
         assert!(up.branches[0].copy && !up.branches[1].copy);
     }
