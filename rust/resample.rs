@@ -745,7 +745,10 @@ fn run_chain(
     match (stages, between) {
         ([last], []) => last.process_into(input, output),
         ([first, rest @ ..], [buffer, buffers @ ..]) => {
-            buffer.resize(first.output_len_max(input.len()), 0.0);
+            let needed = first.output_len_max(input.len());
+            if buffer.len() < needed {
+                buffer.resize(needed, 0.0);
+            }
             let n = first.process_into(input, buffer);
             run_chain(rest, buffers, &buffer[..n], output)
         }

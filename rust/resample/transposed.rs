@@ -110,49 +110,51 @@ impl TransposedBank {
         // Block position in the pattern and where its window starts: no division per block.
         let mut position = (block % self.blocks as u64) as usize;
         let mut base = (block * lanes * self.down / self.up - origin) as usize;
+        let next = |position: usize| {
+            if position + 1 == self.blocks {
+                0
+            } else {
+                position + 1
+            }
+        };
+        let table = |p: usize| &self.table[p * self.width * LANES..(p + 1) * self.width * LANES];
+        let mut edge = [0f32; LANES];
         while block * lanes < end {
             let n0 = block * lanes;
             let mut bases = [base; GROUP];
             let mut positions = [position; GROUP];
             for i in 1..GROUP {
-                positions[i] = (positions[i - 1] + 1) % self.blocks;
+                positions[i] = next(positions[i - 1]);
                 bases[i] = bases[i - 1] + self.advances[positions[i - 1]];
             }
-            let table =
-                |p: usize| &self.table[p * self.width * LANES..(p + 1) * self.width * LANES];
             let whole = n0 >= first && n0 + (GROUP * LANES) as u64 <= end;
-            let (values, done) = if whole && bases[GROUP - 1] + self.width <= history.len() {
+            let done = if whole && bases[GROUP - 1] + self.width <= history.len() {
                 let xs: [&[f32]; GROUP] =
                     std::array::from_fn(|i| &history[bases[i]..bases[i] + self.width]);
                 let tables: [&[f32]; GROUP] = std::array::from_fn(|i| table(positions[i]));
-                let values = self.kernel.blocks(tables, xs, self.width);
-                for (i, lanes) in values.iter().enumerate() {
-                    let at = (n0 - first) as usize + i * LANES;
-                    out[at..at + LANES].copy_from_slice(lanes);
-                }
-                (None, GROUP)
+                let at = (n0 - first) as usize;
+                self.kernel
+                    .blocks(tables, xs, self.width, &mut out[at..at + GROUP * LANES]);
+                GROUP
             } else {
                 // A block at either end of the call: its later lanes may need input that has
                 // not arrived; the lanes stored read only inside their windows, and stopping
                 // the sum early skips only zero coefficients of theirs.
                 let available = (history.len() - base).min(self.width);
                 let x = &history[base..base + available];
-                (
-                    Some(self.kernel.blocks([table(position)], [x], available)[0]),
-                    1,
-                )
-            };
-            if let Some(lanes) = values {
-                for (k, v) in lanes.iter().enumerate() {
+                self.kernel
+                    .blocks([table(position)], [x], available, &mut edge);
+                for (k, v) in edge.iter().enumerate() {
                     let index = n0 + k as u64;
                     if (first..end).contains(&index) {
                         out[(index - first) as usize] = *v;
                     }
                 }
-            }
+                1
+            };
             for _ in 0..done {
                 base += self.advances[position];
-                position = (position + 1) % self.blocks;
+                position = next(position);
             }
             block += done as u64;
         }
@@ -175,30 +177,35 @@ impl Kernel {
         Self::Portable
     }
 
-    /// Lane `k` of block `g`: the sum over `j < width` of `tables[g][j * LANES + k] * xs[g][j]`.
+    /// `out[g * LANES + k]` (lane `k` of block `g`): the sum over `j < width` of
+    /// `tables[g][j * LANES + k] * xs[g][j]`.
     fn blocks<const G: usize>(
         self,
         tables: [&[f32]; G],
         xs: [&[f32]; G],
         width: usize,
-    ) -> [[f32; LANES]; G] {
+        out: &mut [f32],
+    ) {
         for (t, x) in tables.iter().zip(&xs) {
             assert!(x.len() >= width && t.len() >= width * LANES);
         }
+        assert!(out.len() >= G * LANES);
         match self {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX2 and FMA present (checked in `detect`); lengths checked above.
-            Self::Avx2Fma => unsafe { avx::blocks(tables, xs, width) },
-            Self::Portable => std::array::from_fn(|g| {
-                std::array::from_fn(|k| {
-                    let (mut even, mut odd) = (0f32, 0f32);
-                    for j in 0..width {
-                        let acc = if j % 2 == 0 { &mut even } else { &mut odd };
-                        *acc = tables[g][j * LANES + k].mul_add(xs[g][j], *acc);
+            Self::Avx2Fma => unsafe { avx::blocks(tables, xs, width, out) },
+            Self::Portable => {
+                for (g, lanes) in out.chunks_exact_mut(LANES).take(G).enumerate() {
+                    for (k, slot) in lanes.iter_mut().enumerate() {
+                        let (mut even, mut odd) = (0f32, 0f32);
+                        for j in 0..width {
+                            let acc = if j % 2 == 0 { &mut even } else { &mut odd };
+                            *acc = tables[g][j * LANES + k].mul_add(xs[g][j], *acc);
+                        }
+                        *slot = even + odd;
                     }
-                    even + odd
-                })
-            }),
+                }
+            }
         }
     }
 }
@@ -218,7 +225,8 @@ mod avx {
         tables: [&[f32]; G],
         xs: [&[f32]; G],
         width: usize,
-    ) -> [[f32; LANES]; G] {
+        out: &mut [f32],
+    ) {
         let mut even: [__m256; G] = [_mm256_setzero_ps(); G];
         let mut odd: [__m256; G] = [_mm256_setzero_ps(); G];
         let mut j = 0;
@@ -250,12 +258,15 @@ mod avx {
                 }
             }
         }
-        let mut out = [[0f32; LANES]; G];
         for g in 0..G {
-            // SAFETY: out[g] holds LANES floats.
-            unsafe { _mm256_storeu_ps(out[g].as_mut_ptr(), _mm256_add_ps(even[g], odd[g])) };
+            // SAFETY: out holds G * LANES floats (checked by the caller).
+            unsafe {
+                _mm256_storeu_ps(
+                    out.as_mut_ptr().add(g * LANES),
+                    _mm256_add_ps(even[g], odd[g]),
+                );
+            }
         }
-        out
     }
 }
 
