@@ -11,7 +11,7 @@ import pytest
 BENCHES = Path(__file__).resolve().parents[1] / "benches"
 # bench file -> text its table must contain
 EXPECTED = {
-    "bench_resample.py": ["soxr HQ", "libsamplerate best", "scipy resample_poly", "spurious dB"],
+    "bench_resample.py": ["soxr HQ", "libsamplerate best", "scipy resample_poly", "worst alias dB"],
     "bench_protocol.py": ["send 20 ms", "receive 40 ms audio", "google-genai"],
     "bench_pcm.py": ["f32 -> s16le", "numpy"],
     "bench_faults.py": ["audio lost             0 chunks", "audio duplicated       0 chunks"],

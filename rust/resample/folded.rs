@@ -19,9 +19,9 @@ use super::tables::Prototype;
 const LANES: usize = 8;
 /// Blocks computed together: independent chains to hide FMA latency, shared broadcasts.
 const GROUP: usize = 4;
-/// History rows kept beyond the last one filled, so that a block's unused lanes read
-/// allocated memory.
-const SLACK_ROWS: usize = LANES * GROUP;
+/// History rows kept beyond the last one filled, so that a group's unused lanes (up to a
+/// group past a computable one) read allocated memory.
+const SLACK_ROWS: usize = LANES * GROUP + LANES;
 
 /// A pair of taps: `coefficient * (x[lo - d] + x[hi + d])`, as offsets in the split history.
 #[derive(Clone, Copy, Debug)]
@@ -59,8 +59,6 @@ struct Branch {
     centre: Option<(f32, Offset)>,
     /// Outermost (smallest) first.
     pairs: Vec<Pair>,
-    /// The branch is the unit impulse: its outputs are copies of an input sample.
-    copy: bool,
     /// Sum odd-numbered pairs in a second chain (stages whose outputs are computed one branch
     /// at a time need it to hide FMA latency; two-branch stages run both in lockstep).
     split: bool,
@@ -102,12 +100,10 @@ impl Branch {
                 forward: Offset::at(residue_i + (gap + d) as isize, down),
             })
             .collect();
-        let copy = pairs.is_empty() && centre.is_some_and(|(c, _)| c == 1.0);
         Self {
             residue,
             centre,
             pairs,
-            copy,
             split,
             flat_centre: None,
             flat_pairs: Vec::new(),
@@ -854,7 +850,7 @@ impl FoldedStage {
     fn render_channel(&self, channel: usize, end: u64, out: &mut [f32]) {
         let history = &self.history[channel];
         let (up, down) = (self.up, self.down);
-        let group = LANES * GROUP;
+        let count = (end - self.produced) as usize;
         // The branch of output `first` and the history row of its `lo` sample.
         let start = |first: u64| {
             let branch = &self.branches[(first * down % up) as usize];
@@ -863,64 +859,61 @@ impl FoldedStage {
             (branch, (lo / down - self.origin_row) as usize)
         };
         let at = |row: usize| history.as_ptr().wrapping_add(row);
-        // With two phases, whole groups of both are computed together and stored interleaved.
-        let mut lockstep = 0;
-        if up == 2 {
-            let ((a, row_a), (b, row_b)) = (start(self.produced), start(self.produced + 1));
-            let pairs = ((end - self.produced) / 2) as usize;
-            // A copy branch computes 1 * x there: exactly the copy.
-            while pairs - lockstep >= group {
-                let k = lockstep;
-                let (a, b) = ((a, at(row_a + k)), (b, at(row_b + k)));
-                let out = &mut out[2 * k..2 * (k + group)];
-                // SAFETY: as in the loop below, for both branches; a shift from
-                // `shared_shifts` lines up reads of the same address.
-                unsafe {
-                    match self.shared_shifts[(self.produced * down % up) as usize] {
-                        Some(shift) => self.kernel.lockstep::<GROUP>(a, b, shift, out),
-                        None => self.kernel.blocks_interleaved::<GROUP>(a, b, out),
-                    }
+        // Whole blocks only: the last one's lanes past `end` compute from rows not filled yet
+        // (inside SLACK_ROWS) and are not stored. A group with two branches computes both
+        // and stores them interleaved; a copy branch computes 1 * x, exactly the copy.
+        let shift = self.shared_shifts[(self.produced * down % up) as usize];
+        let ((a, row_a), (b, row_b)) = (start(self.produced), start(self.produced + 1));
+        let mut last = [0f32; 2 * LANES * GROUP];
+        let mut k = 0;
+        while k * (up as usize) < count {
+            let at_out = k * up as usize;
+            // The last group takes only the blocks it needs: a tail is latency-bound.
+            let blocks = (count - at_out).div_ceil(LANES * up as usize).min(GROUP);
+            let span = blocks * LANES * up as usize;
+            let whole = at_out + span <= count;
+            let dst = if whole {
+                &mut out[at_out..at_out + span]
+            } else {
+                &mut last[..span]
+            };
+            let (a, b) = ((a, at(row_a + k)), (b, at(row_b + k)));
+            // SAFETY: the lowest offset reads row + k - reach rows >= 0 (the lead and
+            // `drop_consumed` keep reach_back samples before every lo); the highest, of a lane
+            // at most a group past one that is computable, lies within SLACK_ROWS of the last
+            // filled row. A shift from `shared_shifts` lines up reads of the same address.
+            unsafe {
+                match blocks {
+                    1 => self.group::<1>(a, b, shift, dst),
+                    2 => self.group::<2>(a, b, shift, dst),
+                    3 => self.group::<3>(a, b, shift, dst),
+                    _ => self.group::<GROUP>(a, b, shift, dst),
                 }
-                lockstep += group;
             }
+            if !whole {
+                out[at_out..count].copy_from_slice(&last[..count - at_out]);
+            }
+            k += blocks * LANES;
         }
-        let mut block = [0f32; LANES * GROUP];
-        for first in self.produced..(self.produced + up).min(end) {
-            let (branch, row) = start(first);
-            let outputs = (end - first).div_ceil(up) as usize;
-            let slot = |k: usize| (first - self.produced) as usize + k * up as usize;
-            if branch.copy {
-                let stream = &history[branch.residue * self.stride..];
-                for k in lockstep..outputs {
-                    out[slot(k)] = stream[row + k];
-                }
-                continue;
-            }
-            let mut k = lockstep;
-            while k < outputs {
-                let base = at(row + k);
-                // SAFETY: the lowest offset reads row + k - reach rows >= 0 (the lead and
-                // `drop_consumed` keep reach_back samples before every lo), the highest at
-                // most the last filled row plus a group of lanes, within SLACK_ROWS.
-                let done = unsafe {
-                    if outputs - k >= group && up == 1 {
-                        self.kernel
-                            .blocks::<GROUP>(branch, base, &mut out[k..k + group]);
-                        k += group;
-                        continue;
-                    } else if outputs - k >= group {
-                        self.kernel.blocks::<GROUP>(branch, base, &mut block);
-                        group
-                    } else {
-                        self.kernel.blocks::<1>(branch, base, &mut block);
-                        LANES.min(outputs - k)
-                    }
-                };
-                let stored = out[slot(k)..].iter_mut().step_by(up as usize);
-                for (slot, v) in stored.zip(&block[..done]) {
-                    *slot = *v;
-                }
-                k += done;
+    }
+
+    /// `G` blocks of rows from `a` (and, with two branches, of `b`, interleaved) into `out`.
+    ///
+    /// # Safety
+    /// As [`Kernel::blocks`] for both.
+    unsafe fn group<const G: usize>(
+        &self,
+        a: (&Branch, *const f32),
+        b: (&Branch, *const f32),
+        shift: Option<usize>,
+        out: &mut [f32],
+    ) {
+        // SAFETY: the caller's.
+        unsafe {
+            match (self.up, shift) {
+                (1, _) => self.kernel.blocks::<G>(a.0, a.1, out),
+                (_, Some(shift)) => self.kernel.lockstep::<G>(a, b, shift, out),
+                _ => self.kernel.blocks_interleaved::<G>(a, b, out),
             }
         }
     }
@@ -998,6 +991,9 @@ mod tests {
         // pair d and output 2m + 2's pair d + 2 read x[3m + 1 - d].
         assert_eq!(stage.shared_shifts, vec![Some(2), Some(1)]);
         let up = FoldedStage::new(&tables::HALFBAND_UP_2, 48_000, 1);
-        assert!(up.branches[0].copy && !up.branches[1].copy);
+        // 2x: the even outputs' branch is the unit impulse (they are copies of the input).
+        let even = &up.branches[0];
+        assert!(even.pairs.is_empty() && even.centre.is_some_and(|(c, _)| c == 1.0));
+        assert!(!up.branches[1].pairs.is_empty());
     }
 }

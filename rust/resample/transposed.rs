@@ -20,6 +20,9 @@ pub(super) const LANES: usize = 8;
 const GROUP: usize = 4;
 /// Largest table built (bytes): beyond it the per-output dot products are used.
 const MAX_TABLE_BYTES: usize = 64 * 1024;
+/// Largest input window of a group of blocks (no table is built for ratios that need more):
+/// the copy a group at the end of the input reads from lives on the stack.
+const MAX_GROUP_WINDOW: usize = 1024;
 
 fn gcd(mut a: usize, mut b: usize) -> usize {
     while b != 0 {
@@ -60,7 +63,10 @@ impl TransposedBank {
             .max()
             .unwrap_or(0) as usize;
         let width = taps + spread;
-        if blocks * width * LANES * std::mem::size_of::<f32>() > MAX_TABLE_BYTES {
+        let group_window = (GROUP - 1) * (start(8) + 1) as usize + width;
+        if blocks * width * LANES * std::mem::size_of::<f32>() > MAX_TABLE_BYTES
+            || group_window > MAX_GROUP_WINDOW
+        {
             return None;
         }
         let mut table = vec![0f32; blocks * width * LANES];
@@ -110,54 +116,78 @@ impl TransposedBank {
         // Block position in the pattern and where its window starts: no division per block.
         let mut position = (block % self.blocks as u64) as usize;
         let mut base = (block * lanes * self.down / self.up - origin) as usize;
-        let next = |position: usize| {
-            if position + 1 == self.blocks {
-                0
-            } else {
-                position + 1
-            }
-        };
-        let table = |p: usize| &self.table[p * self.width * LANES..(p + 1) * self.width * LANES];
-        let mut edge = [0f32; LANES];
+        let mut values = [0f32; LANES * GROUP];
+        let mut scratch = [0f32; MAX_GROUP_WINDOW];
         while block * lanes < end {
             let n0 = block * lanes;
+            // The last group takes only the blocks it needs: a lone block is latency-bound.
+            let count = ((end - n0).div_ceil(lanes) as usize).min(GROUP);
             let mut bases = [base; GROUP];
             let mut positions = [position; GROUP];
-            for i in 1..GROUP {
-                positions[i] = next(positions[i - 1]);
+            for i in 1..count {
+                positions[i] = self.next(positions[i - 1]);
                 bases[i] = bases[i - 1] + self.advances[positions[i - 1]];
             }
-            let whole = n0 >= first && n0 + (GROUP * LANES) as u64 <= end;
-            let done = if whole && bases[GROUP - 1] + self.width <= history.len() {
-                let xs: [&[f32]; GROUP] =
-                    std::array::from_fn(|i| &history[bases[i]..bases[i] + self.width]);
-                let tables: [&[f32]; GROUP] = std::array::from_fn(|i| table(positions[i]));
-                let at = (n0 - first) as usize;
-                self.kernel
-                    .blocks(tables, xs, self.width, &mut out[at..at + GROUP * LANES]);
-                GROUP
+            // At the end of the input the last lanes' windows run past it: they read zeros
+            // from a copy, and are not stored (the lanes stored read only their own windows).
+            let reach = bases[count - 1] + self.width;
+            let x: &[f32] = if reach <= history.len() {
+                &history[base..reach]
             } else {
-                // A block at either end of the call: its later lanes may need input that has
-                // not arrived; the lanes stored read only inside their windows, and stopping
-                // the sum early skips only zero coefficients of theirs.
-                let available = (history.len() - base).min(self.width);
-                let x = &history[base..base + available];
-                self.kernel
-                    .blocks([table(position)], [x], available, &mut edge);
-                for (k, v) in edge.iter().enumerate() {
+                let present = history.len() - base;
+                scratch[..present].copy_from_slice(&history[base..]);
+                scratch[present..reach - base].fill(0.0);
+                &scratch[..reach - base]
+            };
+            let span = count * LANES;
+            let inside = n0 >= first && n0 + span as u64 <= end;
+            let at = n0.saturating_sub(first) as usize;
+            let dst = if inside {
+                &mut out[at..at + span]
+            } else {
+                &mut values[..span]
+            };
+            let windows = |i: usize| &x[bases[i] - base..bases[i] - base + self.width];
+            match count {
+                1 => self.group::<1>(positions, windows, dst),
+                2 => self.group::<2>(positions, windows, dst),
+                3 => self.group::<3>(positions, windows, dst),
+                _ => self.group::<GROUP>(positions, windows, dst),
+            }
+            if !inside {
+                for (k, v) in values[..span].iter().enumerate() {
                     let index = n0 + k as u64;
                     if (first..end).contains(&index) {
                         out[(index - first) as usize] = *v;
                     }
                 }
-                1
-            };
-            for _ in 0..done {
-                base += self.advances[position];
-                position = next(position);
             }
-            block += done as u64;
+            for _ in 0..count {
+                base += self.advances[position];
+                position = self.next(position);
+            }
+            block += count as u64;
         }
+    }
+
+    fn next(&self, position: usize) -> usize {
+        if position + 1 == self.blocks {
+            0
+        } else {
+            position + 1
+        }
+    }
+
+    fn group<'a, const G: usize>(
+        &self,
+        positions: [usize; GROUP],
+        windows: impl Fn(usize) -> &'a [f32],
+        out: &mut [f32],
+    ) {
+        let table = |p: usize| &self.table[p * self.width * LANES..(p + 1) * self.width * LANES];
+        let tables: [&[f32]; G] = std::array::from_fn(|i| table(positions[i]));
+        let xs: [&[f32]; G] = std::array::from_fn(windows);
+        self.kernel.blocks(tables, xs, self.width, out);
     }
 }
 
