@@ -13,6 +13,9 @@ from geminilive import Resampler
 from geminilive.errors import AudioFormatError
 
 HOT_PAIRS = [(48000, 16000), (44100, 16000), (16000, 16000), (24000, 48000), (24000, 44100)]
+# Pairs that take every kind of stage: half-band steps (one to three), the fixed 3:2 filter
+# alone or after a Kaiser step, transposed tables (22.05k -> 24k).
+STAGE_MIX = [(192000, 8000), (88200, 16000), (24000, 16000), (32000, 16000), (22050, 24000), (48000, 24000)]
 
 
 def tone(rate: int, freq: float, seconds: float = 0.5, amplitude: float = 0.5) -> np.ndarray:
@@ -36,7 +39,7 @@ def resample_all(r: Resampler, x: np.ndarray) -> np.ndarray:
     return np.concatenate([r.process(x), r.flush()])
 
 
-@pytest.mark.parametrize(("rate_in", "rate_out"), [*HOT_PAIRS, (8000, 48000), (192000, 8000)])
+@pytest.mark.parametrize(("rate_in", "rate_out"), [*HOT_PAIRS, *STAGE_MIX, (8000, 48000)])
 def test_passband_within_005_db(rate_in: int, rate_out: int) -> None:
     nyquist = min(rate_in, rate_out) / 2
     for fraction in (0.005, 0.1, 0.25, 0.5, 0.75, 0.85, 0.9):
@@ -46,7 +49,9 @@ def test_passband_within_005_db(rate_in: int, rate_out: int) -> None:
         assert abs(gain) < 0.05, f"{rate_in}->{rate_out} {f:.0f} Hz: {gain:.4f} dB"
 
 
-@pytest.mark.parametrize(("rate_in", "rate_out"), [(48000, 16000), (44100, 16000), (48000, 24000)])
+@pytest.mark.parametrize(
+    ("rate_in", "rate_out"), [(48000, 16000), (44100, 16000), (48000, 24000), (192000, 8000), (88200, 16000)]
+)
 def test_tones_above_output_nyquist_fold_back_below_130_db(rate_in: int, rate_out: int) -> None:
     nyquist = rate_out / 2
     for f in np.linspace(nyquist, rate_in / 2 * 0.995, 17):
@@ -69,7 +74,7 @@ def test_upsampling_images_are_rejected(rate_in: int, rate_out: int) -> None:
 
 
 @given(
-    st.sampled_from([*HOT_PAIRS, (8000, 44100), (44101, 16000), (96000, 22050)]),
+    st.sampled_from([*HOT_PAIRS, *STAGE_MIX, (8000, 44100), (44101, 16000), (96000, 22050)]),
     st.lists(st.integers(0, 2500), min_size=1, max_size=12),
     st.integers(0, 2**32 - 1),
 )
@@ -104,6 +109,14 @@ def test_delay_aligns_the_output() -> None:
     x[2400] = 1.0
     out = resample_all(Resampler(48000, 16000), x)
     assert int(np.argmax(out)) == 800
+
+
+@pytest.mark.parametrize(("rate_in", "rate_out"), [(44100, 16000), (24000, 48000), (22050, 24000)])
+def test_stereo_matches_each_channel_alone(rate_in: int, rate_out: int) -> None:
+    left, right = tone(rate_in, 440), tone(rate_in, 3000)
+    both = resample_all(Resampler(rate_in, rate_out, channels=2), np.stack([left, right], axis=1))
+    for channel, mono in enumerate((left, right)):
+        np.testing.assert_array_equal(both[:, channel], resample_all(Resampler(rate_in, rate_out), mono))
 
 
 def test_int16_stereo_and_flush_reset() -> None:
