@@ -6,6 +6,7 @@ python benches/bench_pcm.py
 from __future__ import annotations
 
 import argparse
+import statistics
 import timeit
 
 import numpy as np
@@ -33,10 +34,10 @@ def main() -> None:
         "stereo -> mono (960x2)": (lambda: pcm.to_mono(stereo), lambda: stereo.mean(axis=1)),
     }
     assert pcm.f32_to_s16le(x) == cases["f32 -> s16le bytes (320)"][1]()
-    print(f"{'case':<28} {'geminilive us':>14} {'numpy us':>10} {'ratio':>7}")
+    print(f"{'case':<28} {'geminilive us':>14} {'numpy us':>10} {'ratio':>7}  (medians of 7 rounds)")
     for name, (ours, theirs) in cases.items():
-        a = min(timeit.repeat(ours, number=number, repeat=5)) / number * 1e6
-        b = min(timeit.repeat(theirs, number=number, repeat=5)) / number * 1e6
+        a = statistics.median(timeit.repeat(ours, number=number, repeat=7)) / number * 1e6
+        b = statistics.median(timeit.repeat(theirs, number=number, repeat=7)) / number * 1e6
         print(f"{name:<28} {a:>14.2f} {b:>10.2f} {b / a:>6.1f}x")
 
 

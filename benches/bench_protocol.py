@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import gc
 import os
+import statistics
 import time
 
 import google.genai
@@ -113,17 +114,22 @@ async def main() -> None:
     }
     print(
         f"geminilive {geminilive.__version__}, google-genai {google.genai.__version__}; "
-        f"{args.messages} messages x {args.rounds} rounds, best round"
+        f"{args.messages} messages x {args.rounds} rounds, medians (and the per-round ratio range)"
     )
-    print(f"{'case':<30} {'geminilive us':>14} {'google-genai us':>16} {'ratio':>8}")
+    print(f"{'case':<30} {'geminilive us':>14} {'google-genai us':>16} {'ratio':>8} {'range':>9}")
     for name, (a, b) in cases.items():
         await time_loop(200, a)
         await time_loop(200, b)
-        best_a, best_b = float("inf"), float("inf")
+        times_a, times_b = [], []
         for _ in range(args.rounds):
-            best_a = min(best_a, await time_loop(args.messages, a))
-            best_b = min(best_b, await time_loop(args.messages, b))
-        print(f"{name:<30} {best_a * 1e6:>14.2f} {best_b * 1e6:>16.2f} {best_b / best_a:>7.1f}x")
+            times_a.append(await time_loop(args.messages, a))
+            times_b.append(await time_loop(args.messages, b))
+        mine, peer = statistics.median(times_a), statistics.median(times_b)
+        ratios = [t / o for o, t in zip(times_a, times_b, strict=True)]
+        print(
+            f"{name:<30} {mine * 1e6:>14.2f} {peer * 1e6:>16.2f} {peer / mine:>7.1f}x "
+            f"{min(ratios):>6.1f}-{max(ratios):.1f}"
+        )
     print(
         "(the float32 row includes resampling 48k -> 16k and f32 -> s16 in Rust; google-genai is "
         "given ready 16 kHz bytes)"
