@@ -1219,6 +1219,32 @@ mod tests {
     }
 
     #[test]
+    fn process_into_allocates_nothing_in_steady_state() {
+        for (a, b) in [
+            (48_000u32, 16_000u32),
+            (44_100, 16_000),
+            (24_000, 48_000),
+            (24_000, 44_100),
+            (192_000, 8_000),
+        ] {
+            let mut r = Resampler::new(a, b, 1).unwrap();
+            let input = tone(a, 440.0, 0.02);
+            let mut output = vec![0f32; input.len() * b as usize / a as usize + 8];
+            for _ in 0..5 {
+                r.process_into(&input, &mut output).unwrap();
+            }
+            let before = crate::alloc_count::allocations();
+            for _ in 0..200 {
+                r.process_into(&input, &mut output).unwrap();
+            }
+            assert_eq!(crate::alloc_count::allocations(), before, "{a}->{b}");
+            // The counter sees allocations: `process` returns a new vector.
+            r.process(&input).unwrap();
+            assert!(crate::alloc_count::allocations() > before);
+        }
+    }
+
+    #[test]
     fn resampler_is_send() {
         fn assert_send<T: Send>() {}
         assert_send::<Resampler>();

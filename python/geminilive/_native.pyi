@@ -68,7 +68,7 @@ class Resampler:
     def channels(self) -> int: ...
     @property
     def taps(self) -> int:
-        """Filter taps per output sample."""
+        """Multiply-adds per output sample over all stages (a folded pair of taps counts once)."""
     @property
     def delay_samples(self) -> int:
         """Latency in output samples (rounded up)."""
