@@ -384,6 +384,26 @@ mod tests {
     }
 
     #[test]
+    fn push_pull_and_clear_allocate_nothing() {
+        let (mut w, mut r) = playout_buffer(config()).unwrap();
+        let input = ramp(0, 64);
+        let mut out = [0f32; 4];
+        let before = crate::alloc_count::allocations();
+        for round in 0..100 {
+            w.push(&input[..8]).unwrap();
+            r.pull(&mut out); // plays, underruns, fades: every branch of the callback side
+            r.pull(&mut out);
+            r.pull(&mut out);
+            if round % 10 == 0 {
+                w.clear();
+                w.end_of_turn();
+            }
+            let _ = r.stats();
+        }
+        assert_eq!(crate::alloc_count::allocations(), before);
+    }
+
+    #[test]
     fn waits_for_threshold_then_plays_in_order() {
         let (mut w, mut r) = playout_buffer(config()).unwrap();
         let mut out = [9.0f32; 4];
