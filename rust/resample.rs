@@ -200,10 +200,9 @@ impl FilterBank {
     }
 }
 
-/// The dot-product kernels. Each output always uses one 8-lane accumulator over its taps in
-/// order, reduced in a fixed order, whichever kernel (and block size) computes it: that is
-/// what makes the output independent of chunking. Blocks of outputs give the independent
-/// FMA chains that hide latency, and share coefficient loads where the branch is shared.
+/// The instruction set the kernels run on, detected once per stage. Each kind of stage adds
+/// its kernels as methods: the dot products here, `folded_*` in [`folded`],
+/// `transposed_blocks` in [`transposed`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kernel {
     #[cfg(target_arch = "x86_64")]
@@ -219,7 +218,13 @@ impl Kernel {
         }
         Self::Portable
     }
+}
 
+/// The dot-product kernels. Each output always uses one 8-lane accumulator over its taps in
+/// order, reduced in a fixed order, whichever kernel (and block size) computes it: that is
+/// what makes the output independent of chunking. Blocks of outputs give the independent
+/// FMA chains that hide latency, and share coefficient loads where the branch is shared.
+impl Kernel {
     /// `out[b] = dot(h, xs[b])` for `B` windows sharing one coefficient branch.
     #[inline]
     fn dots_shared<const B: usize>(self, h: &[f32], xs: [&[f32]; B]) -> [f32; B] {
@@ -330,6 +335,32 @@ mod avx {
         }
         acc.map(|a| reduce(a))
     }
+}
+
+/// `render(channel, out)` for each channel's `count` outputs, interleaved into `output`
+/// (through `scratch` when there are several channels); returns the samples written.
+fn render_channels(
+    channels: usize,
+    count: usize,
+    output: &mut [f32],
+    scratch: &mut Vec<f32>,
+    mut render: impl FnMut(usize, &mut [f32]),
+) -> usize {
+    if channels == 1 {
+        render(0, &mut output[..count]);
+        return count;
+    }
+    scratch.resize(count, 0.0);
+    for c in 0..channels {
+        render(c, scratch);
+        for (frame, value) in output[..count * channels]
+            .chunks_exact_mut(channels)
+            .zip(scratch.iter())
+        {
+            frame[c] = *value;
+        }
+    }
+    count * channels
 }
 
 /// Where output `n` reads: the start of its window in the padded input, and its branch.
@@ -480,23 +511,11 @@ impl PolyphaseStage {
     /// no later output needs.
     fn render(&mut self, end: u64, output: &mut [f32]) -> usize {
         let count = (end - self.produced) as usize;
-        let total = count * self.channels;
-        if self.channels == 1 {
-            self.render_channel(0, count, &mut output[..count]);
-        } else {
-            let mut scratch = std::mem::take(&mut self.scratch);
-            scratch.resize(count, 0.0);
-            for c in 0..self.channels {
-                self.render_channel(c, count, &mut scratch);
-                for (frame, value) in output[..total]
-                    .chunks_exact_mut(self.channels)
-                    .zip(&scratch)
-                {
-                    frame[c] = *value;
-                }
-            }
-            self.scratch = scratch;
-        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let total = render_channels(self.channels, count, output, &mut scratch, |c, out| {
+            self.render_channel(c, count, out);
+        });
+        self.scratch = scratch;
         self.produced = end;
         let keep_from = match &self.transposed {
             Some(t) => t.keep_from(self.produced),

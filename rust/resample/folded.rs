@@ -14,6 +14,7 @@
 //! any split of the input gives bit-identical output.
 
 use super::tables::Prototype;
+use super::{render_channels, Kernel};
 
 /// Outputs per SIMD block.
 const LANES: usize = 8;
@@ -137,29 +138,18 @@ impl Branch {
     }
 }
 
-/// The arithmetic of one output, in the one order every path uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kernel {
-    #[cfg(target_arch = "x86_64")]
-    Avx2Fma,
-    Portable,
-}
-
 impl Kernel {
-    fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            return Self::Avx2Fma;
-        }
-        Self::Portable
-    }
-
     /// `out[k]` for the `G * LANES` outputs whose base row is `base + k`.
     ///
     /// # Safety
     /// For every flat offset `o` of `branch`, `base + o .. base + o + G * LANES` lies in the
     /// allocation `base` points into.
-    unsafe fn blocks<const G: usize>(self, branch: &Branch, base: *const f32, out: &mut [f32]) {
+    unsafe fn folded_blocks<const G: usize>(
+        self,
+        branch: &Branch,
+        base: *const f32,
+        out: &mut [f32],
+    ) {
         match self {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX2 and FMA present (checked in `detect`); the rest is the caller's.
@@ -174,8 +164,8 @@ impl Kernel {
     /// `out[2k] = a[k]`, `out[2k + 1] = b[k]` for two branches' `G * LANES` outputs each.
     ///
     /// # Safety
-    /// As [`Kernel::blocks`], for both branches.
-    unsafe fn blocks_interleaved<const G: usize>(
+    /// As [`Kernel::folded_blocks`], for both branches.
+    unsafe fn folded_interleaved<const G: usize>(
         self,
         a: (&Branch, *const f32),
         b: (&Branch, *const f32),
@@ -200,11 +190,11 @@ impl Kernel {
 }
 
 impl Kernel {
-    /// As [`Kernel::blocks_interleaved`] for single-chain branches whose pairs `shift` lines
+    /// As [`Kernel::folded_interleaved`] for single-chain branches whose pairs `shift` lines
     /// up (see [`shared_shift`]): the same values, fewer loads.
     ///
     /// # Safety
-    /// As [`Kernel::blocks_interleaved`].
+    /// As [`Kernel::folded_interleaved`].
     unsafe fn lockstep<const G: usize>(
         self,
         a: (&Branch, *const f32),
@@ -217,13 +207,13 @@ impl Kernel {
             // SAFETY: AVX2 and FMA present (checked in `detect`); the rest is the caller's.
             Self::Avx2Fma => unsafe { avx::lockstep::<G>(a, b, shift, out) },
             // SAFETY: the caller's.
-            Self::Portable => unsafe { self.blocks_interleaved::<G>(a, b, out) },
+            Self::Portable => unsafe { self.folded_interleaved::<G>(a, b, out) },
         }
     }
 }
 
 /// # Safety
-/// As [`Kernel::blocks`], for `count` outputs.
+/// As [`Kernel::folded_blocks`], for `count` outputs.
 unsafe fn portable_blocks(branch: &Branch, base: *const f32, count: usize, out: &mut [f32]) {
     for (k, slot) in out.iter_mut().enumerate().take(count) {
         // SAFETY: the caller guarantees every offset read is in bounds.
@@ -323,7 +313,7 @@ mod avx {
     /// The `LANES` samples of block `g` at flat offset `o`.
     ///
     /// # Safety
-    /// In bounds, per [`super::Kernel::blocks`].
+    /// In bounds, per [`super::Kernel::folded_blocks`].
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn load(base: *const f32, o: isize, g: usize) -> __m256 {
@@ -358,7 +348,7 @@ mod avx {
     /// The `G` blocks' sums, in registers.
     ///
     /// # Safety
-    /// Needs AVX2 and FMA; the bounds of [`super::Kernel::blocks`].
+    /// Needs AVX2 and FMA; the bounds of [`super::Kernel::folded_blocks`].
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn sums<const G: usize>(branch: &Branch, base: *const f32) -> [__m256; G] {
@@ -423,7 +413,7 @@ mod avx {
     }
 
     /// # Safety
-    /// Needs AVX2 and FMA; the bounds of [`super::Kernel::blocks`].
+    /// Needs AVX2 and FMA; the bounds of [`super::Kernel::folded_blocks`].
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn blocks<const G: usize>(
         branch: &Branch,
@@ -442,7 +432,7 @@ mod avx {
     /// Two branches' blocks, stored interleaved: `out[2k] = a[k]`, `out[2k + 1] = b[k]`.
     ///
     /// # Safety
-    /// Needs AVX2 and FMA; the bounds of [`super::Kernel::blocks`] for both.
+    /// Needs AVX2 and FMA; the bounds of [`super::Kernel::folded_blocks`] for both.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn blocks_interleaved<const G: usize>(
         a: (&Branch, *const f32),
@@ -470,7 +460,7 @@ mod avx {
     /// three loads for two pairs where separate passes take four.
     ///
     /// # Safety
-    /// Needs AVX2 and FMA; the bounds of [`super::Kernel::blocks`] for both; the pairs that
+    /// Needs AVX2 and FMA; the bounds of [`super::Kernel::folded_blocks`] for both; the pairs that
     /// `shift` lines up read the same address.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn lockstep<const G: usize>(
@@ -807,23 +797,11 @@ impl FoldedStage {
 
     fn render(&mut self, end: u64, output: &mut [f32]) -> usize {
         let count = (end - self.produced) as usize;
-        let total = count * self.channels;
-        if self.channels == 1 {
-            self.render_channel(0, end, &mut output[..count]);
-        } else {
-            let mut scratch = std::mem::take(&mut self.scratch);
-            scratch.resize(count, 0.0);
-            for c in 0..self.channels {
-                self.render_channel(c, end, &mut scratch);
-                for (frame, value) in output[..total]
-                    .chunks_exact_mut(self.channels)
-                    .zip(&scratch)
-                {
-                    frame[c] = *value;
-                }
-            }
-            self.scratch = scratch;
-        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let total = render_channels(self.channels, count, output, &mut scratch, |c, out| {
+            self.render_channel(c, end, out);
+        });
+        self.scratch = scratch;
         self.produced = end;
         self.drop_consumed();
         total
@@ -900,7 +878,7 @@ impl FoldedStage {
     /// `G` blocks of rows from `a` (and, with two branches, of `b`, interleaved) into `out`.
     ///
     /// # Safety
-    /// As [`Kernel::blocks`] for both.
+    /// As [`Kernel::folded_blocks`] for both.
     unsafe fn group<const G: usize>(
         &self,
         a: (&Branch, *const f32),
@@ -911,9 +889,9 @@ impl FoldedStage {
         // SAFETY: the caller's.
         unsafe {
             match (self.up, shift) {
-                (1, _) => self.kernel.blocks::<G>(a.0, a.1, out),
+                (1, _) => self.kernel.folded_blocks::<G>(a.0, a.1, out),
                 (_, Some(shift)) => self.kernel.lockstep::<G>(a, b, shift, out),
-                _ => self.kernel.blocks_interleaved::<G>(a, b, out),
+                _ => self.kernel.folded_interleaved::<G>(a, b, out),
             }
         }
     }

@@ -14,6 +14,8 @@
 //! same order (even and odd positions in two chains, added at the end); a zero coefficient
 //! adds exactly nothing. So every output is computed the same way whatever the chunking.
 
+use super::Kernel;
+
 /// Outputs per block.
 pub(super) const LANES: usize = 8;
 /// Blocks computed together: independent chains, to hide FMA latency.
@@ -187,29 +189,14 @@ impl TransposedBank {
         let table = |p: usize| &self.table[p * self.width * LANES..(p + 1) * self.width * LANES];
         let tables: [&[f32]; G] = std::array::from_fn(|i| table(positions[i]));
         let xs: [&[f32]; G] = std::array::from_fn(windows);
-        self.kernel.blocks(tables, xs, self.width, out);
+        self.kernel.transposed_blocks(tables, xs, self.width, out);
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kernel {
-    #[cfg(target_arch = "x86_64")]
-    Avx2Fma,
-    Portable,
 }
 
 impl Kernel {
-    fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            return Self::Avx2Fma;
-        }
-        Self::Portable
-    }
-
     /// `out[g * LANES + k]` (lane `k` of block `g`): the sum over `j < width` of
     /// `tables[g][j * LANES + k] * xs[g][j]`.
-    fn blocks<const G: usize>(
+    fn transposed_blocks<const G: usize>(
         self,
         tables: [&[f32]; G],
         xs: [&[f32]; G],
@@ -248,6 +235,20 @@ mod avx {
         _mm256_setzero_ps, _mm256_storeu_ps,
     };
 
+    /// `acc + table[j * LANES..][..LANES] * x[j]`.
+    ///
+    /// # Safety
+    /// Needs AVX2 and FMA; `j < x.len()` and `(j + 1) * LANES <= table.len()`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn term(acc: __m256, table: &[f32], x: &[f32], j: usize) -> __m256 {
+        // SAFETY: the caller's.
+        unsafe {
+            let coefficients = _mm256_loadu_ps(table.as_ptr().add(j * LANES));
+            _mm256_fmadd_ps(coefficients, _mm256_broadcast_ss(&*x.as_ptr().add(j)), acc)
+        }
+    }
+
     /// # Safety
     /// Needs AVX2 and FMA; `xs[g]` at least `width` long, `tables[g]` `width * LANES`.
     #[target_feature(enable = "avx2,fma")]
@@ -264,15 +265,8 @@ mod avx {
             for g in 0..G {
                 // SAFETY: j + 1 < width, within both slices per the caller's contract.
                 unsafe {
-                    let t = tables[g].as_ptr().add(j * LANES);
-                    let x = xs[g].as_ptr().add(j);
-                    even[g] =
-                        _mm256_fmadd_ps(_mm256_loadu_ps(t), _mm256_broadcast_ss(&*x), even[g]);
-                    odd[g] = _mm256_fmadd_ps(
-                        _mm256_loadu_ps(t.add(LANES)),
-                        _mm256_broadcast_ss(&*x.add(1)),
-                        odd[g],
-                    );
+                    even[g] = term(even[g], tables[g], xs[g], j);
+                    odd[g] = term(odd[g], tables[g], xs[g], j + 1);
                 }
             }
             j += 2;
@@ -280,12 +274,7 @@ mod avx {
         if j < width {
             for g in 0..G {
                 // SAFETY: j < width, as above.
-                unsafe {
-                    let t = tables[g].as_ptr().add(j * LANES);
-                    let x = xs[g].as_ptr().add(j);
-                    even[g] =
-                        _mm256_fmadd_ps(_mm256_loadu_ps(t), _mm256_broadcast_ss(&*x), even[g]);
-                }
+                unsafe { even[g] = term(even[g], tables[g], xs[g], j) };
             }
         }
         for g in 0..G {
