@@ -14,7 +14,7 @@ from geminilive.errors import AudioFormatError
 
 HOT_PAIRS = [(48000, 16000), (44100, 16000), (16000, 16000), (24000, 48000), (24000, 44100)]
 # Pairs that take every kind of stage: half-band steps (one to three), the fixed 3:2 filter
-# alone or after a Kaiser step, transposed tables (22.05k -> 24k).
+# alone or after a Kaiser step, transposed tables (44.1k -> 24k, 22.05k -> 24k).
 STAGE_MIX = [(192000, 8000), (88200, 16000), (24000, 16000), (32000, 16000), (22050, 24000), (48000, 24000)]
 
 

@@ -46,14 +46,9 @@ DESIGNS = {
         halfband(51, 3.0, 0.5),
         1,
         2,
-        "first step of a 3:1 decimation (48k -> 24k on the way to 16k): flat to the final\n"
-        "/// Nyquist frequency, stop band from where aliases would reach it",
-    ),
-    "HALFBAND_DOWN_2_OF_2_75": (
-        halfband(63, 2.75, 0.5),
-        1,
-        2,
-        "a 2:1 first step of any decimation by 2.75 or more (44.1k -> 22.05k on the way to 16k)",
+        "a 2:1 step of a decimation by 3 or more (48k -> 24k on the way to 16k): flat to the\n"
+        "/// final Nyquist frequency, stop band from where aliases would reach it (a larger\n"
+        "/// ratio only widens the transition it needs)",
     ),
     "HALFBAND_UP_2": (halfband(183, 2.0, 0.45), 2, 1, "2x interpolation (24k -> 48k)"),
 }

@@ -189,8 +189,9 @@ pub(super) const SHARP_3_2: Prototype = Prototype {
     ],
 };
 
-/// First step of a 3:1 decimation (48k -> 24k on the way to 16k): flat to the final
-/// Nyquist frequency, stop band from where aliases would reach it.
+/// A 2:1 step of a decimation by 3 or more (48k -> 24k on the way to 16k): flat to the
+/// final Nyquist frequency, stop band from where aliases would reach it (a larger
+/// ratio only widens the transition it needs).
 pub(super) const HALFBAND_DOWN_2_OF_3: Prototype = Prototype {
     up: 1,
     down: 2,
@@ -221,46 +222,6 @@ pub(super) const HALFBAND_DOWN_2_OF_3: Prototype = Prototype {
         -2.4706277647434917e-05,
         0.0,
         3.3566265173811493e-06,
-    ],
-};
-
-/// A 2:1 first step of any decimation by 2.75 or more (44.1k -> 22.05k on the way to 16k).
-pub(super) const HALFBAND_DOWN_2_OF_2_75: Prototype = Prototype {
-    up: 1,
-    down: 2,
-    half: &[
-        0.5,
-        0.3163407474141199,
-        0.0,
-        -0.10033005321359117,
-        0.0,
-        0.054468464835162045,
-        0.0,
-        -0.03344026732777608,
-        0.0,
-        0.021199217497363344,
-        0.0,
-        -0.013373345049814422,
-        0.0,
-        0.008225821525095194,
-        0.0,
-        -0.004863888730300269,
-        0.0,
-        0.002731560980460465,
-        0.0,
-        -0.001439283605249039,
-        0.0,
-        0.0007014368805559963,
-        0.0,
-        -0.00031033267417946537,
-        0.0,
-        0.00012130999234246842,
-        0.0,
-        -4.008803870380452e-05,
-        0.0,
-        1.0286827071493943e-05,
-        0.0,
-        -1.6411256703175082e-06,
     ],
 };
 

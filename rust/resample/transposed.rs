@@ -1,5 +1,5 @@
 //! Eight consecutive outputs of a polyphase stage at once, one per SIMD lane, for ratios
-//! whose phase pattern repeats within a small table (44.1k's 22.05k -> 24k step: 160 phases).
+//! whose phase pattern repeats within a small table (44.1k -> 24k on the way to 16k: 80 phases).
 //!
 //! Output `n` reads the input window starting at `floor(n * down / up)` with branch
 //! `n * down % up`. For the eight outputs of a block (aligned to absolute output index
@@ -24,7 +24,7 @@ const GROUP: usize = 4;
 const MAX_TABLE_BYTES: usize = 64 * 1024;
 /// Largest input window of a group of blocks (no table is built for ratios that need more):
 /// the copy a group at the end of the input reads from lives on the stack.
-const MAX_GROUP_WINDOW: usize = 1024;
+const MAX_GROUP_WINDOW: usize = 256;
 
 fn gcd(mut a: usize, mut b: usize) -> usize {
     while b != 0 {
