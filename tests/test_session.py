@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
 import pytest
 
@@ -101,27 +99,3 @@ def test_callback_style_run() -> None:
 
     run(scenario())  # returns: the session ended after close()
     assert "TurnComplete" in [type(e).__name__ for e in seen]
-
-
-def test_frames_go_straight_to_an_idle_socket_and_through_send_when_it_backs_up(monkeypatch) -> None:
-    """The direct write path is taken on an open, drained connection; with it disabled (as when
-    the socket backs up) `ClientConnection.send` carries the same frames, in order."""
-    from geminilive import session as session_module
-
-    async def scenario(limit: int | None) -> tuple[bool, bytes, bytes]:
-        if limit is not None:
-            monkeypatch.setattr(session_module, "_WRITE_NOW_MAX_BUFFERED", limit)
-        async with LiveEmulator(model="echo", record_input=True, speed=50.0, realtime_playback=False) as emu:
-            async with geminilive.connect(endpoint=emu.url) as session:
-                direct = session_module._write_now(session._ws, [])
-                sent = b"".join(n.to_bytes(2, "little") * 160 for n in range(200))
-                for k in range(200):
-                    await session.send_audio(sent[k * 320 : (k + 1) * 320])
-                while len(emu.input_audio()) < len(sent):
-                    await asyncio.sleep(0.02)
-                return direct, sent, emu.input_audio()
-
-    direct, sent, received = run(scenario(None))
-    assert direct and received == sent
-    direct, sent, received = run(scenario(-1))
-    assert not direct and received == sent

@@ -366,8 +366,6 @@ class Session:
         self._flushing = True
         try:
             while (ws := self._ws) is not None and (frames := self._protocol.data_to_send()):
-                if _write_now(ws, frames):
-                    continue
                 try:
                     for frame in frames:
                         await ws.send(frame, text=True)
@@ -660,30 +658,6 @@ class Session:
             result = handler(event)
             if result is not None:
                 await result
-
-
-# Above this much unsent data on the socket, frames go through `ClientConnection.send`, which
-# waits for it to drain (websockets' own high-water mark is 64 KiB).
-_WRITE_NOW_MAX_BUFFERED = 16 * 1024
-
-
-def _write_now(ws: ClientConnection, frames: list[bytes]) -> bool:
-    """Hand whole text frames to websockets' sans-I/O protocol and the transport at once, when
-    the connection is open and its send buffer nearly empty: what ``ws.send`` does then, without
-    its per-message async context manager, futures and drain check (about a sixth of a client's
-    CPU per 20 ms frame). Otherwise False: the caller uses ``ws.send``, which waits for the
-    buffer to drain and raises ``ConnectionClosed`` as the connection ends."""
-    protocol, transport = ws.protocol, ws.transport
-    if (
-        protocol.state is not websockets.protocol.State.OPEN
-        or transport.is_closing()
-        or transport.get_write_buffer_size() > _WRITE_NOW_MAX_BUFFERED
-    ):
-        return False
-    for frame in frames:
-        protocol.send_text(frame)
-    ws.send_data()
-    return True
 
 
 class connect:  # lower case: used as `async with geminilive.connect(...)`, like websockets.connect
