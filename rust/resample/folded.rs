@@ -10,8 +10,9 @@
 //! reduction.
 //!
 //! Every output is computed by the same arithmetic whatever the chunking and whichever lane or
-//! block it lands in (two fused multiply-add chains, even and odd pairs, summed at the end), so
-//! any split of the input gives bit-identical output.
+//! block it lands in (single-branch stages: two fused multiply-add chains, even and odd pairs,
+//! summed at the end; two-branch stages, whose outputs n and n + 1 run in lockstep: one chain),
+//! so any split of the input gives bit-identical output.
 
 use super::tables::Prototype;
 use super::{render_channels, Kernel};
