@@ -195,6 +195,34 @@ impl FilterBank {
         }
     }
 
+    /// The bank of a fixed prototype on the `up`-phase grid (`tables`), scaled to unit DC gain
+    /// per branch on average (not each branch: that would disturb the minimax design), with
+    /// taps per branch a multiple of `tap_multiple` (even) covering its support.
+    fn from_prototype(prototype: &Prototype, tap_multiple: usize) -> Self {
+        let phases = prototype.up as usize;
+        let half = prototype.half;
+        let reach = (half.len() - 1) / phases + 1; // input samples each side of the centre
+        let taps = (2 * reach).div_ceil(tap_multiple) * tap_multiple;
+        let half_width = (taps / 2) as isize;
+        let scale = phases as f64 / (half[0] + 2.0 * half[1..].iter().sum::<f64>());
+        let mut coefficients = vec![0f32; (phases + 1) * taps];
+        for (p, branch) in coefficients.chunks_exact_mut(taps).enumerate() {
+            for (j, c) in branch.iter_mut().enumerate() {
+                // Offset p / phases + half_width - 1 - j input samples, in grid steps.
+                let g = p as isize + phases as isize * (half_width - 1 - j as isize);
+                if let Some(v) = half.get(g.unsigned_abs()) {
+                    *c = (v * scale) as f32;
+                }
+            }
+        }
+        Self {
+            taps,
+            phases,
+            coefficients,
+            impulses: vec![None; phases + 1],
+        }
+    }
+
     fn branch(&self, phase: usize) -> &[f32] {
         &self.coefficients[phase * self.taps..(phase + 1) * self.taps]
     }
@@ -398,6 +426,7 @@ struct PolyphaseStage {
 }
 
 impl PolyphaseStage {
+    /// A Kaiser-windowed sinc for `band` (end of the pass band, start of the stop band, Hz).
     fn new(input_rate: u32, output_rate: u32, channels: usize, band: (f64, f64)) -> Self {
         let g = gcd(u64::from(input_rate), u64::from(output_rate));
         let up = u64::from(output_rate) / g;
@@ -408,11 +437,31 @@ impl PolyphaseStage {
         } else {
             up as usize
         };
-        // The transposed tables take any even length; the dot-product kernels multiples of 8.
+        let design = |tap_multiple| FilterBank::design(input_rate, phases, band, tap_multiple);
+        Self::with_bank(design, up, down, interpolated, output_rate, channels)
+    }
+
+    /// A fixed prototype from `tables` (its `up` and `down` are the stage's ratio).
+    fn from_table(prototype: &'static Prototype, output_rate: u32, channels: usize) -> Self {
+        let design = |tap_multiple| FilterBank::from_prototype(prototype, tap_multiple);
+        let (up, down) = (prototype.up, prototype.down);
+        Self::with_bank(design, up, down, false, output_rate, channels)
+    }
+
+    /// `design(tap_multiple)` makes the bank: the transposed tables take any even length, the
+    /// dot-product kernels multiples of 8.
+    fn with_bank(
+        design: impl Fn(usize) -> FilterBank,
+        up: u64,
+        down: u64,
+        interpolated: bool,
+        output_rate: u32,
+        channels: usize,
+    ) -> Self {
         let mut transposed = None;
-        let mut bank = FilterBank::design(input_rate, phases, band, TAP_BLOCK);
+        let mut bank = design(TAP_BLOCK);
         if !interpolated && up as usize > SHARED_MAX_UP {
-            let exact = FilterBank::design(input_rate, phases, band, 2);
+            let exact = design(2);
             transposed = TransposedBank::new(|p| exact.branch(p), exact.taps, up, down);
             if transposed.is_some() {
                 bank = exact;
@@ -685,6 +734,10 @@ impl Stage {
         Self::Folded(FoldedStage::new(prototype, output_rate, channels))
     }
 
+    fn table(prototype: &'static Prototype, output_rate: u32, channels: usize) -> Self {
+        Self::Polyphase(PolyphaseStage::from_table(prototype, output_rate, channels))
+    }
+
     fn output_rate(&self) -> u32 {
         match self {
             Self::Identity { output_rate, .. } => *output_rate,
@@ -876,7 +929,14 @@ impl Resampler {
             stages.push(Stage::folded(&tables::SHARP_3_2, output_rate, channels));
         } else if even_output && (rate >= 2 * output_rate || !stages.is_empty()) {
             let wide = (sharp.0, f64::from(middle) - nyquist_out);
-            stages.push(Stage::kaiser(rate, middle, channels, wide));
+            let table = &tables::WIDE_44K1_TO_24K;
+            stages.push(
+                if u64::from(rate) * table.up == u64::from(middle) * table.down {
+                    Stage::table(table, middle, channels)
+                } else {
+                    Stage::kaiser(rate, middle, channels, wide)
+                },
+            );
             stages.push(Stage::folded(&tables::SHARP_3_2, output_rate, channels));
         } else {
             stages.push(Stage::kaiser(rate, output_rate, channels, sharp));
@@ -1279,6 +1339,20 @@ mod tests {
         assert_eq!(kinds(24_000, 16_000), ["folded"]);
         assert_eq!(kinds(16_000, 16_000), ["identity"]);
         assert_eq!(kinds(192_000, 8_000), ["folded"; 5]);
+    }
+
+    #[test]
+    fn table_bank_covers_its_prototype_with_unit_gain() {
+        let bank = FilterBank::from_prototype(&tables::WIDE_44K1_TO_24K, 2);
+        // 2789 taps on the 80-phase grid reach 17.4 input samples each side: 36 taps.
+        assert_eq!((bank.phases, bank.taps), (80, 36));
+        for p in 0..bank.phases {
+            let sum: f32 = bank.branch(p).iter().sum();
+            assert!((sum - 1.0).abs() < 1e-5, "branch {p}: {sum}");
+        }
+        // Branch 0 is centred on an input sample: symmetric about tap 17.
+        let centre = bank.branch(0);
+        assert!((0..17).all(|j| centre[17 - j] == centre[17 + j]));
     }
 
     #[test]
