@@ -17,7 +17,7 @@
 use super::Kernel;
 
 /// Outputs per block.
-pub(super) const LANES: usize = 8;
+const LANES: usize = 8;
 /// Blocks computed together: independent chains, to hide FMA latency.
 const GROUP: usize = 4;
 /// Largest table built (bytes): beyond it the per-output dot products are used.
