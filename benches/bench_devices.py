@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from audio_util import until
 from geminilive.devices import Capture, Playback
 from pulse import pulse_server, routed
 
@@ -33,8 +34,7 @@ def pct(values: list[float], q: float) -> float:
 
 async def wait_played(speaker: Playback, target: int) -> float:
     """When the device callback that played sample `target` (device rate) ran."""
-    while speaker.stats.played <= target:
-        await asyncio.sleep(0.0005)
+    await until(lambda: speaker.stats.played > target, 5, "playback of what was pushed", poll_s=0.0005)
     return speaker.last_callback_s
 
 
@@ -57,8 +57,7 @@ async def run(seconds: float) -> None:
                 del recent[:-200]
 
         listener = asyncio.create_task(listen())
-        while not recent:
-            await asyncio.sleep(0.01)
+        await until(lambda: bool(recent), 10, "captured audio")
         # Push-to-callback: short bursts into an idle buffer (end_of_turn bypasses the prebuffer).
         for _ in range(20):
             before = speaker.stats.pushed
@@ -74,8 +73,12 @@ async def run(seconds: float) -> None:
             await asyncio.sleep(0.3)
             t_clear = time.monotonic()
             speaker.clear()
-            while speaker.last_callback_s <= t_clear or speaker.stats.depth:
-                await asyncio.sleep(0.0005)
+            await until(
+                lambda t_clear=t_clear: speaker.last_callback_s > t_clear and not speaker.stats.depth,
+                5,
+                "silent callback after clear()",
+                poll_s=0.0005,
+            )
             clear_callback.append(speaker.last_callback_s - t_clear)
             await asyncio.sleep(0.4)
             quiet_after = [f for f in recent if f.timestamp > t_clear and np.sqrt(np.mean(f.samples**2)) < 1e-3]

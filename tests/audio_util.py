@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import time
 import wave
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -78,3 +80,13 @@ def find_in_order(
     good = [offset for score, offset in found if score > 0.9]
     spread = (max(good) - min(good)) / rate if good else float("inf")
     return len(good) / max(len(found), 1), spread, [round(s, 2) for s, _ in found]
+
+
+async def until(condition: Callable[[], bool], timeout_s: float, what: str, *, poll_s: float = 0.01) -> None:
+    """Wait for ``condition``; a step that never comes fails the test or benchmark,
+    naming the step, instead of hanging it."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {what} within {timeout_s:.0f} s")
+        await asyncio.sleep(poll_s)

@@ -17,7 +17,7 @@ import msgspec
 import numpy as np
 
 import geminilive
-from audio_util import speak
+from audio_util import speak, until
 from geminilive import LiveConfig
 from geminilive import events as ev
 from geminilive.audio_io import MicrophoneSource, SpeakerSink
@@ -55,9 +55,13 @@ async def loopback_conversation(workdir: Path) -> LoopbackResult:
     recorded: list[np.ndarray] = []
     interrupted: list[float] = []
 
+    audio_chunks: list[float] = []
+
     def on_event(event: ev.Event) -> None:
         if isinstance(event, ev.Interrupted):
             interrupted.append(time.monotonic())
+        elif isinstance(event, ev.AudioChunk):
+            audio_chunks.append(time.monotonic())
 
     async with LiveEmulator(model="echo", speed=2.0) as emu:
         config = LiveConfig(silence_duration_ms=600)
@@ -88,21 +92,16 @@ async def loopback_conversation(workdir: Path) -> LoopbackResult:
             mouth.end_of_turn()
             await conversation.wait(turns=1, timeout=30)
             await asyncio.sleep(0.5)
+            chunks_before = len(audio_chunks)
             mouth.push(second)
             mouth.end_of_turn()
             # Talk over the reply once it has been playing for a moment.
-            while (
-                not any(isinstance(e, ev.AudioChunk) for e in list(conversation.events)[-50:])
-                or len(conversation.metrics) < 1
-            ):
-                await asyncio.sleep(0.01)
-            turns_before = len(conversation.metrics)
-            while len(conversation.metrics) == turns_before and conversation._first_audio_index is None:
-                await asyncio.sleep(0.01)
+            await until(lambda: len(audio_chunks) > chunks_before, 30, "the reply to the second sentence")
             await asyncio.sleep(0.6)
+            turns_before_barge = len(conversation.metrics)
             mouth.push(barge)
             mouth.end_of_turn()
-            await conversation.wait(turns=turns_before + 1, timeout=30)
+            await conversation.wait(turns=turns_before_barge + 1, timeout=30)
             await asyncio.sleep(1.5)
             recording.cancel()
             mouth.close()

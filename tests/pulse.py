@@ -15,7 +15,8 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 SINKS = ("virt", "speaker")
 
@@ -57,6 +58,30 @@ def pulse_server() -> Iterator[str]:
     finally:
         if started:
             subprocess.run(["pulseaudio", "--kill"], env=env, capture_output=True)
+        if previous is None:
+            os.environ.pop("XDG_RUNTIME_DIR", None)
+        else:
+            os.environ["XDG_RUNTIME_DIR"] = previous
+
+
+@contextlib.contextmanager
+def doomed_pulse_server(runtime: Path) -> Iterator[Callable[[], None]]:
+    """A private PulseAudio server, the default device while the block runs, and a function that
+    kills it under whatever streams are open (an audio server that dies, a device that vanishes)."""
+    runtime.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
+    subprocess.run(
+        ["pulseaudio", "-D", "-n", "--exit-idle-time=-1", "--load=module-native-protocol-unix",
+         "--load=module-null-sink sink_name=gone rate=48000", "--load=module-always-sink"],
+        env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    _pactl("set-default-source", "gone.monitor", env=env)
+    previous = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+    try:
+        yield lambda: subprocess.run(["pulseaudio", "--kill"], env=env, capture_output=True)
+    finally:
+        subprocess.run(["pulseaudio", "--kill"], env=env, capture_output=True)
         if previous is None:
             os.environ.pop("XDG_RUNTIME_DIR", None)
         else:

@@ -6,6 +6,7 @@ import asyncio
 import wave
 
 import numpy as np
+import pytest
 
 import geminilive
 from audio_util import chirp, run, silence, speak, xcorr_peak
@@ -14,8 +15,11 @@ from geminilive import events as ev
 from geminilive.audio_io import ArraySource, BufferedSink, CallbackSink, IteratorSource, WavSink, WavSource
 from geminilive.conversation import Conversation
 from geminilive.emulator import Faults, LiveEmulator, ScriptModel, ScriptTurn, ToneModel
+from geminilive.emulator.server import INVALID_ARGUMENT
+from geminilive.errors import AudioDeviceError, InvalidArgumentError
 from geminilive.messages import FunctionCall
 from geminilive.tools import ToolRegistry
+from pulse import doomed_pulse_server
 
 
 def test_wav_in_wav_out_echo_with_real_speech(tmp_path) -> None:
@@ -232,3 +236,40 @@ def test_the_conversation_plays_on_through_a_reconnect() -> None:
     audio = np.concatenate(played)
     received = sum(len(e.data) // 2 for e in seen if isinstance(e, ev.AudioChunk))
     assert np.count_nonzero(np.abs(audio) > 0.01) > 0.9 * received, "what arrived was played"
+
+
+def test_a_lost_session_ends_the_conversation_with_its_error() -> None:
+    """A close the client may not reconnect after (1007): ``wait`` raises the typed error at
+    once instead of waiting out its timeout, and ``error`` keeps it."""
+
+    async def scenario():
+        faults = [Faults(close_after_client_messages=10, close_code=1007, close_reason=INVALID_ARGUMENT)]
+        async with LiveEmulator(model="echo", faults=faults) as emu:
+            async with geminilive.connect(endpoint=emu.url) as session:
+                conversation = Conversation(
+                    session, source=ArraySource(silence(5.0, 16000), 16000), sink=BufferedSink(lambda _: None)
+                )
+                async with conversation:
+                    with pytest.raises(InvalidArgumentError, match="invalid argument"):
+                        await conversation.wait(timeout=10)
+                    return conversation.error
+
+    assert isinstance(run(scenario()), InvalidArgumentError)
+
+
+def test_a_vanished_audio_server_ends_the_conversation_with_a_device_error(tmp_path) -> None:
+    """Kill the audio server under a microphone-and-speaker conversation: ``wait`` raises
+    :class:`AudioDeviceError` (it used to return as if the conversation had ended well)."""
+
+    async def scenario(kill_server):
+        async with LiveEmulator(model="echo") as emu:
+            async with geminilive.connect(endpoint=emu.url) as session:
+                conversation = await session.start_audio_conversation()
+                await asyncio.sleep(0.5)
+                kill_server()
+                with pytest.raises(AudioDeviceError):
+                    await conversation.wait(timeout=15)
+                await conversation.stop()
+
+    with doomed_pulse_server(tmp_path / "runtime") as kill_server:
+        run(scenario(kill_server))

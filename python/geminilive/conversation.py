@@ -110,6 +110,8 @@ class Conversation:
         self._output_resamplers: dict[int, Resampler] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._finished = asyncio.Event()
+        # What ended the conversation, if it failed (a device that vanished, a lost session).
+        self.error: BaseException | None = None
         self._source_done = asyncio.Event()
         self._current = TurnMetrics(turn=0)
         self._speech_end_at: float | None = None
@@ -131,7 +133,17 @@ class Conversation:
             asyncio.create_task(self._receive_loop(), name="geminilive-receive"),
             asyncio.create_task(self._play_monitor(), name="geminilive-play-monitor"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(self._on_task_done)
         return self
+
+    def _on_task_done(self, task: asyncio.Task[None]) -> None:
+        """A loop that fails ends the conversation, and :meth:`wait` raises its error: without
+        the microphone, the speaker or the session there is no conversation to go on with."""
+        if task.cancelled() or task.exception() is None or self._finished.is_set():
+            return  # (a send that fails after the session ended is not news)
+        self.error = task.exception()
+        self._finished.set()
 
     async def stop(self) -> None:
         """Stop capturing and playing (the session stays open)."""
@@ -146,7 +158,8 @@ class Conversation:
         self._finished.set()
 
     async def wait(self, *, turns: int | None = None, timeout: float | None = None) -> None:
-        """Wait until ``turns`` model turns completed (or the conversation ends)."""
+        """Wait until ``turns`` model turns completed (or the conversation ends); raises what
+        ended it if it failed (an ``AudioDeviceError``, a ``SessionError``)."""
 
         async def done() -> None:
             while not self._finished.is_set():
@@ -155,6 +168,8 @@ class Conversation:
                 await asyncio.sleep(0.01)
 
         await asyncio.wait_for(done(), timeout)
+        if self.error is not None:
+            raise self.error
 
     async def __aenter__(self) -> Conversation:
         return await self.start()
@@ -193,11 +208,9 @@ class Conversation:
     # --- model audio and events ----------------------------------------------------------------
 
     async def _receive_loop(self) -> None:
-        try:
-            async for event in self.session:
-                await self._handle(event)
-        finally:
-            self._finished.set()
+        async for event in self.session:
+            await self._handle(event)
+        self._finished.set()
 
     async def _handle(self, event: ev.Event) -> None:
         self.events.append(event)

@@ -24,12 +24,20 @@ from geminilive._native import CaptureStream, PlaybackStream, PlayoutStats
 from geminilive._native import list_devices as _list_devices
 from geminilive.errors import AudioDeviceError
 
-# A device that has not called back in this long is reported as not delivering audio (the
-# PulseAudio monitor takes about a second to start).
+# A device that has not called back in this long is reported as not delivering audio. Servers
+# take a while to start a stream: through PulseAudio a new playback stream calls back a few times
+# to fill its buffer and then not again for 1.9 s (measured on a null sink), so a stream this
+# young is given this long between callbacks too.
 NO_AUDIO_TIMEOUT_S = 5.0
-# A stream whose callbacks stop for this long after they ran is reported as gone (an audio
+# A stream past its start whose callbacks stop for this long is reported as gone (an audio
 # server that died, a device unplugged without an error from the backend).
 STALL_TIMEOUT_S = 2.0
+
+
+def _stall_limit_s(age_s: float) -> float:
+    """How long a stream of this age may go without a callback before it counts as gone."""
+    return NO_AUDIO_TIMEOUT_S if age_s < NO_AUDIO_TIMEOUT_S else STALL_TIMEOUT_S
+
 
 __all__ = ["Capture", "CapturedFrame", "DeviceInfo", "Playback", "list_devices"]
 
@@ -99,7 +107,7 @@ class Capture:
             self._callbacks_seen, self._progress_at = callbacks, now
         elif callbacks == 0 and now - self._opened_at > NO_AUDIO_TIMEOUT_S:
             raise AudioDeviceError(f"the capture device delivered no audio in {now - self._opened_at:.0f} s")
-        elif callbacks and now - self._progress_at > STALL_TIMEOUT_S:
+        elif callbacks and now - self._progress_at > _stall_limit_s(now - self._opened_at):
             raise AudioDeviceError(f"the capture device stopped delivering audio {now - self._progress_at:.1f} s ago")
 
     def _on_readable(self) -> None:
@@ -172,6 +180,7 @@ class Playback:
             prebuffer_ms=prebuffer_ms,
             clock_s=time.monotonic(),
         )
+        self._opened_at = time.monotonic()
         self.source_rate_hz = source_rate_hz
 
     def __enter__(self) -> Playback:
@@ -184,7 +193,8 @@ class Playback:
         error = self._stream.error
         if error:
             raise AudioDeviceError(f"playback failed: {error}")
-        if self._stream.callbacks and time.monotonic() - self._stream.last_callback_s > STALL_TIMEOUT_S:
+        now = time.monotonic()
+        if self._stream.callbacks and now - self._stream.last_callback_s > _stall_limit_s(now - self._opened_at):
             raise AudioDeviceError("the playback device stopped asking for audio")
         return self._stream
 
