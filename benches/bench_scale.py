@@ -9,7 +9,10 @@ chunk lags the server's real-time pace by more than 40 ms more than the session'
 table gives, per step, late frames, the client's CPU per session-second and memory per
 session, and the emulator's CPU per session-second (its capacity: 1 core / that).
 
-    python benches/bench_scale.py [--seconds 8] [--steps 50,100,200,300,400] [--quick]
+Both clients and the emulator run on the same event loop: uvloop when installed (as
+geminilive's own programs do), or the one ``--loop`` names.
+
+    python benches/bench_scale.py [--seconds 8] [--steps 50,100,200,300,400] [--loop auto] [--quick]
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pathlib import Path
 
 import geminilive
 from geminilive import events as ev
+from geminilive._loop import loop_name, run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from tls import LoopbackTls, self_signed
@@ -55,7 +59,7 @@ class LongTalkModel:
             yield ReplyAudio(pcm=self.second)
 
 
-def emulator_process(cert: str, key: str, seconds: int, cpu: int, ports) -> None:
+def emulator_process(cert: str, key: str, seconds: int, cpu: int, ports, loop: str) -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {cpu})
     from geminilive.emulator import LiveEmulator
@@ -67,7 +71,7 @@ def emulator_process(cert: str, key: str, seconds: int, cpu: int, ports) -> None
         ports.put(emu.port)
         await asyncio.Event().wait()
 
-    asyncio.run(main())
+    run(main(), loop=loop)
 
 
 def process_cpu_s(pid: int | None = None) -> float:
@@ -213,12 +217,14 @@ async def run_step(kind: str, sessions: int, seconds: float, port: int, context:
     }
 
 
-def step_process(kind: str, n: int, seconds: float, port: int, cert: str, emulator_pid: int, cpu: int, results):
+def step_process(
+    kind: str, n: int, seconds: float, port: int, cert: str, emulator_pid: int, cpu: int, results, loop: str
+):
     """One step in a fresh process, so that its memory per session is its own."""
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {cpu})
     context = ssl.create_default_context(cafile=cert)
-    results.put(asyncio.run(run_step(kind, n, seconds, port, context, emulator_pid)))
+    results.put(run(run_step(kind, n, seconds, port, context, emulator_pid), loop=loop))
 
 
 def main() -> int:
@@ -226,8 +232,15 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="measured time per step")
     parser.add_argument("--steps", default="50,100,200,300,400")
     parser.add_argument("--clients", default="geminilive,google-genai")
+    parser.add_argument(
+        "--loop",
+        default="auto",
+        choices=["auto", "asyncio", "uvloop"],
+        help="event loop of the clients and the emulator alike (auto: uvloop if installed)",
+    )
     parser.add_argument("--quick", action="store_true", help="one short step of 20 sessions each")
     args = parser.parse_args()
+    loop = loop_name(args.loop)
     steps = [20] if args.quick else [int(s) for s in args.steps.split(",")]
     seconds = 2.0 if args.quick else args.seconds
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
@@ -238,14 +251,16 @@ def main() -> int:
         spawn = multiprocessing.get_context("spawn")
         ports = spawn.Queue()
         talk_s = int((seconds + 15) * len(steps) * 2 + 60)
-        emulator = spawn.Process(target=emulator_process, args=(cert, key, talk_s, emulator_cpu, ports), daemon=True)
+        emulator = spawn.Process(
+            target=emulator_process, args=(cert, key, talk_s, emulator_cpu, ports, loop), daemon=True
+        )
         emulator.start()
         port = ports.get(timeout=30)
         results = spawn.Queue()
         print(
             f"# {platform.machine()}, {os.cpu_count()} CPUs: clients on CPU {client_cpu}, emulator on CPU "
             f"{emulator_cpu}; Python {platform.python_version()}, geminilive {geminilive.__version__}; "
-            f"{seconds:g} s measured per step"
+            f"{loop} event loop (clients and emulator); {seconds:g} s measured per step"
         )
         print(
             f"{'client':>12} {'sessions':>8} {'late %':>7} {'up %':>6} {'down %':>7} {'cpu ms/s':>9} "
@@ -256,7 +271,7 @@ def main() -> int:
         for kind in args.clients.split(","):
             for n in steps:
                 step = spawn.Process(
-                    target=step_process, args=(kind, n, seconds, port, cert, emulator.pid, client_cpu, results)
+                    target=step_process, args=(kind, n, seconds, port, cert, emulator.pid, client_cpu, results, loop)
                 )
                 step.start()
                 r = results.get(timeout=seconds + 120)

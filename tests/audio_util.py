@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from geminilive._loop import run as run_on_loop
+
 
 def chirp(seconds: float, rate: int, *, f0: float = 200.0, f1: float = 3000.0, amplitude: float = 0.3) -> np.ndarray:
     """A frequency sweep: voiced-speech-like energy, and a sharp cross-correlation peak."""
@@ -59,8 +61,9 @@ def frames(x: np.ndarray, rate: int, ms: int = 20) -> list[np.ndarray]:
     return [x[i : i + n] for i in range(0, len(x), n)]
 
 
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 30))
+def run(coro, *, loop: str = "asyncio"):
+    """Run a test scenario with a 30 s limit, on asyncio's loop or uvloop."""
+    return run_on_loop(asyncio.wait_for(coro, 30), loop=loop)
 
 
 def find_in_order(

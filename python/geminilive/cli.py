@@ -17,6 +17,7 @@ import numpy as np
 
 import geminilive
 from geminilive import events as ev
+from geminilive._loop import run
 from geminilive.audio_io import ArraySource, AudioSink, MicrophoneSource, SpeakerSink, WavSink, WavSource
 from geminilive.conversation import Conversation
 from geminilive.emulator import LiveEmulator
@@ -259,13 +260,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--tls-cert and --tls-key go together")
     try:
         if args.command == "talk":
-            return asyncio.run(_talk(args))
+            return run(_talk(args))
         if args.command == "demo":
-            return asyncio.run(_demo(args))
+            return run(_demo(args))
         if args.command == "devices":
             return _devices(args)
         if args.command == "serve":
-            return asyncio.run(_serve(args))
+            return run(_serve(args))
         return _bench(args)
     except KeyboardInterrupt:
         return 130
