@@ -58,6 +58,11 @@ def pulse_server() -> Iterator[str]:
     finally:
         if started:
             subprocess.run(["pulseaudio", "--kill"], env=env, capture_output=True)
+            for _ in range(100):  # it removes its socket and pid file on the way out
+                if subprocess.run(["pulseaudio", "--check"], env=env).returncode != 0:
+                    break
+                time.sleep(0.02)
+            shutil.rmtree(runtime, ignore_errors=True)
         if previous is None:
             os.environ.pop("XDG_RUNTIME_DIR", None)
         else:
