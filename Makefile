@@ -30,6 +30,7 @@ lint:
 	cargo clippy --release --all-targets -- -D warnings
 	cargo clippy --release --all-targets --features python -- -D warnings
 	$(PYTHON) -m ruff check python tests benches rust
+	$(PYTHON) -m mypy python/geminilive
 	$(PYTHON) -m mypy.stubtest geminilive._native
 
 test-rust:

@@ -421,7 +421,7 @@ def _normalise(value: Any, *, free: bool = False) -> Any:
     if isinstance(value, dict):
         if free:
             return value
-        out = {}
+        out: dict[str, Any] = {}
         for key, item in value.items():
             name = _camel(key)
             if name in _BYTES_KEYS and isinstance(item, str):

@@ -24,8 +24,8 @@ def _schema(annotation: Any) -> dict[str, Any]:
         args = get_args(annotation)
         return {"type": "ARRAY", "items": _schema(args[0]) if args else {"type": "STRING"}}
     if origin is Union or str(origin) == "<class 'types.UnionType'>":
-        args = [a for a in get_args(annotation) if a is not type(None)]
-        return {**_schema(args[0]), "nullable": True}
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        return {**_schema(members[0]), "nullable": True}
     return {"type": _SCHEMA_TYPES.get(annotation, "STRING")}
 
 

@@ -778,15 +778,15 @@ class _Connection:
                 if c
             ]
             total_out = out_audio + out_text
+            # Vertex AI names the output counts "candidates", the Developer API "response".
             usage = UsageMetadata(
                 prompt_token_count=in_audio + in_text,
                 total_token_count=in_audio + in_text + total_out,
                 prompt_tokens_details=prompt or None,
-                **(
-                    {"candidates_token_count": total_out, "candidates_tokens_details": response or None}
-                    if self.vertex
-                    else {"response_token_count": total_out, "response_tokens_details": response or None}
-                ),
+                candidates_token_count=total_out if self.vertex else None,
+                candidates_tokens_details=(response or None) if self.vertex else None,
+                response_token_count=None if self.vertex else total_out,
+                response_tokens_details=None if self.vertex else (response or None),
             )
         await self.send(ServerMessage(server_content=ServerContent(turn_complete=True), usage_metadata=usage))
         self.turns_completed += 1
