@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from geminilive import LiveConfig, LiveProtocol
 from geminilive import events as ev
+from geminilive._native import model_audio
 from geminilive.errors import (
     AudioFormatError,
     ConnectionClosedOK,
@@ -20,7 +21,7 @@ from geminilive.errors import (
     PolicyViolationError,
     RemoteProtocolError,
 )
-from geminilive.messages import FunctionResponse, decode_client
+from geminilive.messages import FunctionResponse, decode_client, decode_server
 
 SETUP_COMPLETE = b'{"setupComplete": {}}'
 
@@ -353,3 +354,72 @@ def test_resumption_never_loses_duplicates_or_reorders(steps: list[str], data) -
             p.receive_data(SETUP_COMPLETE)
     wire += texts(p.data_to_send())
     assert state + consumed + wire == sent_texts
+
+
+def _blob_frame(draw_layout: dict, pcm: bytes) -> bytes:
+    """A model-turn audio frame, laid out as `draw_layout` says."""
+    data = base64.b64encode(pcm).decode()
+    if draw_layout["urlsafe"]:
+        data = base64.urlsafe_b64encode(pcm).decode()
+    if draw_layout["unpadded"]:
+        data = data.rstrip("=")
+    blob = {"mimeType": draw_layout["mime"], "data": data}
+    if draw_layout["data_first"]:
+        blob = {"data": data, "mimeType": draw_layout["mime"]}
+    content: dict = {"modelTurn": {"parts": [{"inlineData": blob}]}}
+    if draw_layout["turn_complete"]:
+        content["turnComplete"] = True
+    message: dict = {"serverContent": content}
+    if draw_layout["usage"]:
+        message["usageMetadata"] = {"totalTokenCount": 3}
+    text = json.dumps(message, indent=draw_layout["indent"], separators=draw_layout["separators"])
+    if draw_layout["escaped_slash"]:
+        text = text.replace("/", "\\/")
+    return text.encode()
+
+
+@given(
+    pcm=st.binary(max_size=97),
+    layout=st.fixed_dictionaries(
+        {
+            "mime": st.sampled_from(
+                ["audio/pcm;rate=24000", "audio/pcm", "audio/pcm;rate=16000", "image/png", "a\u00e9"]
+            ),
+            "urlsafe": st.booleans(),
+            "unpadded": st.booleans(),
+            "data_first": st.booleans(),
+            "turn_complete": st.booleans(),
+            "usage": st.booleans(),
+            "indent": st.sampled_from([None, 0, 2, "\t"]),
+            "separators": st.sampled_from([None, (",", ":"), (" ,", " : ")]),
+            "escaped_slash": st.booleans(),
+        }
+    ),
+    as_text=st.booleans(),
+)
+def test_the_native_audio_path_gives_what_the_general_decoder_gives(pcm: bytes, layout: dict, as_text: bool) -> None:
+    """Whatever the layout, spelling or extra fields of an audio frame, the events (or the
+    error) are those of the full decoder: the native fast path only takes what it can read
+    exactly, and leaves the rest to it."""
+    frame = _blob_frame(layout, pcm)
+    received = frame.decode() if as_text else frame
+    fast, general = opened(), opened()
+
+    def outcome(run):
+        try:
+            return run(), None
+        except RemoteProtocolError as exc:
+            return None, str(exc)
+
+    def decoded() -> list[ev.Event]:
+        out: list[ev.Event] = []
+        general._events(decode_server(received), out)
+        return out
+
+    assert outcome(lambda: fast.receive_data(received)) == outcome(decoded)
+    assert fast.model_turn_active == general.model_turn_active
+    if not (layout["urlsafe"] or layout["unpadded"] or layout["turn_complete"] or layout["usage"]):
+        if not layout["escaped_slash"] and layout["mime"].isascii():
+            assert model_audio(received) == (layout["mime"], pcm), "the plain frame takes the native path"
+    if layout["turn_complete"] or layout["usage"] or layout["escaped_slash"]:
+        assert model_audio(received) is None

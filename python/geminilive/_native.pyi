@@ -13,6 +13,7 @@ __all__ = [
     "f32_to_s16le",
     "from_mono",
     "list_devices",
+    "model_audio",
     "s16le_to_f32",
     "to_mono",
 ]
@@ -158,6 +159,10 @@ class VoiceActivityDetector:
 
 def audio_frame(prefix: bytes, pcm: bytes, suffix: bytes) -> bytes:
     """`prefix + base64(pcm) + suffix` in one pass: the realtimeInput audio frame."""
+
+def model_audio(frame: object) -> tuple[str, bytes] | None:
+    """`(mime_type, data)` of a server frame that carries one model-turn blob and nothing else;
+    `None` for any other frame (the general decoder reads those)."""
 
 def list_devices() -> list[dict[str, object]]:
     """Devices of the default audio host (see `geminilive.devices.list_devices`)."""

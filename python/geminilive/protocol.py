@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 
 from geminilive import events as ev
-from geminilive._native import audio_frame
+from geminilive._native import audio_frame, model_audio
 from geminilive.errors import (
     AudioFormatError,
     LocalProtocolError,
@@ -310,6 +310,13 @@ class LiveProtocol:
         """
         if self.state is State.CLOSED:
             raise RemoteProtocolError("frame received after the connection closed")
+        if self.state is State.OPEN:
+            # The hot path: a frame with one audio chunk and nothing else, read without
+            # building its message (a third of the time per received message).
+            audio = model_audio(frame)
+            if audio is not None:
+                self.model_turn_active = True
+                return [self._audio_chunk(*audio)]
         message = decode_server(frame)
         if self.state is State.AWAITING_SETUP_COMPLETE and message.setup_complete is None:
             raise RemoteProtocolError("the first server message must be setupComplete")
@@ -364,11 +371,7 @@ class LiveProtocol:
             for part in content.model_turn.parts or ():
                 blob = part.inline_data
                 if blob is not None:
-                    if len(blob.data) % 2 and blob.mime_type.startswith("audio/pcm"):
-                        raise RemoteProtocolError(f"16-bit PCM with an odd byte count ({len(blob.data)})")
-                    out.append(
-                        ev.AudioChunk(data=blob.data, sample_rate_hz=rate_from_mime(blob.mime_type, OUTPUT_RATE_HZ))
-                    )
+                    out.append(self._audio_chunk(blob.mime_type, blob.data))
                 elif part.text is not None:
                     out.append(ev.TextChunk(text=part.text, thought=bool(part.thought)))
         if content.input_transcription is not None:
@@ -396,6 +399,12 @@ class LiveProtocol:
                 )
             )
             self._turn_interrupted = False
+
+    @staticmethod
+    def _audio_chunk(mime_type: str, data: bytes) -> ev.AudioChunk:
+        if len(data) % 2 and mime_type.startswith("audio/pcm"):
+            raise RemoteProtocolError(f"16-bit PCM with an odd byte count ({len(data)})")
+        return ev.AudioChunk(data=data, sample_rate_hz=rate_from_mime(mime_type, OUTPUT_RATE_HZ))
 
     def _resumption(self, update) -> ev.SessionResumptionUpdate:
         self.resumable = bool(update.resumable)
