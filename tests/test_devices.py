@@ -117,6 +117,26 @@ def test_a_closed_capture_ends_its_iteration() -> None:
     asyncio.run(scenario())
 
 
+def test_a_capture_cancelled_as_its_frame_arrives_stops() -> None:
+    """A cancel that lands in the same loop turn as the frame's wake-up ends the wait (with
+    `asyncio.wait_for` on 3.11 it was swallowed and the task ran on)."""
+
+    async def scenario():
+        async with Capture(sample_rate_hz=16000) as mic:
+            await mic.__anext__()
+            mic._frames.clear()
+            waiting = asyncio.create_task(mic.__anext__())
+            while mic._waiter is None or mic._waiter.done():
+                await asyncio.sleep(0)
+            mic._waiter.set_result(None)  # the stream's wake-up...
+            waiting.cancel()  # ...and a cancel in the same turn
+            with pytest.raises(asyncio.CancelledError):
+                async with asyncio.timeout(2):
+                    await waiting
+
+    run(scenario())
+
+
 def test_a_starting_playback_stream_is_not_taken_for_a_stalled_one() -> None:
     """Through PulseAudio a new playback stream calls back a few times, then not for about
     1.9 s while the server starts it: pushing all through that start is no error."""

@@ -34,6 +34,15 @@ NO_AUDIO_TIMEOUT_S = 5.0
 STALL_TIMEOUT_S = 2.0
 
 
+# How often a capture waiting for frames checks that its device is alive.
+CHECK_INTERVAL_S = 0.5
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 def _stall_limit_s(age_s: float) -> float:
     """How long a stream of this age may go without a callback before it counts as gone."""
     return NO_AUDIO_TIMEOUT_S if age_s < NO_AUDIO_TIMEOUT_S else STALL_TIMEOUT_S
@@ -146,10 +155,18 @@ class Capture:
             error = self._stream.error
             if error:
                 raise AudioDeviceError(f"capture failed: {error}")
-            self._waiter = asyncio.get_running_loop().create_future()
+            # Woken by the stream (`_on_readable`), or after half a second to check that the
+            # device is alive. Not `asyncio.wait_for`: on Python 3.11 it swallows a cancel that
+            # comes in the same loop turn as the frame, and the task then runs on (a
+            # conversation's `stop()` waited for it forever).
+            loop = asyncio.get_running_loop()
+            self._waiter = waiter = loop.create_future()
+            timer = loop.call_later(CHECK_INTERVAL_S, _wake, waiter)
             try:
-                await asyncio.wait_for(self._waiter, timeout=0.5)
-            except TimeoutError:
+                await waiter
+            finally:
+                timer.cancel()
+            if not self._frames:
                 self._check_alive()
         return self._frames.popleft()
 
