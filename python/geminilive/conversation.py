@@ -167,7 +167,8 @@ class Conversation:
                     return
                 await asyncio.sleep(0.01)
 
-        await asyncio.wait_for(done(), timeout)
+        async with asyncio.timeout(timeout):  # (asyncio.wait_for can swallow a cancel on 3.11)
+            await done()
         if self.error is not None:
             raise self.error
 
