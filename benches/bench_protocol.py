@@ -33,13 +33,19 @@ from geminilive.session import Endpoint, Session
 
 
 class FakeSocket:
-    """Accepts sends; every recv returns the same frame."""
+    """Accepts sends (websockets' coroutine, as google-genai calls it, and geminilive's
+    connection's direct write); every recv returns the same frame. Neither side frames."""
+
+    must_drain = False
 
     def __init__(self, frame: bytes) -> None:
         self.frame = frame
         self.sent = 0
 
     async def send(self, data, text=None) -> None:
+        self.sent += len(data)
+
+    def send_now(self, data, text=True) -> None:
         self.sent += len(data)
 
     async def recv(self, decode=None):

@@ -25,12 +25,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import msgspec
 import numpy as np
 import websockets
-from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.client import connect as ws_connect
 
 from geminilive import events as ev
 from geminilive._native import Resampler, f32_to_s16le, s16le_to_f32
 from geminilive._redact import RedactingLogger
+from geminilive._websocket import WebSocket, connect_websocket
 from geminilive.config import DEFAULT_MODEL, DEFAULT_VERTEX_MODEL, LiveConfig
 from geminilive.errors import (
     AudioFormatError,
@@ -229,7 +228,7 @@ class Session:
         self._setup_timeout_s = setup_timeout_s
         self._max_pending_bytes = int(max_buffered_audio_s * _WIRE_BYTES_PER_AUDIO_S)
         self._logger = RedactingLogger(logging.getLogger("websockets.client"), _secrets_of(endpoint.headers))
-        self._ws: ClientConnection | None = None
+        self._ws: WebSocket | None = None
         self._protocol = self._new_protocol(setup)
         self._events: deque[ev.Event] = deque()
         self._flushing = False
@@ -254,27 +253,30 @@ class Session:
 
     # --- lifecycle -----------------------------------------------------------------------------
 
-    async def _open_socket(self) -> ClientConnection:
+    async def _open_socket(self) -> WebSocket:
         try:
-            return await ws_connect(
+            return await connect_websocket(
                 self.endpoint.url,
-                additional_headers=self.endpoint.headers,
+                headers=self.endpoint.headers,
                 ssl=(self._ssl or _default_tls()) if self.endpoint.url.startswith("wss:") else None,
                 max_size=self.max_frame_bytes,
-                open_timeout=self._open_timeout_s,
+                open_timeout_s=self._open_timeout_s,
                 # The service has been seen answering pings only after 8-30 s (protocol §1.4):
                 # keep pinging to hold NATs open, but never drop the session for a slow pong.
-                ping_interval=20,
-                ping_timeout=None,
+                ping_interval_s=20,
                 # A server that does not finish a close handshake soon is gone: reconnect.
-                close_timeout=2.0,
-                compression=None,
+                close_timeout_s=2.0,
                 logger=self._logger,
             )
-        except (OSError, websockets.exceptions.InvalidHandshake, TimeoutError) as exc:
+        except (
+            OSError,
+            websockets.exceptions.InvalidHandshake,
+            websockets.exceptions.InvalidProxy,
+            TimeoutError,
+        ) as exc:
             raise SessionError(f"could not connect to {self.endpoint.url}: {exc}") from exc
 
-    async def _handshake(self, ws: ClientConnection) -> None:
+    async def _handshake(self, ws: WebSocket) -> None:
         """Send setup (and then what is queued) on ``ws``; wait for setupComplete."""
         self._ws = ws
         protocol = self._protocol
@@ -305,7 +307,7 @@ class Session:
         self._go_away_deadline = None
         await self._flush()
 
-    async def _recv_or_raise(self, ws: ClientConnection) -> bytes | str:
+    async def _recv_or_raise(self, ws: WebSocket) -> bytes:
         try:
             return await ws.recv()
         except websockets.exceptions.ConnectionClosed as exc:
@@ -368,7 +370,9 @@ class Session:
             while (ws := self._ws) is not None and (frames := self._protocol.data_to_send()):
                 try:
                     for frame in frames:
-                        await ws.send(frame, text=True)
+                        ws.send_now(frame)
+                    if ws.must_drain:
+                        await ws.drain()
                 except websockets.exceptions.ConnectionClosed:
                     # The receive side sees the close and reconnects; the protocol kept these
                     # frames for replay (with resumption on).
@@ -490,7 +494,7 @@ class Session:
         """The next event (raises ``StopAsyncIteration`` when the session is over)."""
         return await self.__anext__()
 
-    async def _recv_until_go_away_deadline(self, ws: ClientConnection) -> bytes | str:
+    async def _recv_until_go_away_deadline(self, ws: WebSocket) -> bytes:
         """The next frame; ``TimeoutError`` when a goAway deadline is about to pass without
         a quiet moment to move (the service may go silent after goAway)."""
         deadline = self._go_away_deadline

@@ -30,11 +30,12 @@ from urllib.parse import parse_qs
 
 import numpy as np
 import websockets
-from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.protocol import State as WsState
+from websockets.server import ServerProtocol
 
 from geminilive._native import Resampler, VoiceActivityDetector, f32_to_s16le, s16le_to_f32
 from geminilive._redact import RedactingLogger
+from geminilive._websocket import WebSocket, WebSocketServer, serve_websockets
 from geminilive.emulator.faults import Faults
 from geminilive.emulator.models import (
     Conversation,
@@ -176,7 +177,7 @@ class LiveEmulator:
         self.session_time_limit_s = session_time_limit_s
         self.realtime_playback = realtime_playback
         self.max_message_bytes = max_message_bytes
-        self._server: Server | None = None
+        self._server: WebSocketServer | None = None
         self.record_input = record_input
         # handle -> (session, bytes of input audio the handle covers)
         self._sessions: dict[str, tuple[_SessionRecord, int]] = {}
@@ -188,23 +189,22 @@ class LiveEmulator:
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> LiveEmulator:
-        self._server = await serve(
+        self._server = await serve_websockets(
             self._handle,
             self.host,
             self._requested_port,
             ssl=self.ssl,
-            process_request=self._check_request,
+            check_request=self._check_request,
             logger=self._logger,
             max_size=self.max_message_bytes,
-            compression="deflate",
+            compression=True,
         )
         return self
 
     async def stop(self) -> None:
         if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+            server, self._server = self._server, None
+            await server.close()
 
     async def __aenter__(self) -> LiveEmulator:
         return await self.start()
@@ -245,10 +245,10 @@ class LiveEmulator:
 
     # --- handshake -----------------------------------------------------------------------------
 
-    def _check_request(self, connection: ServerConnection, request: Any) -> Any:
+    def _check_request(self, protocol: ServerProtocol, request: Any) -> Any:
         path = _request_path(request.path)
         if not _PATH.match(path):
-            return connection.respond(http.HTTPStatus.NOT_FOUND, f"no Live API method at {path}\n")
+            return protocol.reject(http.HTTPStatus.NOT_FOUND, f"no Live API method at {path}\n")
         return None
 
     def _authorised(self, request: Any) -> bool:
@@ -264,7 +264,7 @@ class LiveEmulator:
         offered += query.get("key", []) + query.get("access_token", [])
         return any(secrets.compare_digest(o, self.api_key) for o in offered if o)
 
-    async def _handle(self, ws: ServerConnection) -> None:
+    async def _handle(self, ws: WebSocket) -> None:
         number = next(self._connection_numbers)
         assert ws.request is not None
         path = _request_path(ws.request.path)
@@ -321,9 +321,7 @@ class LiveEmulator:
 class _Connection:
     """One client connection: reads client frames, runs VAD, streams replies."""
 
-    def __init__(
-        self, server: LiveEmulator, ws: ServerConnection, number: int, *, vertex: bool, faults: Faults
-    ) -> None:
+    def __init__(self, server: LiveEmulator, ws: WebSocket, number: int, *, vertex: bool, faults: Faults) -> None:
         self.server, self.ws, self.number, self.vertex, self.faults = server, ws, number, vertex, faults
         self.open = True
         self.record: _SessionRecord | None = None
@@ -417,7 +415,7 @@ class _Connection:
             f = self.faults
             if f.drop_after_client_messages is not None and self.messages_after_setup >= f.drop_after_client_messages:
                 self.open = False
-                self.ws.transport.abort()
+                self.ws.abort()
                 return
             if f.close_after_client_messages is not None and self.messages_after_setup >= f.close_after_client_messages:
                 raise _Closed(f.close_code, f.close_reason)

@@ -1,0 +1,472 @@
+"""A lean WebSocket connection for the session and the emulator.
+
+websockets' sans-I/O protocol does the framing, the handshakes, the close handshake and the
+control frames; this module drives it from asyncio's protocol callbacks. A frame to send is
+written to the transport at once, with no coroutine, lock or context manager on the way, and a
+received message is handed over through one future. websockets' own asyncio connection spends
+several times the per-message CPU of the framing itself on that machinery, which is what
+bounds how many real-time sessions one core carries (benches/bench_scale.py).
+
+The part of websockets' asyncio API the session and the emulator use is kept: ``send``,
+``recv``, ``close``, async iteration, ``state``, ``request``, and ``ConnectionClosed``
+exceptions from ``websockets.exceptions``. Messages are received as ``bytes`` (text frames
+too: their JSON goes to msgspec, which checks UTF-8 as it parses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import ssl as ssl_module
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import cast
+
+from websockets.client import ClientProtocol
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake, InvalidProxy
+from websockets.extensions.permessage_deflate import enable_server_permessage_deflate
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import Protocol, State
+from websockets.proxy import get_proxy, parse_proxy, prepare_connect_request
+from websockets.server import ServerProtocol
+from websockets.uri import WebSocketURI, parse_uri
+
+__all__ = ["WebSocket", "WebSocketServer", "connect_websocket", "serve_websockets"]
+
+# Received messages held before reading from the socket pauses (backpressure on the peer).
+_QUEUE_HIGH = 64
+_QUEUE_LOW = 16
+# Bytes buffered in the transport before a send waits for the socket to drain.
+_WRITE_HIGH = 64 * 1024
+_OPEN, _CLOSING = State.OPEN, State.CLOSING
+_DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
+
+
+class WebSocket(asyncio.Protocol):
+    """One WebSocket connection (client or server side) on a sans-I/O ``protocol``."""
+
+    def __init__(
+        self,
+        protocol: Protocol,
+        *,
+        close_timeout_s: float = 2.0,
+        ping_interval_s: float | None = None,
+    ) -> None:
+        self.protocol = protocol
+        self.close_timeout_s = close_timeout_s
+        self._ping_interval_s = ping_interval_s
+        self.transport: asyncio.Transport | None = None
+        self.request: Request | None = None
+        self.response: Response | None = None  # the server's handshake answer (client side)
+        self._loop = asyncio.get_running_loop()
+        self._messages: deque[bytes] = deque()
+        self._fragments: list[bytes | bytearray | memoryview] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._writing_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._handshake: asyncio.Future[None] = self._loop.create_future()
+        self._lost: asyncio.Future[None] = self._loop.create_future()
+        self._lost_exc: BaseException | None = None
+        self._timers: list[asyncio.TimerHandle] = []
+        self._server: WebSocketServer | None = None  # the listener that accepted it (server side)
+
+    # --- asyncio callbacks ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's are not its subclasses
+        transport.set_write_buffer_limits(_WRITE_HIGH)
+        self.transport = transport
+        if self._server is not None:  # only now: a failed TLS handshake never gets here
+            self._server.accepted(self)
+
+    def data_received(self, data: bytes) -> None:
+        protocol = self.protocol
+        protocol.receive_data(data)
+        events = protocol.events_received()
+        self._write_out()
+        for event in events:
+            if type(event) is Frame:
+                if event.opcode in _DATA:  # control frames are answered by the protocol
+                    self._data_frame(event.data, event.fin)
+            elif type(event) is Request:
+                self.request = event
+                self._server_handshake(event)
+            elif type(event) is Response:
+                self.response = event
+                self._client_handshake_done()
+        if protocol.state is not _OPEN:
+            self._closing()
+
+    def eof_received(self) -> None:
+        self.protocol.receive_eof()
+        self._write_out()
+        self._closing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.protocol.receive_eof()  # idempotent: the protocol is now CLOSED
+        self._lost_exc = exc
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        if not self._handshake.done():
+            self._handshake.set_exception(ConnectionError("connection lost during the opening handshake"))
+            self._handshake.exception()  # retrieved here: nobody may be waiting any more
+        self._lost.set_result(None)
+        self._wake()
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # --- receiving -----------------------------------------------------------------------------
+
+    def _data_frame(self, data: bytes | bytearray | memoryview, fin: bool) -> None:
+        if not fin:
+            self._fragments.append(data)
+            return
+        if self._fragments:
+            self._fragments.append(data)
+            data = b"".join(self._fragments)
+            self._fragments.clear()
+        self._messages.append(data if type(data) is bytes else bytes(data))  # frames hold bytearrays
+        if len(self._messages) >= _QUEUE_HIGH and not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def recv(self) -> bytes:
+        """The next message; ``ConnectionClosed`` once the connection is closed and every
+        message received before the close has been read."""
+        messages = self._messages
+        while not messages:
+            if self.protocol.state is State.CLOSED:
+                raise self._close_exc()
+            waiter = self._waiter = self._loop.create_future()
+            await waiter
+        if self._reading_paused and len(messages) <= _QUEUE_LOW:
+            self._reading_paused = False
+            if self.transport is not None:
+                self.transport.resume_reading()
+        return messages.popleft()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        """Messages until a normal close (an abnormal one raises, as in websockets)."""
+        try:
+            while True:
+                yield await self.recv()
+        except ConnectionClosedOK:
+            return
+
+    def _close_exc(self) -> ConnectionClosed:
+        exc = self.protocol.close_exc
+        if self._lost_exc is not None:
+            exc.__cause__ = self._lost_exc
+        return exc
+
+    # --- sending -------------------------------------------------------------------------------
+
+    def send_now(self, message: bytes | str, text: bool = True) -> None:
+        """Write one message to the socket now (no await: the caller drains when it can).
+        Raises ``ConnectionClosed`` if the connection is no longer open."""
+        protocol = self.protocol
+        if protocol.state is not _OPEN:
+            raise self._close_exc() if protocol.state is State.CLOSED else _closing_error(protocol)
+        data = message.encode() if isinstance(message, str) else message
+        if text:
+            protocol.send_text(data)
+        else:
+            protocol.send_binary(data)
+        self._write_out()
+
+    @property
+    def must_drain(self) -> bool:
+        """Whether the transport's buffer is over its high-water mark (await :meth:`drain`)."""
+        return self._writing_paused
+
+    async def send(self, message: bytes | str, text: bool | None = None) -> None:
+        """As websockets: ``str`` goes as a text frame, bytes as binary unless ``text``."""
+        self.send_now(message, text=type(message) is str if text is None else text)
+        if self._writing_paused:
+            await self.drain()
+
+    async def drain(self) -> None:
+        if self._writing_paused and not self._lost.done():
+            waiter = self._loop.create_future()
+            self._drain_waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                self._drain_waiters.remove(waiter)
+
+    def _write_out(self) -> None:
+        transport = self.transport
+        for data in self.protocol.data_to_send():
+            if transport is None:
+                return
+            if data:
+                transport.write(data)
+            elif transport.can_write_eof():
+                with contextlib.suppress(Exception):  # uvloop may raise RuntimeError here
+                    transport.write_eof()
+            else:
+                transport.close()
+
+    # --- closing -------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self.protocol.state
+
+    @property
+    def close_code(self) -> int | None:
+        return self.protocol.close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        return self.protocol.close_reason
+
+    def _closing(self) -> None:
+        """The close handshake started (or the peer went): end the TCP connection if the peer
+        does not within the close timeout."""
+        if self.protocol.close_expected() and self.transport is not None and not self._lost.done():
+            self._timers.append(self._loop.call_later(self.close_timeout_s, self.transport.abort))
+        self._wake()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close handshake, then wait for the TCP connection to end (aborted after the close
+        timeout). Safe to call more than once and on a connection already closed."""
+        if self.protocol.state is _OPEN:
+            self.protocol.send_close(code, reason)
+            self._write_out()
+            self._closing()
+        elif self.protocol.state is State.CONNECTING and self.transport is not None:
+            self.transport.abort()
+        if self.transport is not None:
+            await asyncio.shield(self._lost)
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._lost)
+
+    def abort(self) -> None:
+        """Drop the TCP connection without a close frame."""
+        if self.transport is not None:
+            self.transport.abort()
+
+    # --- handshakes ----------------------------------------------------------------------------
+
+    def _client_handshake_done(self) -> None:
+        # The state may be past OPEN already: a close frame can come in the same read.
+        if self.protocol.handshake_exc is None:
+            self._handshake.set_result(None)
+            if self._ping_interval_s:
+                self._timers.append(self._loop.call_later(self._ping_interval_s, self._keepalive))
+        else:
+            self._handshake.set_exception(self.protocol.handshake_exc)
+
+    def _keepalive(self) -> None:
+        """Pings hold NATs open; a late pong is not a reason to drop the session."""
+        if self.protocol.state is _OPEN:
+            self.protocol.send_ping(os.urandom(4))
+            self._write_out()
+            assert self._ping_interval_s is not None
+            self._timers.append(self._loop.call_later(self._ping_interval_s, self._keepalive))
+
+    def _server_handshake(self, request: Request) -> None:
+        assert isinstance(self.protocol, ServerProtocol) and self._server is not None
+        protocol = self.protocol
+        response = self._server.check(protocol, request) or protocol.accept(request)
+        protocol.send_response(response)
+        self._write_out()
+        if protocol.state is _OPEN:
+            self._handshake.set_result(None)
+            self._server.start_handler(self)
+        else:
+            self._handshake.set_exception(protocol.handshake_exc or InvalidHandshake("request refused"))
+            self._handshake.exception()
+            self._closing()
+
+
+def _closing_error(protocol: Protocol) -> ConnectionClosed:
+    """The error for a send after our or the peer's close frame, before the TCP close."""
+    return ConnectionClosed(protocol.close_rcvd, protocol.close_sent, protocol.close_rcvd_then_sent)
+
+
+async def connect_websocket(
+    url: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    ssl: ssl_module.SSLContext | None = None,
+    max_size: int | None = None,
+    open_timeout_s: float | None = 10.0,
+    close_timeout_s: float = 2.0,
+    ping_interval_s: float | None = 20.0,
+    logger: logging.Logger | logging.LoggerAdapter | None = None,
+) -> WebSocket:
+    """Open a client connection to ``url`` (``ws://`` or ``wss://``), through the HTTP(S)
+    proxy the environment names for it, if any. Raises ``OSError``, ``TimeoutError`` or
+    ``websockets.exceptions.InvalidHandshake``."""
+    uri = parse_uri(url)
+    loop = asyncio.get_running_loop()
+    protocol = ClientProtocol(uri, max_size=max_size, logger=logger)
+    ws = WebSocket(protocol, close_timeout_s=close_timeout_s, ping_interval_s=ping_interval_s)
+    tls = (ssl or ssl_module.create_default_context()) if uri.secure else None
+    try:
+        async with asyncio.timeout(open_timeout_s):
+            proxy = get_proxy(uri)
+            if proxy is None:
+                await loop.create_connection(lambda: ws, uri.host, uri.port, ssl=tls)
+            else:
+                sock = await _tunnel(proxy, uri)
+                await loop.create_connection(lambda: ws, sock=sock, ssl=tls, server_hostname=uri.host if tls else None)
+            request = protocol.connect()
+            if headers:
+                request.headers.update(Headers(headers))
+            protocol.send_request(request)
+            ws._write_out()
+            await ws._handshake
+    except BaseException:
+        ws.abort()
+        raise
+    return ws
+
+
+async def _tunnel(proxy: str, uri: WebSocketURI) -> socket.socket:
+    """A TCP socket to ``uri`` through an HTTP proxy's CONNECT (the usual corporate setup)."""
+    parsed = parse_proxy(proxy)
+    if parsed.scheme != "http":
+        raise InvalidProxy(proxy, "only http:// proxies are supported (set NO_PROXY to bypass)")
+    reader, writer = await asyncio.open_connection(parsed.host, parsed.port)
+    try:
+        writer.write(prepare_connect_request(parsed, uri))
+        status = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n", 1)[0]
+        parts = status.split(None, 2)
+        if len(parts) < 2 or not parts[1].startswith(b"2"):
+            raise InvalidHandshake(f"proxy refused CONNECT: {status.decode(errors='replace').strip()}")
+        sock = writer.get_extra_info("socket")
+        duplicate = socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
+    finally:
+        writer.transport.abort()
+    duplicate.setblocking(False)
+    return duplicate
+
+
+class WebSocketServer:
+    """Accepted connections of :func:`serve_websockets` and their handler tasks."""
+
+    def __init__(
+        self,
+        handler: Callable[[WebSocket], Awaitable[None]],
+        check_request: Callable[[ServerProtocol, Request], Response | None],
+        *,
+        max_size: int | None,
+        compression: bool,
+        open_timeout_s: float,
+        logger: logging.Logger | logging.LoggerAdapter | None,
+    ) -> None:
+        self._handler = handler
+        self.check = check_request
+        self._max_size = max_size
+        self._extensions = enable_server_permessage_deflate(None) if compression else None
+        self._open_timeout_s = open_timeout_s
+        self._logger = logger
+        self.connections: set[WebSocket] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.server: asyncio.Server | None = None
+
+    def new_connection(self) -> WebSocket:
+        ws = WebSocket(ServerProtocol(max_size=self._max_size, extensions=self._extensions, logger=self._logger))
+        ws._server = self
+        return ws
+
+    def accepted(self, ws: WebSocket) -> None:
+        self.connections.add(ws)
+        ws._lost.add_done_callback(lambda _: self.connections.discard(ws))
+        ws._timers.append(ws._loop.call_later(self._open_timeout_s, self._expire, ws))
+
+    def _expire(self, ws: WebSocket) -> None:
+        if not ws._handshake.done():
+            ws.abort()
+
+    def start_handler(self, ws: WebSocket) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(ws))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, ws: WebSocket) -> None:
+        try:
+            await self._handler(ws)
+        except Exception:
+            if self._logger is not None:
+                self._logger.error("connection handler failed", exc_info=True)
+            await ws.close(1011)
+        else:
+            await ws.close()
+
+    async def close(self, code: int = 1001, reason: str = "") -> None:
+        """Stop listening, close every connection (``code``), and wait for the handlers."""
+        if self.server is not None:
+            self.server.close()
+        await asyncio.gather(*(ws.close(code, reason) for ws in list(self.connections)), return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+        if self.server is not None:
+            await self.server.wait_closed()
+
+    async def serve_forever(self) -> None:
+        assert self.server is not None
+        await self.server.serve_forever()
+
+    @property
+    def sockets(self) -> tuple:
+        return tuple(self.server.sockets) if self.server is not None else ()
+
+
+async def serve_websockets(
+    handler: Callable[[WebSocket], Awaitable[None]],
+    host: str,
+    port: int,
+    *,
+    ssl: ssl_module.SSLContext | None = None,
+    check_request: Callable[[ServerProtocol, Request], Response | None] | None = None,
+    max_size: int | None = None,
+    compression: bool = False,
+    open_timeout_s: float = 10.0,
+    logger: logging.Logger | logging.LoggerAdapter | None = None,
+) -> WebSocketServer:
+    """Listen on ``host:port``; run ``handler(ws)`` for each connection whose handshake
+    ``check_request`` lets through (it returns a rejection ``Response`` or ``None``). The
+    connection is closed (1000) when the handler returns, 1011 if it raises."""
+    server = WebSocketServer(
+        handler,
+        check_request or (lambda protocol, request: None),
+        max_size=max_size,
+        compression=compression,
+        open_timeout_s=open_timeout_s,
+        logger=logger,
+    )
+    server.server = await asyncio.get_running_loop().create_server(server.new_connection, host, port, ssl=ssl)
+    return server

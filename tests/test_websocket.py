@@ -1,0 +1,295 @@
+"""The lean WebSocket connection (geminilive._websocket) against websockets' own client and
+server over real sockets, through a real HTTP CONNECT proxy, and as a pure parser under
+arbitrary fragmentation and TCP chunking."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+import websockets
+from hypothesis import given
+from hypothesis import strategies as st
+from websockets.asyncio.client import connect as ws_connect
+from websockets.asyncio.server import serve as ws_serve
+from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, InvalidStatus
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+from websockets.utils import accept_key
+
+import geminilive
+from audio_util import run
+from geminilive import events as ev
+from geminilive._websocket import WebSocket, connect_websocket, serve_websockets
+from geminilive.emulator import LiveEmulator
+
+
+def test_messages_both_ways_with_websockets_server_including_fragments_and_pings() -> None:
+    async def scenario():
+        async def handler(server_ws):
+            await server_ws.send("text one")
+            await server_ws.send(b"binary two")
+            await server_ws.send([b"frag", b"mented ", b"three"])  # one message in three frames
+            await server_ws.ping()
+            got = [await server_ws.recv() for _ in range(2)]
+            await server_ws.send(repr(got))
+            await server_ws.close(4001, "bye now")
+
+        async with ws_serve(handler, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            ws = await connect_websocket(f"ws://127.0.0.1:{port}/x")
+            received = [await ws.recv() for _ in range(3)]
+            ws.send_now(b'{"a": 1}')
+            await ws.send("second")
+            echo = await ws.recv()
+            with pytest.raises(ConnectionClosedError) as closed:
+                await ws.recv()
+            await ws.close()
+            return received, echo, closed.value.rcvd.code, closed.value.rcvd.reason, ws.state
+
+    received, echo, code, reason, state = run(scenario())
+    assert received == [b"text one", b"binary two", b"fragmented three"]
+    assert echo == b"""['{"a": 1}', 'second']"""
+    assert (code, reason, state) == (4001, "bye now", State.CLOSED)
+
+
+def test_a_normal_close_ends_iteration_and_a_send_after_it_raises() -> None:
+    async def scenario():
+        async def handler(server_ws):
+            for i in range(5):
+                await server_ws.send(f"m{i}")
+
+        async with ws_serve(handler, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            ws = await connect_websocket(f"ws://127.0.0.1:{port}/")
+            got = [m async for m in ws]
+            with pytest.raises(ConnectionClosedOK):
+                ws.send_now(b"too late")
+            return got
+
+    assert run(scenario()) == [b"m0", b"m1", b"m2", b"m3", b"m4"]
+
+
+def test_a_reader_that_falls_behind_pauses_the_socket_and_loses_nothing() -> None:
+    count = 1000
+
+    async def scenario():
+        async def handler(server_ws):
+            for i in range(count):
+                await server_ws.send(f"{i:06d}" + "x" * 2000)
+
+        async with ws_serve(handler, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            ws = await connect_websocket(f"ws://127.0.0.1:{port}/")
+            await asyncio.sleep(0.3)  # the server writes far ahead of this reader
+            queued = len(ws._messages)
+            got = [int(m[:6]) async for m in ws]
+            return queued, got
+
+    queued, got = run(scenario())
+    assert queued < count  # reading paused rather than buffering everything
+    assert got == list(range(count))
+
+
+def test_server_handshake_check_handler_exit_and_failure() -> None:
+    async def scenario():
+        def check(protocol: ServerProtocol, request):
+            return protocol.reject(404, "nothing here\n") if request.path != "/ok" else None
+
+        async def handler(ws: WebSocket):
+            message = await ws.recv()
+            if message == b"fail":
+                raise RuntimeError("handler failed")
+            await ws.send(message.upper())
+
+        server = await serve_websockets(handler, "127.0.0.1", 0, check_request=check, compression=True)
+        port = server.sockets[0].getsockname()[1]
+        with pytest.raises(InvalidStatus, match="404"):
+            await ws_connect(f"ws://127.0.0.1:{port}/nope")
+        # websockets' client offers permessage-deflate: the emulator-side server accepts it.
+        async with ws_connect(f"ws://127.0.0.1:{port}/ok") as client:
+            await client.send(b"hello " * 100)
+            echoed = await client.recv()
+            assert client.protocol.extensions, "deflate was not negotiated"
+            with pytest.raises(ConnectionClosedOK):
+                await client.recv()
+            normal = client.close_code
+        async with ws_connect(f"ws://127.0.0.1:{port}/ok") as client:
+            await client.send(b"fail")
+            with pytest.raises(ConnectionClosedError):
+                await client.recv()
+            failed = client.close_code
+        async with ws_connect(f"ws://127.0.0.1:{port}/ok") as client:
+            await server.close()  # stopping closes open connections with 1001
+            with pytest.raises(ConnectionClosedOK):
+                await client.recv()
+            stopped = client.close_code
+        return echoed, normal, failed, stopped
+
+    echoed, normal, failed, stopped = run(scenario())
+    assert echoed == b"HELLO " * 100
+    assert (normal, failed, stopped) == (1000, 1011, 1001)
+
+
+def test_a_close_timeout_drops_a_peer_that_never_answers() -> None:
+    async def scenario():
+        hold = asyncio.Event()
+
+        async def silent(reader, writer):  # accepts the upgrade, then ignores everything
+            request = await reader.readuntil(b"\r\n\r\n")
+            headers = dict(line.split(b": ", 1) for line in request.split(b"\r\n")[1:] if b": " in line)
+            key = {k.lower(): v for k, v in headers.items()}[b"sec-websocket-key"]
+            writer.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Accept: " + accept_key(key.decode()).encode() + b"\r\n\r\n"
+            )
+            await hold.wait()
+            writer.close()
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        ws = await connect_websocket(f"ws://127.0.0.1:{port}/", close_timeout_s=0.2)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await asyncio.wait_for(ws.close(), 5)
+        took = loop.time() - start
+        hold.set()
+        server.close()
+        return took, ws.state
+
+    took, state = run(scenario())
+    assert state is State.CLOSED
+    assert 0.15 < took < 2.0
+
+
+async def _connect_proxy(seen: list[bytes], reader, writer) -> None:
+    """A minimal HTTP CONNECT proxy: reads the CONNECT, dials the target, relays both ways."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    seen.append(head.split(b"\r\n", 1)[0])
+    host, _, port = head.split()[1].decode().rpartition(":")
+    up_reader, up_writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+    async def pipe(src, dst):
+        try:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            dst.close()
+
+    await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+def test_a_session_goes_through_the_http_proxy_the_environment_names(monkeypatch) -> None:
+    seen: list[bytes] = []
+
+    async def scenario():
+        proxy = await asyncio.start_server(lambda r, w: _connect_proxy(seen, r, w), "127.0.0.1", 0)
+        proxy_port = proxy.sockets[0].getsockname()[1]
+        monkeypatch.setenv("ws_proxy", f"http://127.0.0.1:{proxy_port}")
+        monkeypatch.delenv("no_proxy", raising=False)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        async with LiveEmulator(speed=50.0) as emu, geminilive.connect(endpoint=emu.url) as session:
+            await session.send_text("hello")
+            async for event in session:
+                if isinstance(event, ev.TurnComplete):
+                    break
+            port = emu.port
+        proxy.close()
+        return port
+
+    port = run(scenario())
+    assert seen == [f"CONNECT 127.0.0.1:{port} HTTP/1.1".encode()]
+
+
+def test_a_proxy_that_refuses_is_a_clear_error(monkeypatch) -> None:
+    async def scenario():
+        async def refuse(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+            writer.close()
+
+        proxy = await asyncio.start_server(refuse, "127.0.0.1", 0)
+        monkeypatch.setenv("ws_proxy", f"http://127.0.0.1:{proxy.sockets[0].getsockname()[1]}")
+        monkeypatch.delenv("no_proxy", raising=False)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        with pytest.raises(geminilive.errors.SessionError, match="403"):
+            await geminilive.connect(endpoint="ws://127.0.0.1:9/ws/x")
+        proxy.close()
+
+    run(scenario())
+
+
+class _Sink:
+    """Just enough of a transport for feeding a WebSocket by hand."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def set_write_buffer_limits(self, high: int) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+messages_strategy = st.lists(st.binary(max_size=300), min_size=1, max_size=12)
+
+
+@given(messages=messages_strategy, data=st.data())
+def test_fragmentation_and_tcp_chunking_never_change_the_messages(messages, data) -> None:
+    """Each message cut into random frames (with pings between), the byte stream cut into
+    random reads: the messages come out whole, in order, as bytes."""
+    sender = ServerProtocol(state=State.OPEN, max_size=None)
+    for message in messages:
+        cuts = sorted(data.draw(st.lists(st.integers(0, len(message)), max_size=3)))
+        pieces = [message[a:b] for a, b in zip([0, *cuts], [*cuts, len(message)], strict=True)]
+        for i, piece in enumerate(pieces):
+            opcode = Opcode.BINARY if i == 0 else Opcode.CONT
+            sender.send_frame(Frame(opcode, piece, fin=i == len(pieces) - 1))
+            if data.draw(st.booleans()):
+                sender.send_ping(b"p")
+    stream = b"".join(sender.data_to_send())
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=20)))
+
+    async def scenario():
+        from websockets.client import ClientProtocol
+        from websockets.uri import parse_uri
+
+        ws = WebSocket(ClientProtocol(parse_uri("ws://x/"), state=State.OPEN, max_size=None))
+        sink = _Sink()
+        ws.connection_made(sink)  # type: ignore[arg-type]
+        for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+            ws.data_received(stream[a:b])
+        out = [await ws.recv() for _ in messages]
+        return out, sink.written
+
+    out, written = run(scenario())
+    assert out == messages
+    assert all(type(m) is bytes for m in out)
+    assert len(written) == stream.count(b"\x89\x01p")  # a pong for every ping
+
+
+def test_emulator_speaks_to_websockets_client_with_deflate() -> None:
+    async def scenario():
+        async with LiveEmulator(speed=50.0) as emu:
+            async with websockets.connect(emu.url) as ws:
+                await ws.send('{"setup": {"model": "models/m"}}')
+                first = await ws.recv()
+                return first, bool(ws.protocol.extensions)
+
+    first, deflated = run(scenario())
+    assert json.loads(first) == {"setupComplete": {}}
+    assert deflated
