@@ -47,7 +47,14 @@ _OPEN, _CLOSING = State.OPEN, State.CLOSING
 _DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 
 
-class WebSocket(asyncio.Protocol):
+# One receive buffer for every connection: the loop fills it and buffer_updated() hands its
+# bytes to the parser before the next read, so it is never shared by two reads at once. As a
+# buffered protocol, TLS records are decrypted straight into it (uvloop's plain-protocol path
+# allocates a 256 KiB object for every read).
+_RECEIVE_BUFFER = memoryview(bytearray(256 * 1024))
+
+
+class WebSocket(asyncio.BufferedProtocol):
     """One WebSocket connection (client or server side) on a sans-I/O ``protocol``."""
 
     def __init__(
@@ -85,7 +92,7 @@ class WebSocket(asyncio.Protocol):
         if self._server is not None:  # only now: a failed TLS handshake never gets here
             self._server.accepted(self)
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes | memoryview) -> None:
         protocol = self.protocol
         protocol.receive_data(data)
         events = protocol.events_received()
@@ -102,6 +109,12 @@ class WebSocket(asyncio.Protocol):
                 self._client_handshake_done()
         if protocol.state is not _OPEN:
             self._closing()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _RECEIVE_BUFFER
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(_RECEIVE_BUFFER[:nbytes])
 
     def eof_received(self) -> None:
         self.protocol.receive_eof()
