@@ -7,6 +7,7 @@ pub mod pcm;
 pub mod resample;
 pub mod vad;
 pub mod wire;
+pub mod wsframe;
 
 #[cfg(feature = "python")]
 mod py;

@@ -2,19 +2,36 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import numpy as np
 import pytest
 import websockets
+from hypothesis import given
+from hypothesis import strategies as st
 
 import geminilive
 from audio_util import chirp, frames, run, silence, xcorr_peak
 from geminilive import LiveConfig
 from geminilive import events as ev
+from geminilive._native import audio_frame, input_audio
 from geminilive.emulator import Faults, LiveEmulator, ReplyToolCall, ScriptModel, ScriptTurn, ToneModel
+from geminilive.emulator.server import _audio_frame_template
 from geminilive.errors import InvalidArgumentError, PolicyViolationError, SessionError
-from geminilive.messages import FunctionCall, FunctionDeclaration, FunctionResponse, Tool
+from geminilive.messages import (
+    Blob,
+    Content,
+    FunctionCall,
+    FunctionDeclaration,
+    FunctionResponse,
+    Part,
+    ServerContent,
+    ServerMessage,
+    Tool,
+    decode_client,
+    encode_server,
+)
 from recordings import all_recordings
 
 FAST = {"speed": float("inf"), "realtime_playback": False}
@@ -427,3 +444,59 @@ def test_activity_markers_with_automatic_vad_are_rejected() -> None:
                     await until(session, ev.TurnComplete)
 
     run(scenario())
+
+
+@given(
+    pcm=st.binary(min_size=1, max_size=200),  # the emulator sends no empty chunk
+    mime=st.sampled_from(["audio/pcm;rate=24000", "audio/pcm"]),
+    vertex=st.booleans(),
+)
+def test_templated_audio_messages_are_what_the_encoder_writes(pcm: bytes, mime: str, vertex: bool) -> None:
+    prefix, suffix = _audio_frame_template(mime, vertex)
+    message = ServerMessage(
+        server_content=ServerContent(
+            model_turn=Content(
+                parts=[Part(inline_data=Blob(mime_type=mime, data=pcm))], role="model" if vertex else None
+            )
+        )
+    )
+    assert audio_frame(prefix, pcm, suffix) == encode_server(message)
+
+
+@given(
+    pcm=st.binary(max_size=97),
+    layout=st.fixed_dictionaries(
+        {
+            "mime_key": st.sampled_from(["mimeType", "mime_type"]),
+            "urlsafe": st.booleans(),
+            "data_first": st.booleans(),
+            "extra": st.sampled_from([None, ("text", "hi"), ("audioStreamEnd", True)]),
+            "indent": st.sampled_from([None, 2]),
+            "separators": st.sampled_from([None, (",", ":")]),
+        }
+    ),
+)
+def test_the_emulators_native_input_path_reads_what_the_decoder_reads(pcm: bytes, layout: dict) -> None:
+    """`input_audio` takes a client audio frame only when it is exactly one blob, and then
+    reads the same audio as the full decoder; every other frame is left to the decoder."""
+    encoded = (base64.urlsafe_b64encode if layout["urlsafe"] else base64.b64encode)(pcm).decode()
+    fields = [("data", encoded), (layout["mime_key"], "audio/pcm;rate=16000")]
+    blob = dict(fields if layout["data_first"] else fields[::-1])
+    realtime: dict = {"audio": blob}
+    if layout["extra"]:
+        realtime[layout["extra"][0]] = layout["extra"][1]
+    frame = json.dumps({"realtimeInput": realtime}, indent=layout["indent"], separators=layout["separators"]).encode()
+    fast = input_audio(frame)
+    plain = (
+        layout["mime_key"] == "mimeType"
+        and not layout["extra"]
+        and (not layout["urlsafe"] or ("-" not in encoded and "_" not in encoded))
+    )
+    if plain:
+        assert fast == ("audio/pcm;rate=16000", pcm)
+    if fast is not None:
+        general = decode_client(frame)
+        assert general.realtime_input is not None and general.realtime_input.audio == Blob(
+            mime_type=fast[0], data=fast[1]
+        )
+        assert not layout["extra"]

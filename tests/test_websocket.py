@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from types import SimpleNamespace
 
 import pytest
 import websockets
@@ -13,10 +14,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import serve as ws_serve
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, InvalidStatus
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
+from websockets.uri import parse_uri
 from websockets.utils import accept_key
 
 import geminilive
@@ -244,42 +247,106 @@ class _Sink:
     def resume_reading(self) -> None:
         pass
 
+    def can_write_eof(self) -> bool:
+        return True
 
-messages_strategy = st.lists(st.binary(max_size=300), min_size=1, max_size=12)
+    def write_eof(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
 
 
+def _repeated(size: int, byte: int) -> bytes:
+    return bytes([byte]) * size
+
+
+messages_strategy = st.lists(
+    st.one_of(
+        st.binary(max_size=300),
+        st.builds(_repeated, st.integers(100, 70000), st.integers(0, 255)),  # 16- and 64-bit lengths
+    ),
+    min_size=1,
+    max_size=10,
+)
+
+
+@pytest.mark.parametrize("side", ["client", "server"])
 @given(messages=messages_strategy, data=st.data())
-def test_fragmentation_and_tcp_chunking_never_change_the_messages(messages, data) -> None:
-    """Each message cut into random frames (with pings between), the byte stream cut into
-    random reads: the messages come out whole, in order, as bytes."""
-    sender = ServerProtocol(state=State.OPEN, max_size=None)
-    for message in messages:
-        cuts = sorted(data.draw(st.lists(st.integers(0, len(message)), max_size=3)))
-        pieces = [message[a:b] for a, b in zip([0, *cuts], [*cuts, len(message)], strict=True)]
-        for i, piece in enumerate(pieces):
-            opcode = Opcode.BINARY if i == 0 else Opcode.CONT
-            sender.send_frame(Frame(opcode, piece, fin=i == len(pieces) - 1))
-            if data.draw(st.booleans()):
-                sender.send_ping(b"p")
-    stream = b"".join(sender.data_to_send())
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=20)))
+def test_fragmentation_and_tcp_chunking_never_change_the_messages(side, messages, data) -> None:
+    """A handshake, then each message as one frame or cut into fragments, pings between, a
+    close at the end; the byte stream cut into random reads (with the client's HTTP head and
+    the first frames in one read too). The
+    messages come out whole, in order, as bytes; every ping is answered and the close too."""
 
     async def scenario():
-        from websockets.client import ClientProtocol
-        from websockets.uri import parse_uri
-
-        ws = WebSocket(ClientProtocol(parse_uri("ws://x/"), state=State.OPEN, max_size=None))
         sink = _Sink()
-        ws.connection_made(sink)  # type: ignore[arg-type]
-        for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        if side == "client":
+            ws = WebSocket(ClientProtocol(parse_uri("ws://x/"), max_size=None))
+            ws.connection_made(sink)  # type: ignore[arg-type]
+            request = ws.protocol.connect()
+            ws.protocol.send_request(request)
+            ws._write_out()
+            peer: ClientProtocol | ServerProtocol = ServerProtocol(max_size=None)
+            peer.receive_data(sink.written.pop())
+            peer.send_response(peer.accept(peer.events_received()[0]))
+        else:
+            ws = WebSocket(ServerProtocol(max_size=None))
+            ws._server = SimpleNamespace(
+                check=lambda p, r: None, start_handler=lambda ws: None, accepted=lambda ws: None
+            )
+            ws.connection_made(sink)  # type: ignore[arg-type]
+            peer = ClientProtocol(parse_uri("ws://x/"), max_size=None)
+            peer.send_request(peer.connect())
+            request = b"".join(peer.data_to_send())
+            cut = data.draw(st.integers(0, len(request)))
+            ws.data_received(request[:cut])
+            ws.data_received(request[cut:])
+            peer.receive_data(sink.written.pop())  # the 101: a client sends frames only after it
+            assert peer.events_received() and peer.state is State.OPEN
+        pings = 0
+        for message in messages:
+            cuts = sorted(data.draw(st.lists(st.integers(0, len(message)), max_size=3)))
+            pieces = [message[a:b] for a, b in zip([0, *cuts], [*cuts, len(message)], strict=True)]
+            for i, piece in enumerate(pieces):
+                opcode = Opcode.BINARY if i == 0 else Opcode.CONT
+                peer.send_frame(Frame(opcode, piece, fin=i == len(pieces) - 1))
+                if data.draw(st.booleans()):
+                    peer.send_ping(b"p")
+                    pings += 1
+        peer.send_close(1000, "done")
+        stream = b"".join(peer.data_to_send())
+        reads = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=20)))
+        for a, b in zip([0, *reads], [*reads, len(stream)], strict=True):
             ws.data_received(stream[a:b])
         out = [await ws.recv() for _ in messages]
-        return out, sink.written
+        peer.receive_data(b"".join(sink.written))
+        answers = [e.opcode for e in peer.events_received() if isinstance(e, Frame)]
+        return out, answers, pings, ws.state
 
-    out, written = run(scenario())
+    out, answers, pings, state = run(scenario())
     assert out == messages
     assert all(type(m) is bytes for m in out)
-    assert len(written) == stream.count(b"\x89\x01p")  # a pong for every ping
+    assert answers == [Opcode.PONG] * pings + [Opcode.CLOSE]
+    assert state is not State.OPEN
+
+
+def test_a_message_over_the_limit_fails_the_connection_with_1009() -> None:
+    async def scenario():
+        async def handler(server_ws):
+            await server_ws.send(b"small")
+            await server_ws.send(b"x" * 5000)
+            await server_ws.wait_closed()
+
+        async with ws_serve(handler, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            ws = await connect_websocket(f"ws://127.0.0.1:{port}/", max_size=1000)
+            first = await ws.recv()
+            with pytest.raises(ConnectionClosedError) as closed:
+                await ws.recv()
+            return first, closed.value.sent.code
+
+    assert run(scenario()) == (b"small", 1009)
 
 
 def test_emulator_speaks_to_websockets_client_with_deflate() -> None:

@@ -12,10 +12,13 @@ __all__ = [
     "audio_frame",
     "f32_to_s16le",
     "from_mono",
+    "input_audio",
     "list_devices",
     "model_audio",
+    "read_frames",
     "s16le_to_f32",
     "to_mono",
+    "write_frame",
 ]
 
 import numpy as np
@@ -163,6 +166,20 @@ def audio_frame(prefix: bytes, pcm: bytes, suffix: bytes) -> bytes:
 def model_audio(frame: object) -> tuple[str, bytes] | None:
     """`(mime_type, data)` of a server frame that carries one model-turn blob and nothing else;
     `None` for any other frame (the general decoder reads those)."""
+
+def input_audio(frame: object) -> tuple[str, bytes] | None:
+    """`(mime_type, data)` of a client frame that is one `realtimeInput` audio blob and nothing
+    else; `None` for any other frame (the general decoder reads those)."""
+
+def read_frames(buf: bytes, at: int, masked: bool, max_size: int, simple: bool) -> tuple[list[bytes], int, int]:
+    """The single-frame WebSocket messages at the front of `buf[at:]`: `(messages, offset,
+    stop)`. `stop` > 0: the frame at `offset` ends there and is for the general protocol; -1:
+    the general protocol takes everything from `offset`; 0 or below -1: the rest is an
+    incomplete frame (of -stop bytes, once its header is in)."""
+
+def write_frame(opcode: int, payload: bytes, masked: bool) -> bytes:
+    """One final WebSocket frame (opcode 1 text, 2 binary), masked with a fresh random key when
+    `masked`."""
 
 def list_devices() -> list[dict[str, object]]:
     """Devices of the default audio host (see `geminilive.devices.list_devices`)."""

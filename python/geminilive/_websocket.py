@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import ssl as ssl_module
+import sys
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import cast
@@ -31,10 +32,12 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidH
 from websockets.extensions.permessage_deflate import enable_server_permessage_deflate
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import Protocol, State
+from websockets.protocol import Protocol, Side, State
 from websockets.proxy import get_proxy, parse_proxy, prepare_connect_request
 from websockets.server import ServerProtocol
 from websockets.uri import WebSocketURI, parse_uri
+
+from geminilive._native import read_frames, write_frame
 
 __all__ = ["WebSocket", "WebSocketServer", "connect_websocket", "serve_websockets"]
 
@@ -45,6 +48,8 @@ _QUEUE_LOW = 16
 _WRITE_HIGH = 64 * 1024
 _OPEN, _CLOSING = State.OPEN, State.CLOSING
 _DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
+# An HTTP head longer than this goes to the protocol whole (which refuses it).
+_MAX_HEAD_BYTES = 64 * 1024
 
 
 # One receive buffer for every connection: the loop fills it and buffer_updated() hands its
@@ -82,6 +87,15 @@ class WebSocket(asyncio.BufferedProtocol):
         self._lost_exc: BaseException | None = None
         self._timers: list[asyncio.TimerHandle] = []
         self._server: WebSocketServer | None = None  # the listener that accepted it (server side)
+        # The fast path: open, no extension, the protocol's parser between frames.
+        self._fast = False
+        # Received bytes that do not make a whole frame (or HTTP head) yet, and how many the
+        # frame needs in all (0: not known until its header is in).
+        self._pending: list[bytes] = []
+        self._pending_bytes = self._pending_need = 0
+        self._head_read = False
+        self._masked_in = protocol.side is Side.SERVER  # clients mask what they send
+        self._max_size = protocol.max_message_size or sys.maxsize
 
     # --- asyncio callbacks ---------------------------------------------------------------------
 
@@ -92,7 +106,72 @@ class WebSocket(asyncio.BufferedProtocol):
         if self._server is not None:  # only now: a failed TLS handshake never gets here
             self._server.accepted(self)
 
-    def data_received(self, data: bytes | memoryview) -> None:
+    def data_received(self, data: bytes) -> None:
+        if self._fast:
+            self._read_frames(data)
+        elif self.protocol.state is State.CONNECTING and not self._head_read:
+            self._read_handshake(data)
+        else:
+            self._general(data)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _RECEIVE_BUFFER
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(_RECEIVE_BUFFER[:nbytes]))
+
+    def _read_handshake(self, data: bytes) -> None:
+        """Give the protocol the HTTP head alone, so that once the connection is open its
+        parser stands between frames and the frames after the head can take the fast path."""
+        buf = b"".join([*self._pending, data])
+        self._pending.clear()
+        head_end = buf.find(b"\r\n\r\n")
+        if head_end < 0 and len(buf) < _MAX_HEAD_BYTES:
+            self._pending.append(buf)
+            return
+        head, rest = (buf[: head_end + 4], buf[head_end + 4 :]) if head_end >= 0 else (buf, b"")
+        self._head_read = True  # what follows is a refusal's body, or frames
+        self._general(head)
+        protocol = self.protocol
+        self._fast = protocol.state is _OPEN and not protocol.extensions
+        if rest:
+            self.data_received(rest)
+
+    def _read_frames(self, data: bytes) -> None:
+        """Whole single-frame messages are read in Rust; any other frame goes, whole, to the
+        protocol, which then stands between frames again."""
+        pending = self._pending
+        if pending:
+            pending.append(data)
+            self._pending_bytes += len(data)
+            if self._pending_bytes < self._pending_need:
+                return  # a large frame is still coming in: join its pieces once, at the end
+            buf = b"".join(pending)
+            pending.clear()
+        else:
+            buf = data
+        at = 0
+        while True:
+            messages, at, stop = read_frames(buf, at, self._masked_in, self._max_size, not self._fragments)
+            for message in messages:
+                self._message(message)
+            if stop > 0:
+                self._general(buf[at:stop])
+                at = stop
+            elif stop != -1:
+                break
+            if stop == -1 or self.protocol.state is not _OPEN:  # the protocol judges the rest
+                self._fast = False
+                if at < len(buf):
+                    self._general(buf[at:])
+                return
+        if at < len(buf):
+            pending.append(buf[at:])
+            self._pending_bytes = len(buf) - at
+            self._pending_need = -stop
+
+    def _general(self, data: bytes) -> None:
+        """Everything but the fast path: websockets' protocol parses, answers and fails."""
         protocol = self.protocol
         protocol.receive_data(data)
         events = protocol.events_received()
@@ -109,12 +188,6 @@ class WebSocket(asyncio.BufferedProtocol):
                 self._client_handshake_done()
         if protocol.state is not _OPEN:
             self._closing()
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return _RECEIVE_BUFFER
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(_RECEIVE_BUFFER[:nbytes])
 
     def eof_received(self) -> None:
         self.protocol.receive_eof()
@@ -155,7 +228,10 @@ class WebSocket(asyncio.BufferedProtocol):
             self._fragments.append(data)
             data = b"".join(self._fragments)
             self._fragments.clear()
-        self._messages.append(data if type(data) is bytes else bytes(data))  # frames hold bytearrays
+        self._message(data if type(data) is bytes else bytes(data))  # frames hold bytearrays
+
+    def _message(self, data: bytes) -> None:
+        self._messages.append(data)
         if len(self._messages) >= _QUEUE_HIGH and not self._reading_paused and self.transport is not None:
             self._reading_paused = True
             self.transport.pause_reading()
@@ -209,7 +285,10 @@ class WebSocket(asyncio.BufferedProtocol):
         if protocol.state is not _OPEN:
             raise self._close_exc() if protocol.state is State.CLOSED else _closing_error(protocol)
         data = message.encode() if isinstance(message, str) else message
-        if text:
+        if self._fast:
+            assert self.transport is not None
+            self.transport.write(write_frame(1 if text else 2, data, not self._masked_in))
+        elif text:
             protocol.send_text(data)
         else:
             protocol.send_binary(data)

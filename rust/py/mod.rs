@@ -12,6 +12,7 @@ mod pcm;
 mod resample;
 mod vad;
 mod wire;
+mod wsframe;
 
 /// Inputs at least this long are processed with the GIL released; below it the release costs
 /// more than the work (a 20 ms frame converts in well under a microsecond).
@@ -71,5 +72,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     jitter::register(m)?;
     vad::register(m)?;
     wire::register(m)?;
+    wsframe::register(m)?;
     Ok(())
 }

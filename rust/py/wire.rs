@@ -1,5 +1,6 @@
 //! The wire hot paths (see `crate::wire`): `audio_frame` builds a `realtimeInput` audio frame
-//! in one pass; `model_audio` reads the audio out of a frame that carries nothing else.
+//! in one pass; `model_audio` and `input_audio` read the audio out of a server or client frame
+//! that carries nothing else.
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
@@ -31,6 +32,9 @@ fn audio_frame<'py>(
     })
 }
 
+/// Where a client message keeps realtime input audio.
+const REALTIME_AUDIO_BLOB: [Step; 2] = [Step::Key("realtimeInput"), Step::Key("audio")];
+
 /// `(mime_type, data)` when `frame` (bytes or str) is a server message with one model-turn
 /// part holding inline data and nothing else; `None` for any other frame, which the general
 /// decoder then reads (it also reports what is malformed).
@@ -39,6 +43,23 @@ fn model_audio<'py>(
     py: Python<'py>,
     frame: &Bound<'py, PyAny>,
 ) -> PyResult<Option<(Bound<'py, PyString>, Bound<'py, PyBytes>)>> {
+    blob_at(py, frame, &MODEL_TURN_BLOB)
+}
+
+/// The same for a client's `realtimeInput` audio message (what the emulator reads most).
+#[pyfunction]
+fn input_audio<'py>(
+    py: Python<'py>,
+    frame: &Bound<'py, PyAny>,
+) -> PyResult<Option<(Bound<'py, PyString>, Bound<'py, PyBytes>)>> {
+    blob_at(py, frame, &REALTIME_AUDIO_BLOB)
+}
+
+fn blob_at<'py>(
+    py: Python<'py>,
+    frame: &Bound<'py, PyAny>,
+    path: &[Step],
+) -> PyResult<Option<(Bound<'py, PyString>, Bound<'py, PyBytes>)>> {
     let text: &[u8] = if let Ok(bytes) = frame.downcast::<PyBytes>() {
         bytes.as_bytes()
     } else if let Ok(string) = frame.downcast::<PyString>() {
@@ -46,7 +67,7 @@ fn model_audio<'py>(
     } else {
         return Ok(None);
     };
-    let Some((mime, data)) = single_blob(text, &MODEL_TURN_BLOB) else {
+    let Some((mime, data)) = single_blob(text, path) else {
         return Ok(None);
     };
     let (Ok(mime), Some(len)) = (std::str::from_utf8(mime), base64_decoded_len(data)) else {
@@ -62,5 +83,6 @@ fn model_audio<'py>(
 
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(audio_frame, m)?)?;
-    m.add_function(wrap_pyfunction!(model_audio, m)?)
+    m.add_function(wrap_pyfunction!(model_audio, m)?)?;
+    m.add_function(wrap_pyfunction!(input_audio, m)?)
 }

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import http
 import itertools
 import logging
@@ -33,7 +34,14 @@ import websockets
 from websockets.protocol import State as WsState
 from websockets.server import ServerProtocol
 
-from geminilive._native import Resampler, VoiceActivityDetector, f32_to_s16le, s16le_to_f32
+from geminilive._native import (
+    Resampler,
+    VoiceActivityDetector,
+    audio_frame,
+    f32_to_s16le,
+    input_audio,
+    s16le_to_f32,
+)
 from geminilive._redact import RedactingLogger
 from geminilive._websocket import WebSocket, WebSocketServer, serve_websockets
 from geminilive.emulator.faults import Faults
@@ -318,6 +326,27 @@ class LiveEmulator:
         return b""
 
 
+@functools.lru_cache(maxsize=64)
+def _audio_frame_template(mime: str, vertex: bool) -> tuple[bytes, bytes]:
+    """The text of a model-turn audio message before and after its base64 data, exactly as
+    :func:`encode_server` writes it (pretty-printed, as the service does): each chunk's data
+    then goes between them in Rust, without building the message."""
+    sentinel = b"\xff\xff\xff"  # base64 "////", which the rest of the text cannot hold
+    text = encode_server(
+        ServerMessage(
+            server_content=ServerContent(
+                model_turn=Content(
+                    parts=[Part(inline_data=Blob(mime_type=mime, data=sentinel))],
+                    role="model" if vertex else None,
+                )
+            )
+        )
+    )
+    prefix, marker, suffix = text.partition(b"////")
+    assert marker and b"////" not in suffix
+    return prefix, suffix
+
+
 class _Connection:
     """One client connection: reads client frames, runs VAD, streams replies."""
 
@@ -329,7 +358,6 @@ class _Connection:
         self.client_index = 0
         self.messages_after_setup = 0
         self.turns_completed = 0
-        self._send_lock = asyncio.Lock()
         self._reply_task: asyncio.Task[None] | None = None
         self._timers: list[asyncio.Task[None]] = []
         self._tool_waiter: asyncio.Future[list[FunctionResponse]] | None = None
@@ -354,10 +382,16 @@ class _Connection:
     # --- sending -------------------------------------------------------------------------------
 
     async def send(self, message: ServerMessage) -> None:
+        await self._send_frame(encode_server(message))
+
+    async def _send_frame(self, frame: bytes) -> None:
+        """Frames reach the socket in the order of the calls: the write is synchronous, and
+        waiting for the socket to drain comes after it."""
         if self.faults.send_delay_s:
             await asyncio.sleep(self.faults.send_delay_s)
-        async with self._send_lock:
-            await self.ws.send(encode_server(message))
+        self.ws.send_now(frame, text=False)
+        if self.ws.must_drain:
+            await self.ws.drain()
 
     async def close(self, code: int, reason: str, *, discard_incoming: bool = False) -> None:
         """Close with ``code``. With ``discard_incoming`` (when nothing else reads), what the
@@ -404,7 +438,11 @@ class _Connection:
         if message.setup is None:
             raise _Closed(1007, INVALID_ARGUMENT)
         await self._start_session(message.setup)
-        async for frame in self.ws:
+        while True:
+            try:
+                frame = await self.ws.recv()
+            except websockets.exceptions.ConnectionClosedOK:
+                return
             if self.faults.slow_reader_s:
                 await asyncio.sleep(self.faults.slow_reader_s)
             message = self._decode(frame)
@@ -421,6 +459,9 @@ class _Connection:
                 raise _Closed(f.close_code, f.close_reason)
 
     def _decode(self, frame: bytes | str) -> ClientMessage:
+        audio = input_audio(frame)  # nearly every message: read in Rust
+        if audio is not None:
+            return ClientMessage(realtime_input=RealtimeInput(audio=Blob(mime_type=audio[0], data=audio[1])))
         try:
             message = decode_client(frame)
         except RemoteProtocolError as exc:
@@ -743,8 +784,9 @@ class _Connection:
         t0 = due if now - due < 0.1 else now  # after a pause (a tool call), no catching up
         sent_s = 0.0
         f = self.faults
+        prefix, suffix = _audio_frame_template(mime, self.vertex)
         for n, chunk in enumerate(chunks):
-            await self._model_turn(Part(inline_data=Blob(mime_type=mime, data=chunk)))
+            await self._send_frame(audio_frame(prefix, chunk, suffix))
             if transcribe and words:
                 piece, words = words[:per_chunk], words[per_chunk:]
                 text = " ".join(piece) + (" " if words else "")
