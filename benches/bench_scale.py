@@ -12,7 +12,7 @@ session, and the emulator's CPU per session-second (its capacity: 1 core / that)
 Both clients and the emulator run on the same event loop: uvloop when installed (as
 geminilive's own programs do), or the one ``--loop`` names.
 
-    python benches/bench_scale.py [--seconds 8] [--steps 50,100,200,300,400] [--loop auto] [--quick]
+    python benches/bench_scale.py [--seconds 8] [--steps 25,50,100,150,200,300] [--loop auto] [--quick]
 """
 
 from __future__ import annotations
@@ -230,7 +230,7 @@ def step_process(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="measured time per step")
-    parser.add_argument("--steps", default="50,100,200,300,400")
+    parser.add_argument("--steps", default="25,50,100,150,200,300")
     parser.add_argument("--clients", default="geminilive,google-genai")
     parser.add_argument(
         "--loop",

@@ -136,18 +136,100 @@ def test_server_handshake_check_handler_exit_and_failure() -> None:
     assert (normal, failed, stopped) == (1000, 1011, 1001)
 
 
+async def _accept_upgrade(reader, writer) -> None:
+    """The server side of the opening handshake, by hand (the peer then does as the test says)."""
+    request = await reader.readuntil(b"\r\n\r\n")
+    headers = dict(line.split(b": ", 1) for line in request.split(b"\r\n")[1:] if b": " in line)
+    key = {k.lower(): v for k, v in headers.items()}[b"sec-websocket-key"]
+    writer.write(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + accept_key(key.decode()).encode() + b"\r\n\r\n"
+    )
+
+
+async def _frames_from(reader, seconds: float) -> list[Frame]:
+    """The frames a client sent within ``seconds``, read by websockets' own parser."""
+    parser = ServerProtocol(state=State.OPEN, max_size=None)
+    frames: list[Frame] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while (left := deadline - loop.time()) > 0:
+        try:
+            data = await asyncio.wait_for(reader.read(65536), left)
+        except TimeoutError:
+            break
+        if not data:
+            break
+        parser.receive_data(data)
+        frames += [e for e in parser.events_received() if isinstance(e, Frame)]
+    return frames
+
+
+def test_the_client_pings_to_keep_the_connection_alive() -> None:
+    async def scenario():
+        seen: asyncio.Future[list[Frame]] = asyncio.get_running_loop().create_future()
+
+        async def server(reader, writer):
+            await _accept_upgrade(reader, writer)
+            seen.set_result(await _frames_from(reader, 0.5))
+            writer.close()
+
+        listener = await asyncio.start_server(server, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        ws = await connect_websocket(f"ws://127.0.0.1:{port}/", ping_interval_s=0.1)
+        frames = await seen
+        ws.abort()
+        listener.close()
+        return frames
+
+    frames = run(scenario())
+    assert 3 <= sum(f.opcode is Opcode.PING for f in frames) <= 6
+    assert all(len(f.data) == 4 for f in frames)
+
+
+def test_a_peer_that_stops_reading_holds_sends_back_and_loses_nothing() -> None:
+    count, size = 400, 16384
+
+    async def scenario():
+        reading = asyncio.Event()
+        got: asyncio.Future[list[Frame]] = asyncio.get_running_loop().create_future()
+
+        async def server(reader, writer):
+            await _accept_upgrade(reader, writer)
+            await reading.wait()
+            got.set_result(await _frames_from(reader, 2.0))
+            writer.close()
+
+        listener = await asyncio.start_server(server, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        ws = await connect_websocket(f"ws://127.0.0.1:{port}/")
+
+        async def send_all():
+            for i in range(count):
+                await ws.send(i.to_bytes(4, "big") + bytes(size))
+
+        sender = asyncio.create_task(send_all())
+        await asyncio.sleep(0.3)
+        held = not sender.done()  # the socket's buffers filled and the sender waits
+        reading.set()
+        await sender
+        frames = await got
+        ws.abort()
+        listener.close()
+        return held, frames
+
+    held, frames = run(scenario())
+    assert held
+    assert [int.from_bytes(f.data[:4], "big") for f in frames] == list(range(count))
+    assert all(f.opcode is Opcode.BINARY and len(f.data) == size + 4 for f in frames)
+
+
 def test_a_close_timeout_drops_a_peer_that_never_answers() -> None:
     async def scenario():
         hold = asyncio.Event()
 
         async def silent(reader, writer):  # accepts the upgrade, then ignores everything
-            request = await reader.readuntil(b"\r\n\r\n")
-            headers = dict(line.split(b": ", 1) for line in request.split(b"\r\n")[1:] if b": " in line)
-            key = {k.lower(): v for k, v in headers.items()}[b"sec-websocket-key"]
-            writer.write(
-                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                b"Sec-WebSocket-Accept: " + accept_key(key.decode()).encode() + b"\r\n\r\n"
-            )
+            await _accept_upgrade(reader, writer)
             await hold.wait()
             writer.close()
 

@@ -30,8 +30,9 @@ __all__ = [
 ]
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True):
-    """Base of every event."""
+class Event(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """Base of every event (immutable data, no cycles: not tracked by the garbage collector,
+    which a busy session would otherwise make scan every chunk it receives)."""
 
 
 class SetupComplete(Event, frozen=True):

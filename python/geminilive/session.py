@@ -358,27 +358,35 @@ class Session:
 
     # --- sending -------------------------------------------------------------------------------
 
+    def _write_queued(self) -> bool:
+        """Write the frames the protocol has queued, now (the socket write is synchronous);
+        True when the socket's buffer is full and the caller must :meth:`_flush`. Nothing is
+        written while another caller waits for the socket to drain: frames then wait in the
+        protocol, in order, and that caller writes them (no lock on the per-frame path)."""
+        ws = self._ws
+        if ws is None or self._flushing:  # reconnecting (frames wait for the next socket)
+            return False
+        try:
+            for frame in self._protocol.data_to_send():
+                ws.send_now(frame)
+        except websockets.exceptions.ConnectionClosed:
+            # The receive side sees the close and reconnects; the protocol kept these frames
+            # for replay (with resumption on).
+            return False
+        return ws.must_drain
+
     async def _flush(self) -> None:
-        """Write queued frames in order. One flusher at a time: a caller that finds another
-        flushing returns at once, and the active one picks its frames up (no lock to take on
-        the per-frame path, and no reordering). While reconnecting there is no socket and
-        frames wait in the protocol."""
+        """Write queued frames in order, waiting for the socket to drain when it is full."""
         if self._flushing:
             return
-        self._flushing = True
-        try:
-            while (ws := self._ws) is not None and (frames := self._protocol.data_to_send()):
-                try:
-                    for frame in frames:
-                        ws.send_now(frame)
-                    if ws.must_drain:
-                        await ws.drain()
-                except websockets.exceptions.ConnectionClosed:
-                    # The receive side sees the close and reconnects; the protocol kept these
-                    # frames for replay (with resumption on).
-                    return
-        finally:
-            self._flushing = False
+        while self._write_queued():
+            ws = self._ws
+            assert ws is not None
+            self._flushing = True
+            try:
+                await ws.drain()
+            finally:
+                self._flushing = False
 
     def _pcm16(self, pcm: Any, sample_rate_hz: int) -> bytes:
         """16 kHz 16-bit PCM bytes from bytes or a float32/int16 array at any rate."""
@@ -410,7 +418,8 @@ class Session:
             pcm if sample_rate_hz == INPUT_RATE_HZ and type(pcm) is bytes else self._pcm16(pcm, sample_rate_hz),
             INPUT_RATE_HZ,
         )
-        await self._flush()
+        if self._write_queued():
+            await self._flush()
 
     async def send_text(self, text: str) -> None:
         self._protocol.send_text(text)
