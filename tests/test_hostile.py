@@ -100,6 +100,7 @@ BAD_SERVER_MESSAGES = [
     b'{"sessionResumptionUpdate":{"resumable":true,"lastConsumedClientMessageIndex":"1e5"}}',
     b'{"serverContent": 5}',
     b'{"setupComplete": {}}',  # a second one
+    b'{"serverContent":{"modelTurn":{"parts":[{"text":"\xff"}]}}}',  # not UTF-8 (a binary frame)
 ]
 HOSTILE = NOT_JSON + BAD_SERVER_MESSAGES
 
@@ -217,6 +218,7 @@ def test_an_oversized_server_frame_is_a_typed_close_not_a_reconnect() -> None:
         b'{"realtimeInput": {"audio": {"mimeType": "audio/pcm;rate=16000", "data": "%%%"}}}',
         b'{"setup": {"model": "again"}}',
         b"[" * 100_000,
+        b'{"realtimeInput": {"text": "\xff\xfe"}}',  # not UTF-8
     ],
 )
 def test_the_emulator_closes_1007_on_bad_client_frames_and_keeps_serving(frame: bytes) -> None:

@@ -1,11 +1,13 @@
 """A lean WebSocket connection for the session and the emulator.
 
-websockets' sans-I/O protocol does the framing, the handshakes, the close handshake and the
-control frames; this module drives it from asyncio's protocol callbacks. A frame to send is
-written to the transport at once, with no coroutine, lock or context manager on the way, and a
-received message is handed over through one future. websockets' own asyncio connection spends
-several times the per-message CPU of the framing itself on that machinery, which is what
-bounds how many real-time sessions one core carries (benches/bench_scale.py).
+websockets' sans-I/O protocol does the handshakes, the close handshake, control frames,
+fragments and extensions. A message in one frame, which is nearly every Live API message, is
+read and written in Rust (``_native.read_frames``, ``write_frame``) whenever the connection is
+open without extensions; any other frame goes, whole, to the sans-I/O protocol, which is kept
+standing between frames. Sends write to the transport at once (no coroutine, lock or context
+manager per message; ``drain`` when the buffer is full), a received message wakes its reader
+through one future, and TLS records are decrypted into one shared buffer. Per-message CPU is
+what bounds how many real-time sessions one core carries (benches/bench_scale.py).
 
 The part of websockets' asyncio API the session and the emulator use is kept: ``send``,
 ``recv``, ``close``, async iteration, ``state``, ``request``, and ``ConnectionClosed``
@@ -46,7 +48,7 @@ _QUEUE_HIGH = 64
 _QUEUE_LOW = 16
 # Bytes buffered in the transport before a send waits for the socket to drain.
 _WRITE_HIGH = 64 * 1024
-_OPEN, _CLOSING = State.OPEN, State.CLOSING
+_OPEN = State.OPEN
 _DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 # An HTTP head longer than this goes to the protocol whole (which refuses it).
 _MAX_HEAD_BYTES = 64 * 1024

@@ -443,7 +443,7 @@ def _decode(frame: bytes | str, decoder: msgspec.json.Decoder, cls: type) -> Any
         return _decode_frame(frame, decoder, cls)
     except RecursionError:
         raise RemoteProtocolError("malformed JSON frame: nested too deeply") from None
-    except UnicodeEncodeError as exc:
+    except UnicodeError as exc:  # a lone surrogate in a str, or bytes that are not UTF-8
         raise RemoteProtocolError(f"malformed text frame: {exc}") from None
 
 
