@@ -423,3 +423,60 @@ def test_the_native_audio_path_gives_what_the_general_decoder_gives(pcm: bytes, 
             assert model_audio(received) == (layout["mime"], pcm), "the plain frame takes the native path"
     if layout["turn_complete"] or layout["usage"] or layout["escaped_slash"]:
         assert model_audio(received) is None
+
+
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.tuples(st.just("audio"), st.binary(max_size=40).map(lambda b: b[: len(b) // 2 * 2])),
+            st.tuples(st.just("text"), st.text(max_size=5)),
+            st.tuples(st.just("flush"), st.none()),
+            st.tuples(st.just("handle"), st.integers(0, 30)),
+            st.tuples(st.just("setup_complete"), st.none()),
+        ),
+        max_size=40,
+    ),
+    transparent=st.booleans(),
+    max_replay_bytes=st.sampled_from([300, 16 * 1024 * 1024]),
+)
+def test_writing_audio_directly_is_the_queue_then_data_to_send(steps, transparent, max_replay_bytes) -> None:
+    """Driven the same way, a protocol that writes audio through `audio_to_write` whenever it
+    can writes the same frames, in the same order, numbered and kept for replay the same, as
+    one that always queues and then takes `data_to_send`."""
+    setup = LiveConfig(transparent_resumption=transparent).to_setup("gemini-test")
+    queued = LiveProtocol(setup, max_replay_bytes=max_replay_bytes)
+    direct = LiveProtocol(setup, max_replay_bytes=max_replay_bytes)
+    written: dict[str, list[bytes]] = {"queued": [], "direct": []}
+    for kind, value in steps:
+        if kind == "audio":
+            queued.send_audio(value)
+            written["queued"] += queued.data_to_send()
+            frame = direct.audio_to_write(value)
+            if frame is None:
+                direct.send_audio(value)
+                written["direct"] += direct.data_to_send()
+            else:
+                written["direct"].append(frame)
+        elif kind == "text":
+            queued.send_text(value)
+            direct.send_text(value)
+        elif kind == "flush":
+            written["queued"] += queued.data_to_send()
+            written["direct"] += direct.data_to_send()
+        else:
+            message = (
+                SETUP_COMPLETE if kind == "setup_complete" else update(f"h{value}", value if transparent else None)
+            )
+            outcomes = []
+            for p in (queued, direct):
+                try:
+                    outcomes.append(p.receive_data(message))
+                except RemoteProtocolError as exc:
+                    outcomes.append(str(exc))
+            assert outcomes[0] == outcomes[1]
+        assert written["queued"] == written["direct"]
+        assert queued.unconsumed_frames() == direct.unconsumed_frames()
+        assert (queued._handed_index, queued.replay_overflow_frames) == (
+            direct._handed_index,
+            direct.replay_overflow_frames,
+        )

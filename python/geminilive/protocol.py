@@ -201,18 +201,33 @@ class LiveProtocol:
 
     def send_audio(self, pcm: bytes, sample_rate_hz: int = INPUT_RATE_HZ) -> int:
         """Queue 16-bit little-endian mono PCM (the service takes any rate; 16 kHz is native)."""
+        return self._queue(self._audio_frame(pcm, sample_rate_hz))
+
+    def audio_to_write(self, pcm: bytes, sample_rate_hz: int = INPUT_RATE_HZ) -> bytes | None:
+        """:meth:`send_audio` then :meth:`data_to_send` in one step, for the common case of an
+        open connection with nothing queued: the frame to write now, numbered and kept for
+        replay as the queue would have. ``None`` when the frame must queue instead."""
+        if self._pending or self.state is not State.OPEN or self._setup_frame is not None:
+            return None
+        frame = self._audio_frame(pcm, sample_rate_hz)
+        if len(frame) > self.max_frame_bytes:
+            raise MessageTooLargeError(f"a {len(frame)}-byte frame exceeds {self.max_frame_bytes} bytes")
+        self._hand((frame,), len(frame))
+        return frame
+
+    def _audio_frame(self, pcm: bytes, sample_rate_hz: int) -> bytes:
         if len(pcm) % 2:
             raise AudioFormatError(f"16-bit PCM needs an even number of bytes, got {len(pcm)}")
         if self.state is State.CLOSED:
             raise LocalProtocolError("the connection is closed")
-        # The hot path: the frame is a fixed JSON prefix, the base64 (C) and a suffix; it is
-        # byte for byte what encode_client makes of the same message (tested).
+        # The frame is a fixed JSON prefix, the base64 (Rust) and a suffix; it is byte for
+        # byte what encode_client makes of the same message (tested).
         prefix = _AUDIO_FRAME_PREFIX.get(sample_rate_hz)
         if prefix is None:
             prefix = _AUDIO_FRAME_PREFIX[sample_rate_hz] = (
                 b'{"realtimeInput":{"audio":{"mimeType":"' + pcm_mime_type(sample_rate_hz).encode() + b'","data":"'
             )
-        return self._queue(audio_frame(prefix, pcm if type(pcm) is bytes else bytes(pcm), b'"}}}'))
+        return audio_frame(prefix, pcm if type(pcm) is bytes else bytes(pcm), b'"}}}')
 
     def send_video_frame(self, image: bytes, mime_type: str = "image/jpeg") -> int:
         if not mime_type.startswith("image/"):
@@ -266,16 +281,21 @@ class LiveProtocol:
         if not out or self.state is not State.OPEN:
             return []
         self._pending = []
+        self._hand(out, self._pending_bytes)
         self._pending_bytes = 0
+        return out
+
+    def _hand(self, frames: Sequence[bytes], size: int) -> None:
+        """Number ``frames`` (``size`` bytes in all) as handed to the socket; keep them for
+        replay."""
         if self._keep_replay:
             unconsumed = self._unconsumed
             if not unconsumed:
                 self._unconsumed_first = self._handed_index + 1
-            unconsumed.extend(out)
-            size = self._unconsumed_bytes + (len(out[0]) if len(out) == 1 else sum(map(len, out)))
+            unconsumed.extend(frames)
+            size += self._unconsumed_bytes
             self._unconsumed_bytes = size if size <= self.max_replay_bytes else self._trim_replay(size)
-        self._handed_index += len(out)
-        return out
+        self._handed_index += len(frames)
 
     def _trim_replay(self, size: int) -> int:
         """Forget the oldest replay frames, down to 7/8 of the bound (so that a long stream

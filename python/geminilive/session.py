@@ -414,10 +414,19 @@ class Session:
     async def send_audio(self, pcm: bytes | np.ndarray, sample_rate_hz: int = INPUT_RATE_HZ) -> None:
         """Send microphone audio: 16-bit LE bytes, or a float32/int16 array, at any rate
         (resampled to 16 kHz in Rust, with the resampler's state kept across calls)."""
-        self._protocol.send_audio(
-            pcm if sample_rate_hz == INPUT_RATE_HZ and type(pcm) is bytes else self._pcm16(pcm, sample_rate_hz),
-            INPUT_RATE_HZ,
-        )
+        pcm16 = pcm if sample_rate_hz == INPUT_RATE_HZ and type(pcm) is bytes else self._pcm16(pcm, sample_rate_hz)
+        ws = self._ws
+        if ws is not None and not self._flushing:
+            frame = self._protocol.audio_to_write(pcm16)
+            if frame is not None:  # the common case: straight to the socket
+                try:
+                    ws.send_now(frame)
+                except websockets.exceptions.ConnectionClosed:
+                    return  # kept for replay; the receive side reconnects
+                if ws.must_drain:
+                    await self._flush()
+                return
+        self._protocol.send_audio(pcm16, INPUT_RATE_HZ)
         if self._write_queued():
             await self._flush()
 
