@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import multiprocessing
 import os
 import platform
@@ -154,6 +155,30 @@ async def geminilive_session(url: str, context: ssl.SSLContext, tally: Tally, st
         await uploader
 
 
+async def transport_session(url: str, context: ssl.SSLContext, tally: Tally, stop: asyncio.Event) -> None:
+    """geminilive's WebSocket connection alone, sending one pre-built audio message: what the
+    transport under the session costs (a reference for the table, not a client to use)."""
+    from geminilive._websocket import connect_websocket
+
+    ws = await connect_websocket(url, headers={"x-goog-api-key": KEY}, ssl=context)
+    ws.send_now(b'{"setup":{"model":"models/%s","generationConfig":{"responseModalities":["AUDIO"]}}}' % MODEL.encode())
+    await ws.recv()  # setupComplete
+    ws.send_now(b'{"realtimeInput":{"text":"talk to me"}}')
+    frame = b'{"realtimeInput":{"audio":{"mimeType":"audio/pcm;rate=16000","data":"%s"}}}' % base64.b64encode(SILENCE)
+
+    async def send(pcm: bytes) -> None:
+        ws.send_now(frame)
+
+    uploader = asyncio.create_task(paced_upload(send, tally, stop))
+    clock = DownloadClock()
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        if len(await ws.recv()) > 1000:  # an audio chunk (the emulator's are 40 ms)
+            clock.chunk(loop.time(), 0.040, tally)
+    await uploader
+    await ws.close()
+
+
 async def genai_session(port: int, context: ssl.SSLContext, tally: Tally, stop: asyncio.Event) -> None:
     from google import genai
     from google.genai import types
@@ -191,6 +216,8 @@ async def run_step(kind: str, sessions: int, seconds: float, port: int, context:
     for _ in range(sessions):
         if kind == "geminilive":
             tasks.append(asyncio.create_task(geminilive_session(url, context, tally, stop)))
+        elif kind == "transport":
+            tasks.append(asyncio.create_task(transport_session(url, context, tally, stop)))
         else:
             tasks.append(asyncio.create_task(genai_session(port, context, tally, stop)))
         await asyncio.sleep(0.005)  # a connection storm is not what this measures
@@ -234,7 +261,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="measured time per step")
     parser.add_argument("--steps", default="25,50,100,150,200,300")
-    parser.add_argument("--clients", default="geminilive,google-genai")
+    parser.add_argument(
+        "--clients",
+        default="geminilive,google-genai",
+        help="of geminilive, google-genai, transport (geminilive's WebSocket alone, pre-built messages)",
+    )
     parser.add_argument(
         "--loop",
         default="auto",

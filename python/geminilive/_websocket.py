@@ -76,7 +76,6 @@ class WebSocket(asyncio.BufferedProtocol):
         self._ping_interval_s = ping_interval_s
         self.transport: asyncio.Transport | None = None
         self.request: Request | None = None
-        self.response: Response | None = None  # the server's handshake answer (client side)
         self._loop = asyncio.get_running_loop()
         self._messages: deque[bytes] = deque()
         self._fragments: list[bytes | bytearray | memoryview] = []
@@ -186,7 +185,6 @@ class WebSocket(asyncio.BufferedProtocol):
                 self.request = event
                 self._server_handshake(event)
             elif type(event) is Response:
-                self.response = event
                 self._client_handshake_done()
         if protocol.state is not _OPEN:
             self._closing()
@@ -339,10 +337,6 @@ class WebSocket(asyncio.BufferedProtocol):
     def close_code(self) -> int | None:
         return self.protocol.close_code
 
-    @property
-    def close_reason(self) -> str | None:
-        return self.protocol.close_reason
-
     def _closing(self) -> None:
         """The close handshake started (or the peer went): end the TCP connection if the peer
         does not within the close timeout."""
@@ -361,9 +355,6 @@ class WebSocket(asyncio.BufferedProtocol):
             self.transport.abort()
         if self.transport is not None:
             await asyncio.shield(self._lost)
-
-    async def wait_closed(self) -> None:
-        await asyncio.shield(self._lost)
 
     def abort(self) -> None:
         """Drop the TCP connection without a close frame."""
