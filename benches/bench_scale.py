@@ -13,7 +13,9 @@ lossless resume during the model's never-ending turn, 45 KB per second up to
 that).
 
 Both clients and the emulator run on the same event loop: uvloop when installed (as
-geminilive's own programs do), or the one ``--loop`` names.
+geminilive's own programs do), or the one ``--loop`` names. A third series, ``transport``, is
+geminilive's WebSocket connection alone sending one pre-built message per frame: what the
+session costs above its transport.
 
     python benches/bench_scale.py [--seconds 8] [--steps 25,50,100,150,200,300] [--loop auto] [--quick]
 """
@@ -263,7 +265,7 @@ def main() -> int:
     parser.add_argument("--steps", default="25,50,100,150,200,300")
     parser.add_argument(
         "--clients",
-        default="geminilive,google-genai",
+        default="geminilive,transport,google-genai",
         help="of geminilive, google-genai, transport (geminilive's WebSocket alone, pre-built messages)",
     )
     parser.add_argument(

@@ -15,7 +15,7 @@ EXPECTED = {
     "bench_protocol.py": ["send 20 ms", "receive 40 ms audio", "google-genai"],
     "bench_pcm.py": ["f32 -> s16le", "numpy"],
     "bench_faults.py": ["audio lost             0 chunks", "audio duplicated       0 chunks"],
-    "bench_scale.py": ["geminilive", "google-genai", "KiB/sess"],
+    "bench_scale.py": ["geminilive", "transport", "google-genai", "KiB/sess"],
     "bench_soak.py": ["RSS"],
     "bench_devices.py": ["clear() -> first silent callback"],
     "bench_conversation.py": ["end->play", "intr->sil"],
