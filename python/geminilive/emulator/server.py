@@ -385,13 +385,11 @@ class _Connection:
         await self._send_frame(encode_server(message))
 
     async def _send_frame(self, frame: bytes) -> None:
-        """Frames reach the socket in the order of the calls: the write is synchronous, and
-        waiting for the socket to drain comes after it."""
+        """Frames reach the socket in the order of the calls: ``WebSocket.send`` writes at once
+        and only then waits for the socket to drain, if it must."""
         if self.faults.send_delay_s:
             await asyncio.sleep(self.faults.send_delay_s)
-        self.ws.send_now(frame, text=False)
-        if self.ws.must_drain:
-            await self.ws.drain()
+        await self.ws.send(frame, text=False)
 
     async def close(self, code: int, reason: str, *, discard_incoming: bool = False) -> None:
         """Close with ``code``. With ``discard_incoming`` (when nothing else reads), what the
