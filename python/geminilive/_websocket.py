@@ -285,10 +285,11 @@ class WebSocket(asyncio.BufferedProtocol):
         if protocol.state is not _OPEN:
             raise self._close_exc() if protocol.state is State.CLOSED else _closing_error(protocol)
         data = message.encode() if isinstance(message, str) else message
-        if self._fast:
+        if self._fast:  # the protocol has nothing queued: whatever it makes is written at once
             assert self.transport is not None
             self.transport.write(write_frame(1 if text else 2, data, not self._masked_in))
-        elif text:
+            return
+        if text:
             protocol.send_text(data)
         else:
             protocol.send_binary(data)
