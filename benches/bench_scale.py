@@ -17,7 +17,11 @@ geminilive's own programs do), or the one ``--loop`` names. A third series, ``tr
 geminilive's WebSocket connection alone sending one pre-built message per frame: what the
 session costs above its transport.
 
-    python benches/bench_scale.py [--seconds 8] [--steps 25,50,100,150,200,300] [--loop auto] [--quick]
+With ``--repeat N`` every step runs N times (each in a fresh process) and a step is sustained
+when its median run keeps under 1% late; the summary says in how many runs each step passed, as
+a busy core's margin shows in how often it passes, not in one run.
+
+    python benches/bench_scale.py [--seconds 8] [--steps 25,50,100,150,200,300] [--repeat 1] [--loop auto] [--quick]
 """
 
 from __future__ import annotations
@@ -249,6 +253,11 @@ async def run_step(kind: str, sessions: int, seconds: float, port: int, context:
     }
 
 
+def _kept_pace(r: dict) -> bool:
+    """Under 1% late, no session failed, and the uploads kept up with the clock."""
+    return r["late"] < 0.01 and not r["errors"] and r["up"] >= 0.95 * r["expected_up"]
+
+
 def step_process(
     kind: str, n: int, seconds: float, port: int, cert: str, emulator_pid: int, cpu: int, results, loop: str
 ):
@@ -274,6 +283,7 @@ def main() -> int:
         choices=["auto", "asyncio", "uvloop"],
         help="event loop of the clients and the emulator alike (auto: uvloop if installed)",
     )
+    parser.add_argument("--repeat", type=int, default=1, help="runs per step (a step passes on its median run)")
     parser.add_argument("--quick", action="store_true", help="one short step of 20 sessions each")
     args = parser.parse_args()
     loop = loop_name(args.loop)
@@ -302,30 +312,38 @@ def main() -> int:
             f"{'client':>12} {'sessions':>8} {'late %':>7} {'up %':>6} {'down %':>7} {'cpu ms/s':>9} "
             f"{'KiB/sess':>9} {'emu ms/s':>9} {'errors':>6}"
         )
-        best: dict[str, int] = {}
+        best: dict[str, tuple[int, int]] = {}
         emulator_ms: list[float] = []
         for kind in args.clients.split(","):
             for n in steps:
-                step = spawn.Process(
-                    target=step_process, args=(kind, n, seconds, port, cert, emulator.pid, client_cpu, results, loop)
-                )
-                step.start()
-                r = results.get(timeout=seconds + 120)
-                step.join()
-                print(
-                    f"{kind:>12} {n:>8} {r['late'] * 100:>7.2f} {r['up_late'] * 100:>6.2f} "
-                    f"{r['down_late'] * 100:>7.2f} {r['cpu_ms']:>9.2f} {r['rss_kib']:>9.0f} "
-                    f"{r['emu_cpu_ms']:>9.2f} {r['errors']:>6}",
-                    flush=True,
-                )
-                if r["late"] < 0.01 and not r["errors"] and r["up"] >= 0.95 * r["expected_up"]:
-                    best[kind] = n
-                    emulator_ms.append(r["emu_cpu_ms"])  # only where the emulator kept pace
+                runs = []
+                for _ in range(args.repeat):
+                    step = spawn.Process(
+                        target=step_process,
+                        args=(kind, n, seconds, port, cert, emulator.pid, client_cpu, results, loop),
+                    )
+                    step.start()
+                    r = results.get(timeout=seconds + 120)
+                    step.join()
+                    print(
+                        f"{kind:>12} {n:>8} {r['late'] * 100:>7.2f} {r['up_late'] * 100:>6.2f} "
+                        f"{r['down_late'] * 100:>7.2f} {r['cpu_ms']:>9.2f} {r['rss_kib']:>9.0f} "
+                        f"{r['emu_cpu_ms']:>9.2f} {r['errors']:>6}",
+                        flush=True,
+                    )
+                    runs.append(r)
+                passed = [r for r in runs if _kept_pace(r)]
+                if len(runs) > 1:
+                    print(f"{'':>12} {n:>8} passed in {len(passed)} of {len(runs)} runs", flush=True)
+                if 2 * len(passed) > len(runs):  # the median run kept pace
+                    best[kind] = (n, len(passed))
+                    emulator_ms.extend(r["emu_cpu_ms"] for r in passed)  # only where the emulator kept pace
                 else:
                     break
         emulator.terminate()
-    for kind, n in best.items():
-        print(f"{kind}: sustains {n} sessions on one core with under 1% late frames (of the steps tried)")
+    for kind, (n, passed) in best.items():
+        runs = f" in {passed} of {args.repeat} runs" if args.repeat > 1 else ""
+        print(f"{kind}: sustains {n} sessions on one core with under 1% late frames{runs} (of the steps tried)")
     if emulator_ms:
         lowest = min(emulator_ms)
         print(

@@ -38,3 +38,12 @@ def test_benchmark_runs_in_quick_mode(bench: str, request) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     for text in EXPECTED[bench]:
         assert text in result.stdout, result.stdout
+
+
+def test_scale_repeats_each_step_and_counts_the_runs_that_passed() -> None:
+    command = [sys.executable, str(BENCHES / "bench_scale.py"), "--clients", "transport", "--steps", "5"]
+    result = subprocess.run([*command, "--seconds", "1", "--repeat", "2"], capture_output=True, text=True, timeout=110)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sum(line.split()[:2] == ["transport", "5"] for line in result.stdout.splitlines()) == 2, result.stdout
+    assert "5 passed in 2 of 2 runs" in result.stdout, result.stdout
+    assert "transport: sustains 5 sessions on one core with under 1% late frames in 2 of 2 runs" in result.stdout
