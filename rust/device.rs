@@ -196,17 +196,22 @@ macro_rules! for_sample_format {
 }
 
 /// Stream errors: a fatal one (the device is gone, the stream invalid) for Python to raise;
-/// transient ones (xruns, a failed delay query that cpal recovers from) only counted.
+/// recovered ones counted: xruns (the device ran dry or over: an audible gap) apart from the
+/// rest (a failed delay query and the like, which the PulseAudio plugin reports every period in
+/// some runs: harmless, but a user must be able to tell them from glitches).
 #[derive(Default)]
 struct ErrorSlot {
     failed: AtomicBool,
+    xruns: AtomicU64,
     transient: AtomicU64,
     message: Mutex<Option<String>>,
+    first_transient: Mutex<Option<cpal::Error>>,
 }
 
 impl ErrorSlot {
-    /// Called from cpal's error callback: never waits for the lock.
-    fn report(&self, err: &cpal::Error) {
+    /// Called from cpal's error callback: never waits for a lock, and keeps the first
+    /// recovered error as it came (moved, not formatted: no allocation here).
+    fn report(&self, err: cpal::Error) {
         let fatal = matches!(
             err.kind(),
             cpal::ErrorKind::DeviceNotAvailable
@@ -215,9 +220,34 @@ impl ErrorSlot {
         );
         if fatal {
             self.set(err.to_string());
+            return;
+        }
+        if err.kind() == cpal::ErrorKind::Xrun {
+            self.xruns.fetch_add(1, Ordering::Relaxed);
         } else {
             self.transient.fetch_add(1, Ordering::Relaxed);
         }
+        if let Ok(mut first) = self.first_transient.try_lock() {
+            if first.is_none() {
+                *first = Some(err);
+            }
+        }
+    }
+
+    fn xruns(&self) -> u64 {
+        self.xruns.load(Ordering::Relaxed)
+    }
+
+    fn recovered_errors(&self) -> u64 {
+        self.transient.load(Ordering::Relaxed)
+    }
+
+    /// The first recovered error (an xrun or any other), for diagnosis.
+    fn first_recovered(&self) -> Option<String> {
+        self.first_transient
+            .lock()
+            .ok()
+            .and_then(|first| first.as_ref().map(|e| e.to_string()))
     }
 
     fn set(&self, message: String) {
@@ -344,7 +374,9 @@ pub struct CaptureStats {
     /// Frames dropped because Python did not take them (queue over its bound).
     pub dropped_frames: u64,
     pub frames: u64,
-    /// Transient backend errors (xruns) that cpal recovered from.
+    /// Under/overruns the backend reported and recovered from (audible gaps).
+    pub xruns: u64,
+    /// Other backend errors recovered from (no gap in the audio).
     pub stream_errors: u64,
 }
 
@@ -423,7 +455,7 @@ where
                 }
                 shared.callbacks.fetch_add(1, Ordering::Relaxed);
             },
-            move |err| errors.error.report(&err),
+            move |err| errors.error.report(err),
             None,
         )
         .map_err(backend)
@@ -627,8 +659,14 @@ impl CaptureStream {
             overruns: self.shared.overruns.load(Ordering::Relaxed),
             dropped_frames: self.shared.dropped_frames.load(Ordering::Relaxed),
             frames: self.shared.frames_made.load(Ordering::Relaxed),
-            stream_errors: self.shared.error.transient.load(Ordering::Relaxed),
+            xruns: self.shared.error.xruns(),
+            stream_errors: self.shared.error.recovered_errors(),
         }
+    }
+
+    /// The first error the stream recovered from (an xrun or another), for diagnosis.
+    pub fn first_stream_error(&self) -> Option<String> {
+        self.shared.error.first_recovered()
     }
 
     /// The stream's error, if it failed (device gone, backend error).
@@ -716,7 +754,7 @@ where
                 shared.last_callback_ns.store(ns, Ordering::Release);
                 shared.callbacks.fetch_add(1, Ordering::Relaxed);
             },
-            move |err| errors.error.report(&err),
+            move |err| errors.error.report(err),
             None,
         )
         .map_err(backend)
@@ -829,9 +867,19 @@ impl PlaybackStream {
         self.shared.callbacks.load(Ordering::Relaxed)
     }
 
-    /// Transient backend errors (xruns) that cpal recovered from.
+    /// Under/overruns the backend reported and recovered from (audible gaps).
+    pub fn xruns(&self) -> u64 {
+        self.shared.error.xruns()
+    }
+
+    /// Other backend errors recovered from (no gap in the audio).
     pub fn stream_errors(&self) -> u64 {
-        self.shared.error.transient.load(Ordering::Relaxed)
+        self.shared.error.recovered_errors()
+    }
+
+    /// The first error the stream recovered from (an xrun or another), for diagnosis.
+    pub fn first_stream_error(&self) -> Option<String> {
+        self.shared.error.first_recovered()
     }
 
     /// When the latest callback ran, on the caller's clock.
@@ -890,5 +938,24 @@ mod tests {
         slot.set("device gone".into());
         slot.set("later".into());
         assert_eq!(slot.get().as_deref(), Some("device gone"));
+    }
+
+    #[test]
+    fn error_slot_counts_xruns_apart_and_keeps_the_first_recovered_error() {
+        let slot = ErrorSlot::default();
+        let delay_query = || {
+            cpal::Error::with_message(cpal::ErrorKind::BackendError, "snd_pcm_avail_delay failed")
+        };
+        slot.report(delay_query());
+        slot.report(cpal::Error::new(cpal::ErrorKind::Xrun));
+        slot.report(delay_query());
+        assert_eq!((slot.xruns(), slot.recovered_errors()), (1, 2));
+        assert!(slot
+            .first_recovered()
+            .is_some_and(|m| m.contains("snd_pcm_avail_delay")));
+        assert_eq!(slot.get(), None, "recovered errors do not fail the stream");
+        slot.report(cpal::Error::new(cpal::ErrorKind::DeviceNotAvailable));
+        assert!(slot.get().is_some());
+        assert_eq!((slot.xruns(), slot.recovered_errors()), (1, 2));
     }
 }

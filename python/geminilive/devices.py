@@ -172,7 +172,15 @@ class Capture:
 
     @property
     def stats(self) -> dict[str, int]:
+        """Counters: ``callbacks``, ``frames``, ``overruns`` and ``dropped_frames`` (audio lost
+        on this side), ``xruns`` (gaps the backend reported) and ``stream_errors`` (other
+        backend errors recovered from, no gap)."""
         return dict(self._stream.stats) if self._stream is not None else {}
+
+    @property
+    def first_stream_error(self) -> str | None:
+        """The first error the stream recovered from, for diagnosis (None if none)."""
+        return self._stream.first_stream_error if self._stream is not None else None
 
     @property
     def device_rate_hz(self) -> int:
@@ -246,9 +254,19 @@ class Playback:
         return self._stream.callbacks
 
     @property
+    def xruns(self) -> int:
+        """Under/overruns the backend reported and recovered from: audible gaps."""
+        return self._stream.xruns
+
+    @property
     def stream_errors(self) -> int:
-        """Transient backend errors (xruns) the stream recovered from."""
+        """Other backend errors the stream recovered from (a failed delay query: no gap)."""
         return self._stream.stream_errors
+
+    @property
+    def first_stream_error(self) -> str | None:
+        """The first error the stream recovered from, for diagnosis (None if none)."""
+        return self._stream.first_stream_error
 
     def close(self) -> None:
         self._stream.close()

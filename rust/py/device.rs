@@ -109,8 +109,14 @@ impl PyCaptureStream {
         dict.set_item("overruns", s.overruns)?;
         dict.set_item("dropped_frames", s.dropped_frames)?;
         dict.set_item("frames", s.frames)?;
+        dict.set_item("xruns", s.xruns)?;
         dict.set_item("stream_errors", s.stream_errors)?;
         Ok(dict)
+    }
+
+    #[getter]
+    fn first_stream_error(&self) -> Option<String> {
+        self.inner.first_stream_error()
     }
 
     #[getter]
@@ -204,8 +210,18 @@ impl PyPlaybackStream {
     }
 
     #[getter]
+    fn xruns(&self) -> u64 {
+        self.inner.xruns()
+    }
+
+    #[getter]
     fn stream_errors(&self) -> u64 {
         self.inner.stream_errors()
+    }
+
+    #[getter]
+    fn first_stream_error(&self) -> Option<String> {
+        self.inner.first_stream_error()
     }
 
     /// When the latest device callback ran, on the clock given at open.
