@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 
@@ -196,13 +197,84 @@ def test_interruption_cancels_a_pending_tool_call() -> None:
             async with geminilive.connect(endpoint=emu.url, config=LiveConfig(tools=TOOLS)) as session:
                 await session.send_text("weather?")
                 await until(session, ev.ToolCall)
-                await session.send_text("never mind")
-                return await until(session, ev.TurnComplete), session.protocol.pending_tool_calls
+                await session.send_text("held: realtime input waits for the answer")
+                held = session.protocol.held_input_frames
+                await session.send_client_content("never mind")  # a new turn is not held
+                return await until(session, ev.TurnComplete), session.protocol.pending_tool_calls, held
 
-    events, pending = run(scenario())
+    events, pending, held = run(scenario())
+    assert held == 1
     [cancel] = [e for e in events if isinstance(e, ev.ToolCallCancellation)]
     assert cancel.ids == ["function-call-1"] and not pending
     assert ev.Interrupted in [type(e) for e in events]
+
+
+def numbered_frame(n: int) -> bytes:
+    """20 ms of near-silence (the server VAD stays quiet) that says which frame it is."""
+    return n.to_bytes(2, "little") + bytes(638)
+
+
+def test_a_strict_emulator_aborts_on_realtime_input_during_a_blocking_call() -> None:
+    script = ScriptModel([ScriptTurn(text="x", tool_calls=[FunctionCall(name="get_weather")])])
+
+    async def scenario():
+        async with LiveEmulator(model=script, abort_input_during_blocking_calls=True, **FAST) as emu:
+            setup = {"setup": {"model": "models/m", "tools": [{"functionDeclarations": [{"name": "get_weather"}]}]}}
+            async with websockets.connect(emu.url) as ws:  # a client that does not hold its input
+                await ws.send(json.dumps(setup))
+                await ws.recv()
+                await ws.send(json.dumps({"realtimeInput": {"text": "weather?"}}))
+                while "toolCall" not in json.loads(await ws.recv()):
+                    pass
+                await asyncio.sleep(0.4)  # past what may have been in flight
+                blob = {"mimeType": "audio/pcm;rate=16000", "data": base64.b64encode(numbered_frame(0)).decode()}
+                await ws.send(json.dumps({"realtimeInput": {"audio": blob}}))
+                with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                    while True:
+                        await ws.recv()
+                return closed.value.rcvd
+
+    close = run(scenario())
+    assert (close.code, close.reason) == (1008, "The operation was aborted.")
+
+
+def test_the_microphone_streams_through_a_blocking_call_without_loss_or_abort() -> None:
+    """The session holds realtime input while a blocking call is unanswered and sends it, in
+    order, after the answer: a strict emulator takes every frame and never aborts."""
+    script = ScriptModel([ScriptTurn(text="It is sunny", tool_calls=[FunctionCall(name="get_weather")])])
+
+    async def scenario():
+        emulator = LiveEmulator(model=script, abort_input_during_blocking_calls=True, record_input=True, **FAST)
+        async with emulator as emu:
+            async with geminilive.connect(endpoint=emu.url, config=LiveConfig(tools=TOOLS)) as session:
+                sent = 0
+
+                async def microphone() -> None:
+                    nonlocal sent
+                    while True:
+                        await session.send_audio(numbered_frame(sent))
+                        sent += 1
+                        await asyncio.sleep(0.01)
+
+                mic = asyncio.create_task(microphone())
+                await session.send_text("weather?")
+                [call] = [e for e in await until(session, ev.ToolCall) if isinstance(e, ev.ToolCall)]
+                await asyncio.sleep(0.8)  # the tool runs; the microphone goes on
+                held = session.protocol.held_input_frames
+                fc = call.function_calls[0]
+                await session.send_tool_response(FunctionResponse(id=fc.id, name=fc.name, response={"output": "sun"}))
+                events = await until(session, ev.TurnComplete)
+                await asyncio.sleep(0.1)
+                mic.cancel()
+                while len(emu.input_audio()) < 640 * sent:
+                    await asyncio.sleep(0.01)
+                return held, events, emu.input_audio(), sent, [c.open for c in emu.connections]
+
+    held, events, heard, sent, connections = run(scenario())
+    assert held >= 20, "the microphone's frames were held during the call"
+    assert ev.GenerationComplete in [type(e) for e in events], "the reply after the answer came whole"
+    assert [int.from_bytes(heard[i : i + 2], "little") for i in range(0, len(heard), 640)] == list(range(sent))
+    assert connections == [True], "one connection, never aborted"
 
 
 def test_no_interruption_mode_lets_the_model_finish() -> None:

@@ -21,7 +21,7 @@ from geminilive.errors import (
     PolicyViolationError,
     RemoteProtocolError,
 )
-from geminilive.messages import FunctionResponse, decode_client, decode_server
+from geminilive.messages import FunctionDeclaration, FunctionResponse, Tool, decode_client, decode_server
 
 SETUP_COMPLETE = b'{"setupComplete": {}}'
 
@@ -133,6 +133,171 @@ def test_tool_calls_are_tracked_answered_and_cancelled() -> None:
     }
     [cancel] = p.receive_data(b'{"toolCallCancellation": {"ids": ["function-call-2"]}}')
     assert cancel.ids == ["function-call-2"] and not p.pending_tool_calls
+
+
+def tool_call(*calls: tuple[str, str]) -> bytes:
+    functions = [{"name": name, "id": call_id} for call_id, name in calls]
+    return json.dumps({"toolCall": {"functionCalls": functions}}).encode()
+
+
+def kinds(frames: list[bytes]) -> list[str]:
+    """Each frame as its message kind, realtime input by what it carries."""
+    out = []
+    for frame in frames:
+        message = json.loads(frame)
+        [kind] = message
+        out.append(f"{kind}.{next(iter(message[kind]))}" if kind == "realtimeInput" else kind)
+    return out
+
+
+def test_realtime_input_waits_for_the_answer_to_a_blocking_call() -> None:
+    p = opened()  # no behaviour declared: a 2.5-style model blocks on every call
+    p.receive_data(tool_call(("function-call-1", "lookup")))
+    assert p.input_held and p.audio_to_write(bytes(640)) is None
+    assert p.send_audio(bytes(640)) is None and p.send_text("meanwhile") is None
+    p.send_client_content("not realtime: not held")
+    assert kinds(p.data_to_send()) == ["clientContent"] and p.held_input_frames == 2
+    p.send_tool_response([FunctionResponse(name="lookup", id="function-call-1", response={"output": 1})])
+    assert not p.input_held
+    assert kinds(p.data_to_send()) == ["toolResponse", "realtimeInput.audio", "realtimeInput.text"]
+    assert p.audio_to_write(bytes(640)) is not None, "the direct path is back"
+
+
+def test_input_queued_before_the_call_came_is_held_too() -> None:
+    p = opened()
+    p.send_text("queued, not yet written")
+    p.send_client_content("other")
+    p.receive_data(tool_call(("c1", "lookup")))
+    assert kinds(p.data_to_send()) == ["clientContent"]
+    p.send_text("after")
+    p.send_tool_response([FunctionResponse(name="lookup", id="c1", response={})])
+    frames = p.data_to_send()
+    assert kinds(frames) == ["toolResponse", "realtimeInput.text", "realtimeInput.text"]
+    assert texts(frames[1:]) == ["queued, not yet written", "after"]
+
+
+def test_a_cancelled_call_releases_the_held_input() -> None:
+    p = opened()
+    p.receive_data(tool_call(("a", "lookup"), ("b", "lookup")))
+    p.send_audio(bytes(640))
+    p.send_tool_response([FunctionResponse(name="lookup", id="a", response={})])
+    assert kinds(p.data_to_send()) == ["toolResponse"], "b is still unanswered"
+    assert not p.has_queued_frames
+    p.receive_data(b'{"toolCallCancellation": {"ids": ["b"]}}')
+    assert p.has_queued_frames and kinds(p.data_to_send()) == ["realtimeInput.audio"]
+
+
+@pytest.mark.parametrize(
+    ("model", "behavior", "held"),
+    [
+        ("gemini-2.5-flash-native-audio-preview-12-2025", None, True),
+        ("gemini-2.5-flash-native-audio-preview-12-2025", "NON_BLOCKING", False),
+        ("gemini-3.8-live", None, False),  # 3.8 defaults to NON_BLOCKING
+        ("gemini-3.8-live", "BLOCKING", True),
+    ],
+)
+def test_which_calls_hold_input_follows_the_declaration_and_the_model(model, behavior, held) -> None:
+    tools = [Tool(function_declarations=[FunctionDeclaration(name="lookup", behavior=behavior)])]
+    p = LiveProtocol(LiveConfig(tools=tools).to_setup(model))
+    p.receive_data(SETUP_COMPLETE)
+    p.data_to_send()
+    p.receive_data(tool_call(("c1", "lookup")))
+    p.send_text("hello")
+    assert p.input_held is held
+    assert kinds(p.data_to_send()) == ([] if held else ["realtimeInput.text"])
+
+
+def test_held_input_goes_to_the_next_connection_and_stays_held_while_the_call_is_pending() -> None:
+    p = opened(transparent_resumption=True)
+    p.receive_data(tool_call(("c1", "lookup")))
+    p.send_text("held")
+    replay = p.unconsumed_frames()
+    assert texts(replay) == ["held"]
+    q = LiveProtocol(p.setup, replay=replay, pending_tool_calls=p.pending_tool_calls)
+    q.data_to_send()
+    q.receive_data(SETUP_COMPLETE)
+    assert q.data_to_send() == [] and q.held_input_frames == 1
+    q.send_tool_response([FunctionResponse(name="lookup", id="c1", response={})])
+    assert kinds(q.data_to_send()) == ["toolResponse", "realtimeInput.text"]
+
+
+@given(
+    st.lists(
+        st.sampled_from(["audio", "text", "content", "call", "call_nb", "answer", "cancel", "flush", "fault"]),
+        max_size=60,
+    ),
+    st.data(),
+)
+def test_held_input_is_never_sent_during_a_blocking_call_and_never_lost_or_reordered(steps, data) -> None:
+    """Whatever the interleaving of input, calls, answers, cancellations and reconnects: no
+    realtime frame is handed to the socket while a blocking call is unanswered, and every
+    message is handed exactly once, realtime input in order and other messages in order."""
+    tools = [
+        Tool(
+            function_declarations=[
+                FunctionDeclaration(name="blocks"),
+                FunctionDeclaration(name="runs_along", behavior="NON_BLOCKING"),
+            ]
+        )
+    ]
+    setup = LiveConfig(tools=tools, transparent_resumption=True).to_setup("gemini-2.5-flash-native-audio")
+    p = LiveProtocol(setup)
+    p.data_to_send()
+    p.receive_data(SETUP_COMPLETE)
+    realtime_sent, others_sent, handed = [], [], []
+    calls = 0
+
+    def flush() -> None:
+        frames = p.data_to_send()
+        if any(c.name == "blocks" for c in p.pending_tool_calls.values()):
+            assert not any(f.startswith(b'{"realtimeInput"') for f in frames)
+        handed.extend(frames)
+
+    for step in steps:
+        n = len(realtime_sent) + len(others_sent)
+        if step == "audio":
+            p.send_audio(n.to_bytes(2, "little"))
+            realtime_sent.append(f"audio:{base64.b64encode(n.to_bytes(2, 'little')).decode()}")
+        elif step == "text":
+            p.send_text(str(n))
+            realtime_sent.append(f"text:{n}")
+        elif step == "content":
+            p.send_client_content(str(n))
+            others_sent.append(f"content:{n}")
+        elif step in ("call", "call_nb"):
+            calls += 1
+            p.receive_data(tool_call((f"c{calls}", "blocks" if step == "call" else "runs_along")))
+        elif step == "answer" and p.pending_tool_calls:
+            call_id = data.draw(st.sampled_from(sorted(p.pending_tool_calls)))
+            p.send_tool_response([FunctionResponse(name="x", id=call_id, response={})])
+            others_sent.append(f"answer:{call_id}")
+        elif step == "cancel" and p.pending_tool_calls:
+            call_id = data.draw(st.sampled_from(sorted(p.pending_tool_calls)))
+            p.receive_data(json.dumps({"toolCallCancellation": {"ids": [call_id]}}).encode())
+        elif step == "flush":
+            flush()
+        elif step == "fault":  # resumed with no handle yet: the server took nothing, all is replayed
+            handed = []
+            p = LiveProtocol(p.setup, replay=p.unconsumed_frames(), pending_tool_calls=p.pending_tool_calls)
+            p.data_to_send()
+            p.receive_data(SETUP_COMPLETE)
+    for call_id in sorted(p.pending_tool_calls):  # the app answers what is left
+        p.send_tool_response([FunctionResponse(name="x", id=call_id, response={})])
+        others_sent.append(f"answer:{call_id}")
+    flush()
+
+    def label(frame: bytes) -> str:
+        message = json.loads(frame)
+        if "realtimeInput" in message:
+            realtime = message["realtimeInput"]
+            return f"audio:{realtime['audio']['data']}" if "audio" in realtime else f"text:{realtime['text']}"
+        if "clientContent" in message:
+            return f"content:{message['clientContent']['turns'][0]['parts'][0]['text']}"
+        return f"answer:{message['toolResponse']['functionResponses'][0]['id']}"
+
+    labels = [label(f) for f in handed]
+    assert [x for x in labels if x.startswith(("audio", "text"))] == realtime_sent
+    assert [x for x in labels if x.startswith(("content", "answer"))] == others_sent
 
 
 def test_resumption_handle_go_away_and_transparent_replay() -> None:

@@ -9,6 +9,10 @@ Rules it enforces (``../shared/live-protocol.md`` §2.0, §5.1):
 * ``setup`` is the first frame and is sent once; nothing else goes out before the service's
   ``setupComplete``: messages queued earlier are held and released in order after it.
 * The first server message must be ``setupComplete``.
+* While a BLOCKING function call is unanswered, realtime input (audio, text, activity marks)
+  is held and goes out, in order, right after the tool response (or the call's cancellation):
+  the service is widely reported to abort the session (1008 "The operation was aborted.") on
+  realtime input during such a call (§5.6). Other messages are not held.
 * Client messages are numbered per connection, ``setup`` being 0. With transparent resumption
   the service reports ``lastConsumedClientMessageIndex``; frames after it are kept so that a
   resumed connection can replay them (:meth:`unconsumed_frames`), so nothing is lost.
@@ -20,7 +24,7 @@ import enum
 import functools
 import re
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from geminilive import events as ev
 from geminilive._native import audio_frame, model_audio
@@ -59,6 +63,9 @@ OUTPUT_RATE_HZ = 24000
 _RATE = re.compile(r"rate=(\d+)")
 _AUDIO_FRAME_PREFIX: dict[int, bytes] = {}
 _AUDIO_FRAME_START = b'{"realtimeInput":{"audio":'
+_REALTIME_FRAME_START = b'{"realtimeInput":'
+# Models whose function calls default to NON_BLOCKING (3.8; 2.5 and 3.1 block, §5.12).
+_NON_BLOCKING_DEFAULT = re.compile(r"gemini-3\.8")
 
 
 @functools.lru_cache(maxsize=64)
@@ -71,6 +78,18 @@ def rate_from_mime(mime_type: str, default: int) -> int:
     """The ``rate=`` parameter of an ``audio/pcm`` MIME type (Vertex omits it)."""
     match = _RATE.search(mime_type)
     return int(match.group(1)) if match else default
+
+
+def _blocking_functions(setup: Setup) -> frozenset[str] | None:
+    """Names of the declared functions whose calls block (``None``: every call does), by
+    their ``behavior`` or, where it is not given, the model's default."""
+    default_blocks = not _NON_BLOCKING_DEFAULT.search(setup.model or "")
+    declarations = [d for tool in setup.tools or () for d in tool.function_declarations or ()]
+    if default_blocks and all(d.behavior != "NON_BLOCKING" for d in declarations):
+        return None
+    return frozenset(
+        d.name for d in declarations if d.behavior == "BLOCKING" or (d.behavior is None and default_blocks)
+    )
 
 
 class State(enum.Enum):
@@ -93,6 +112,8 @@ class LiveProtocol:
             ``dropped_audio_frames``; other messages are never dropped.
         max_replay_bytes: bound on frames kept for a resumed connection to replay. Over it the
             oldest are forgotten and counted in ``replay_overflow_frames``.
+        pending_tool_calls: calls a previous connection left unanswered (a resumed session
+            carries them): realtime input in ``replay`` is held while a blocking one is.
 
     Replay (``unconsumed_frames``) keeps what the service may not have taken into the state of
     the newest resumption handle: with transparent resumption, the frames after the
@@ -109,6 +130,7 @@ class LiveProtocol:
         max_frame_bytes: int = 16 * 1024 * 1024,
         max_pending_bytes: int = 4 * 1024 * 1024,
         max_replay_bytes: int = 16 * 1024 * 1024,
+        pending_tool_calls: Mapping[str, FunctionCall] | None = None,
     ) -> None:
         if not setup.model:
             raise LocalProtocolError("setup needs a model")
@@ -134,7 +156,11 @@ class LiveProtocol:
         self.max_replay_bytes = max_replay_bytes
         self.dropped_audio_frames = 0
         self.replay_overflow_frames = 0
-        self.pending_tool_calls: dict[str, FunctionCall] = {}
+        self.pending_tool_calls: dict[str, FunctionCall] = dict(pending_tool_calls or {})
+        self._blocking_functions = _blocking_functions(setup)
+        # Realtime input held while a blocking call is unanswered (bounded as `_pending`).
+        self._held: list[bytes] = []
+        self._held_bytes = 0
         self.resumption_handle: str | None = resumption.handle if resumption else None
         self.resumable = False
         self.last_consumed_index: int | None = None
@@ -149,36 +175,75 @@ class LiveProtocol:
 
     # --- sending -------------------------------------------------------------------------------
 
-    def _queue(self, frame: bytes) -> int:
+    def _queue(self, frame: bytes) -> int | None:
         if len(frame) > self.max_frame_bytes:
             raise MessageTooLargeError(f"a {len(frame)}-byte frame exceeds {self.max_frame_bytes} bytes")
+        if self.pending_tool_calls and frame.startswith(_REALTIME_FRAME_START) and self.input_held:
+            self._held.append(frame)
+            self._held_bytes = self._shed_audio(self._held, self._held_bytes + len(frame))
+            return None
         pending = self._pending
         pending.append(frame)
-        size = self._pending_bytes = self._pending_bytes + len(frame)
-        if size > self.max_pending_bytes:
-            self._shed_audio()
+        self._pending_bytes = self._shed_audio(pending, self._pending_bytes + len(frame))
         return max(self._handed_index, 0) + len(self._pending)
 
-    def _shed_audio(self) -> None:
-        """Drop the oldest pending audio frames until the pending bytes fit (never the newest
-        frame, never a message that is not audio)."""
+    def _shed_audio(self, frames: list[bytes], size: int) -> int:
+        """Over the bound, drop the oldest audio frames of ``frames`` (in place) until ``size``
+        fits, never the newest frame nor a message that is not audio; returns the new size."""
+        if size <= self.max_pending_bytes:
+            return size
         kept: list[bytes] = []
-        pending = self._pending
-        for n, frame in enumerate(pending[:-1]):
-            if self._pending_bytes <= self.max_pending_bytes:
-                kept.extend(pending[n:-1])
+        for n, frame in enumerate(frames[:-1]):
+            if size <= self.max_pending_bytes:
+                kept.extend(frames[n:-1])
                 break
             if frame.startswith(_AUDIO_FRAME_START):
-                self._pending_bytes -= len(frame)
+                size -= len(frame)
                 self.dropped_audio_frames += 1
             else:
                 kept.append(frame)
-        kept.append(pending[-1])
-        self._pending = kept
+        kept.append(frames[-1])
+        frames[:] = kept
+        return size
 
-    def send(self, message: ClientMessage) -> int:
+    @property
+    def input_held(self) -> bool:
+        """Whether realtime input is being held: a blocking function call is unanswered."""
+        blocking = self._blocking_functions
+        return any(blocking is None or call.name in blocking for call in self.pending_tool_calls.values())
+
+    @property
+    def held_input_frames(self) -> int:
+        return len(self._held)
+
+    def _hold_queued_input(self) -> None:
+        """Realtime input queued before a blocking call came but not yet handed out is held
+        too (ahead of what is held already): none goes out while the call is unanswered."""
+        held = [f for f in self._pending if f.startswith(_REALTIME_FRAME_START)]
+        if held:
+            held_bytes = sum(map(len, held))
+            self._pending = [f for f in self._pending if not f.startswith(_REALTIME_FRAME_START)]
+            self._pending_bytes -= held_bytes
+            self._held[:0] = held
+            self._held_bytes += held_bytes
+
+    def _release_held(self) -> None:
+        """Queue the held realtime input, in order, once no blocking call is unanswered."""
+        if self._held and not self.input_held:
+            held, self._held = self._held, []
+            self._pending.extend(held)
+            self._pending_bytes = self._shed_audio(self._pending, self._pending_bytes + self._held_bytes)
+            self._held_bytes = 0
+
+    @property
+    def has_queued_frames(self) -> bool:
+        """Whether :meth:`data_to_send` has frames to hand out now."""
+        return bool(self._pending) and self.state is State.OPEN and self._setup_frame is None
+
+    def send(self, message: ClientMessage) -> int | None:
         """Queue a client message; returns the index it will have on this connection (unless
-        it is audio shed while the connection is not open).
+        it is audio shed while the connection is not open), or ``None`` for realtime input
+        held while a blocking call is unanswered (its index is known when it is released).
 
         Raises:
             LocalProtocolError: a second setup, a message with no or several fields, or a
@@ -193,13 +258,13 @@ class LiveProtocol:
             raise LocalProtocolError("setup is sent once, first, by the protocol itself")
         return self._queue(encode_client(message))
 
-    def send_realtime(self, realtime_input: RealtimeInput) -> int:
+    def send_realtime(self, realtime_input: RealtimeInput) -> int | None:
         set_fields = [f for f in realtime_input.__struct_fields__ if getattr(realtime_input, f) is not None]
         if len(set_fields) != 1:
             raise LocalProtocolError(f"realtimeInput carries exactly one field, got {set_fields or 'none'}")
         return self.send(ClientMessage(realtime_input=realtime_input))
 
-    def send_audio(self, pcm: bytes, sample_rate_hz: int = INPUT_RATE_HZ) -> int:
+    def send_audio(self, pcm: bytes, sample_rate_hz: int = INPUT_RATE_HZ) -> int | None:
         """Queue 16-bit little-endian mono PCM (the service takes any rate; 16 kHz is native)."""
         return self._queue(self._audio_frame(pcm, sample_rate_hz))
 
@@ -207,7 +272,7 @@ class LiveProtocol:
         """:meth:`send_audio` then :meth:`data_to_send` in one step, for the common case of an
         open connection with nothing queued: the frame to write now, numbered and kept for
         replay as the queue would have. ``None`` when the frame must queue instead."""
-        if self._pending or self.state is not State.OPEN or self._setup_frame is not None:
+        if self._pending or self.pending_tool_calls or self.state is not State.OPEN or self._setup_frame is not None:
             return None
         frame = self._audio_frame(pcm, sample_rate_hz)
         if len(frame) > self.max_frame_bytes:
@@ -229,32 +294,34 @@ class LiveProtocol:
             )
         return audio_frame(prefix, pcm if type(pcm) is bytes else bytes(pcm), b'"}}}')
 
-    def send_video_frame(self, image: bytes, mime_type: str = "image/jpeg") -> int:
+    def send_video_frame(self, image: bytes, mime_type: str = "image/jpeg") -> int | None:
         if not mime_type.startswith("image/"):
             raise LocalProtocolError(f"video frames are images, got {mime_type!r}")
         return self.send_realtime(RealtimeInput(video=Blob(mime_type=mime_type, data=image)))
 
-    def send_text(self, text: str) -> int:
+    def send_text(self, text: str) -> int | None:
         """Realtime text: part of the live stream, counts as user activity."""
         return self.send_realtime(RealtimeInput(text=text))
 
-    def activity_start(self) -> int:
+    def activity_start(self) -> int | None:
         return self.send_realtime(RealtimeInput(activity_start=ActivityStart()))
 
-    def activity_end(self) -> int:
+    def activity_end(self) -> int | None:
         return self.send_realtime(RealtimeInput(activity_end=ActivityEnd()))
 
-    def audio_stream_end(self) -> int:
+    def audio_stream_end(self) -> int | None:
         return self.send_realtime(RealtimeInput(audio_stream_end=True))
 
-    def send_client_content(self, turns: Iterable[Content] | str | None = None, turn_complete: bool = True) -> int:
+    def send_client_content(
+        self, turns: Iterable[Content] | str | None = None, turn_complete: bool = True
+    ) -> int | None:
         """Append turns to the conversation (a string is one user text turn)."""
         if isinstance(turns, str):
             turns = [Content(role="user", parts=[Part(text=turns)])]
         content = ClientContent(turns=list(turns) if turns is not None else None, turn_complete=turn_complete)
         return self.send(ClientMessage(client_content=content))
 
-    def send_tool_response(self, responses: Iterable[FunctionResponse]) -> int:
+    def send_tool_response(self, responses: Iterable[FunctionResponse]) -> int | None:
         """Answer pending calls (each response's ``id`` must be a pending call's).
 
         Raises:
@@ -268,6 +335,7 @@ class LiveProtocol:
         for response in responses:
             if not response.will_continue:
                 self.pending_tool_calls.pop(response.id or "", None)
+        self._release_held()
         return index
 
     def data_to_send(self) -> list[bytes]:
@@ -311,8 +379,8 @@ class LiveProtocol:
 
     def unconsumed_frames(self) -> list[bytes]:
         """Frames a new connection must send first: those the newest resumption handle may
-        not include, then those never handed to the socket."""
-        return [*self._unconsumed, *self._pending]
+        not include, then those never handed to the socket (held realtime input last)."""
+        return [*self._unconsumed, *self._pending, *self._held]
 
     def _forget_consumed(self, index: int) -> None:
         unconsumed = self._unconsumed
@@ -365,11 +433,14 @@ class LiveProtocol:
             calls = message.tool_call.function_calls or []
             for call in calls:
                 self.pending_tool_calls[call.id or call.name] = call
+            if self._pending and self.input_held:
+                self._hold_queued_input()
             out.append(ev.ToolCall(function_calls=calls))
         if message.tool_call_cancellation is not None:
             ids = message.tool_call_cancellation.ids or []
             for call_id in ids:
                 self.pending_tool_calls.pop(call_id, None)
+            self._release_held()
             out.append(ev.ToolCallCancellation(ids=ids))
         if message.go_away is not None:
             self.go_away_time_left_s = parse_duration_s(message.go_away.time_left)

@@ -41,7 +41,7 @@ from geminilive.errors import (
     SessionError,
     SetupTimeoutError,
 )
-from geminilive.messages import Content, FunctionResponse, SessionResumptionConfig, Setup
+from geminilive.messages import Content, FunctionCall, FunctionResponse, SessionResumptionConfig, Setup
 from geminilive.protocol import INPUT_RATE_HZ, LiveProtocol
 
 __all__ = ["Endpoint", "ReconnectPolicy", "Session", "SessionStats", "connect"]
@@ -242,13 +242,16 @@ class Session:
     def __repr__(self) -> str:
         return f"Session({self.endpoint!r}, model={self.setup.model!r}, session_id={self.session_id!r})"
 
-    def _new_protocol(self, setup: Setup, replay: Iterable[bytes] = ()) -> LiveProtocol:
+    def _new_protocol(
+        self, setup: Setup, replay: Iterable[bytes] = (), pending_tool_calls: dict[str, FunctionCall] | None = None
+    ) -> LiveProtocol:
         return LiveProtocol(
             setup,
             replay=list(replay),
             max_frame_bytes=self.max_frame_bytes,
             max_pending_bytes=self._max_pending_bytes,
             max_replay_bytes=self._max_pending_bytes,
+            pending_tool_calls=pending_tool_calls,
         )
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -501,6 +504,8 @@ class Session:
                 _log.warning("dropped a malformed server message: %s", exc)
                 events.append(ev.MalformedMessage(error=str(exc)))
                 continue
+            if protocol.has_queued_frames:  # realtime input released by a call's cancellation
+                self._write_queued()  # no wait for a drain here: the next sender waits
             if protocol.go_away_time_left_s is not None:
                 if self._go_away_deadline is None:
                     self._go_away_deadline = time.monotonic() + protocol.go_away_time_left_s
@@ -555,9 +560,7 @@ class Session:
         self._stats.replay_overflow_frames += old.replay_overflow_frames
         resumption = msgspec.structs.replace(self.setup.session_resumption or SessionResumptionConfig(), handle=handle)
         self.setup = msgspec.structs.replace(self.setup, session_resumption=resumption)
-        self._protocol = self._new_protocol(self.setup, replay)
-        if handle is not None:
-            self._protocol.pending_tool_calls.update(old.pending_tool_calls)
+        self._protocol = self._new_protocol(self.setup, replay, old.pending_tool_calls if handle is not None else None)
         return len(replay)
 
     async def _migrate(self) -> None:

@@ -88,6 +88,10 @@ _PATH = re.compile(
     r"|google\.cloud\.aiplatform\.(?:v1|v1beta1)\.LlmBidiService/BidiGenerateContent(?P<vertex>))$"
 )
 INVALID_ARGUMENT = "Request contains an invalid argument."
+OPERATION_ABORTED = "The operation was aborted."
+# Realtime input that reaches the emulator this soon after a blocking call was sent may have been
+# sent before the client had the call: it is taken even with abort_input_during_blocking_calls.
+IN_FLIGHT_S = 0.25
 AUDIO_TOKENS_PER_S = 32
 MAX_CLOSE_REASON_BYTES = 123
 MAX_TURN_S = 60.0
@@ -151,6 +155,10 @@ class LiveEmulator:
         record_input: keep every audio byte each session consumed (``input_audio(...)``), as
             of each resumption handle: a session resumed from a handle continues from what
             that handle covered. For tests of what reached the server; memory grows with it.
+        abort_input_during_blocking_calls: close with 1008 "The operation was aborted." on
+            realtime input while a BLOCKING call is unanswered (after ``IN_FLIGHT_S``, for
+            input already on its way), as the service is widely reported to do (not
+            documented; off by default, where such input is taken).
     """
 
     def __init__(
@@ -171,6 +179,7 @@ class LiveEmulator:
         max_message_bytes: int = 8 * 1024 * 1024,
         max_sessions: int = 10000,
         record_input: bool = False,
+        abort_input_during_blocking_calls: bool = False,
     ) -> None:
         self.host, self._requested_port = host, port
         self.model = load_model(model)
@@ -187,6 +196,7 @@ class LiveEmulator:
         self.max_message_bytes = max_message_bytes
         self._server: WebSocketServer | None = None
         self.record_input = record_input
+        self.abort_input_during_blocking_calls = abort_input_during_blocking_calls
         # handle -> (session, bytes of input audio the handle covers)
         self._sessions: dict[str, tuple[_SessionRecord, int]] = {}
         self.max_sessions = max_sessions
@@ -361,6 +371,7 @@ class _Connection:
         self._reply_task: asyncio.Task[None] | None = None
         self._timers: list[asyncio.Task[None]] = []
         self._tool_waiter: asyncio.Future[list[FunctionResponse]] | None = None
+        self._tool_call_sent_at = 0.0
         self._pending_calls: dict[str, FunctionCall] = {}
         self._call_ids = itertools.count(1)
         self._resamplers: dict[int, Resampler] = {}
@@ -549,6 +560,8 @@ class _Connection:
         if message.setup is not None:
             raise _Closed(1007, INVALID_ARGUMENT)
         if message.realtime_input is not None:
+            if self.server.abort_input_during_blocking_calls and self._awaiting_blocking_response():
+                raise _Closed(1008, OPERATION_ABORTED)
             await self._realtime(message.realtime_input)
         elif message.client_content is not None:
             content = message.client_content
@@ -562,6 +575,12 @@ class _Connection:
         if self.setup and self.setup.session_resumption and self.setup.session_resumption.transparent:
             if self.messages_after_setup % 25 == 0:
                 await self._resumption_update(resumable=not self._model_speaking)
+
+    def _awaiting_blocking_response(self) -> bool:
+        """A blocking call is unanswered, and was sent long enough ago that input arriving now
+        was sent after the client had it (input already in flight is taken)."""
+        waiter = self._tool_waiter
+        return waiter is not None and not waiter.done() and time.monotonic() - self._tool_call_sent_at > IN_FLIGHT_S
 
     async def _realtime(self, realtime: RealtimeInput) -> None:
         blob = realtime.audio or (realtime.media_chunks[0] if realtime.media_chunks else None)
@@ -749,6 +768,7 @@ class _Connection:
         loop = asyncio.get_running_loop()
         self._tool_waiter = loop.create_future() if blocking else None
         await self.send(ServerMessage(tool_call=ToolCall(function_calls=numbered)))
+        self._tool_call_sent_at = time.monotonic()
         if self._tool_waiter is None:
             return None
         # The model stops generating at a blocking call, as the recorded service does
