@@ -14,6 +14,10 @@ import numpy as np
 
 from geminilive._loop import run as run_on_loop
 
+# A model that answers in TEXT: the half-cascade model of the recorded sessions (the emulator
+# refuses TEXT on native-audio models, as the service does).
+TEXT_MODEL = "gemini-live-2.5-flash-preview"
+
 
 def chirp(seconds: float, rate: int, *, f0: float = 200.0, f1: float = 3000.0, amplitude: float = 0.3) -> np.ndarray:
     """A frequency sweep: voiced-speech-like energy, and a sharp cross-correlation peak."""

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import geminilive
-from audio_util import chirp, frames, run, silence, xcorr_peak
+from audio_util import TEXT_MODEL, chirp, frames, run, silence, xcorr_peak
 from geminilive import LiveConfig
 from geminilive import events as ev
 from geminilive._native import audio_frame, input_audio
@@ -98,7 +98,7 @@ def test_text_modality_and_client_content() -> None:
     async def scenario():
         async with LiveEmulator(model="echo", **FAST) as emu:
             config = LiveConfig(response_modalities=["TEXT"])
-            async with geminilive.connect(endpoint=emu.url, config=config) as session:
+            async with geminilive.connect(endpoint=emu.url, model=TEXT_MODEL, config=config) as session:
                 await session.send_client_content("what is up")
                 return await until(session, ev.TurnComplete)
 
@@ -321,7 +321,7 @@ def test_transparent_resumption_replays_unconsumed_messages() -> None:
         faults = [Faults(drop_after_client_messages=3), None]
         async with LiveEmulator(model="echo", faults=faults, **FAST) as emu:
             config = LiveConfig(transparent_resumption=True, response_modalities=["TEXT"])
-            async with geminilive.connect(endpoint=emu.url, config=config) as session:
+            async with geminilive.connect(endpoint=emu.url, model=TEXT_MODEL, config=config) as session:
                 for word in ["a", "b", "c", "d", "e"]:
                     await session.send_client_content(word, turn_complete=False)
                 await session.send_client_content("f")
@@ -344,7 +344,8 @@ def test_go_away_then_resume() -> None:
     async def scenario():
         faults = [Faults(go_away_after_s=0.1, go_away_time_left_s=0.2), None]
         async with LiveEmulator(model="echo", faults=faults, **FAST) as emu:
-            async with geminilive.connect(endpoint=emu.url, config=LiveConfig(response_modalities=["TEXT"])) as session:
+            config = LiveConfig(response_modalities=["TEXT"])
+            async with geminilive.connect(endpoint=emu.url, model=TEXT_MODEL, config=config) as session:
                 await until(session, ev.SessionResumptionUpdate)
                 [go] = [e for e in await until(session, ev.GoAway) if isinstance(e, ev.GoAway)]
                 await session.send_text("still there?")
@@ -572,3 +573,129 @@ def test_the_emulators_native_input_path_reads_what_the_decoder_reads(pcm: bytes
             mime_type=fast[0], data=fast[1]
         )
         assert not layout["extra"]
+
+
+# --- model generations (profiles) ------------------------------------------------------------
+
+NATIVE_2_5 = "gemini-2.5-flash-native-audio-preview-12-2025"
+FLASH_3_1 = "gemini-3.1-flash-live-preview"
+LIVE_3_8 = "gemini-3.8-live"
+
+
+async def first_answer(emu: LiveEmulator, setup: dict) -> tuple[int, str] | str:
+    """What the emulator answers a setup with: the close (code, reason), or ``setupComplete``."""
+    async with websockets.connect(emu.url) as ws:
+        await ws.send(json.dumps({"setup": setup}))
+        try:
+            [answer] = json.loads(await ws.recv())
+            return answer
+        except websockets.exceptions.ConnectionClosed as closed:
+            return closed.rcvd.code, closed.rcvd.reason
+
+
+@pytest.mark.parametrize(
+    ("model", "generation", "extra", "answer"),
+    [
+        (TEXT_MODEL, {"responseModalities": ["TEXT"]}, {}, "setupComplete"),
+        (NATIVE_2_5, {"responseModalities": ["TEXT"]}, {}, (1007, "Cannot extract voices from a non-audio request.")),
+        (FLASH_3_1, {"responseModalities": ["TEXT"]}, {}, (1011, "Internal error encountered.")),
+        (LIVE_3_8, {"responseModalities": ["TEXT"]}, {}, (1007, "Request contains an invalid argument.")),
+        (NATIVE_2_5, {"thinkingConfig": {"thinkingBudget": 0}}, {}, "setupComplete"),
+        (LIVE_3_8, {"thinkingConfig": {"thinkingLevel": "LOW"}}, {}, (1007, "Request contains an invalid argument.")),
+        (LIVE_3_8, {"enableAffectiveDialog": True}, {}, (1007, "Request contains an invalid argument.")),
+        (FLASH_3_1, {"enableAffectiveDialog": True}, {}, (1007, "Request contains an invalid argument.")),
+        (LIVE_3_8, {}, {"proactivity": {"proactiveAudio": False}}, (1007, "Request contains an invalid argument.")),
+        (LIVE_3_8, {}, {"proactivity": {"proactiveAudio": True}}, "setupComplete"),
+        (FLASH_3_1, {}, {"proactivity": {"proactiveAudio": True}}, (1007, "Request contains an invalid argument.")),
+    ],
+)
+def test_each_model_generation_takes_or_refuses_a_setup_as_the_service_does(model, generation, extra, answer) -> None:
+    async def scenario():
+        async with LiveEmulator(**FAST) as emu:
+            return await first_answer(emu, {"model": f"models/{model}", "generationConfig": generation, **extra})
+
+    assert run(scenario()) == answer
+
+
+@pytest.mark.parametrize("model", [NATIVE_2_5, FLASH_3_1, LIVE_3_8])
+def test_3x_models_bundle_the_transcript_with_its_audio_and_the_session_reads_both(model) -> None:
+    script = ScriptModel([ScriptTurn(text="the quick brown fox jumps over the lazy dog", tone_s=0.4)])
+
+    async def scenario():
+        async with LiveEmulator(model=script, **FAST) as emu:
+            setup = {"model": f"models/{model}", "outputAudioTranscription": {}}
+            async with websockets.connect(emu.url) as ws:
+                await ws.send(json.dumps({"setup": setup}))
+                await ws.recv()
+                await ws.send(json.dumps({"realtimeInput": {"text": "go"}}))
+                wire = []
+                while "turnComplete" not in wire[-1:] and (frame := json.loads(await ws.recv())):
+                    content = frame.get("serverContent", {})
+                    wire.append(",".join(sorted(content)))
+            config = LiveConfig(output_audio_transcription=True)
+            async with geminilive.connect(endpoint=emu.url, model=model, config=config) as session:
+                await session.send_text("go")
+                events = await until(session, ev.TurnComplete)
+            return wire, events
+
+    wire, events = run(scenario())
+    bundled = "modelTurn,outputTranscription" in wire
+    assert bundled == (model != NATIVE_2_5), wire
+    assert "".join(e.text for e in events if isinstance(e, ev.OutputTranscription)).split() == (
+        "the quick brown fox jumps over the lazy dog".split()
+    )
+    assert len(audio_of(events)) == int(0.4 * 24000)
+
+
+def test_3_1_runs_every_call_synchronously_and_3_8_defaults_to_non_blocking() -> None:
+    script = ScriptModel([ScriptTurn(text="done", tool_calls=[FunctionCall(name="log_event")])])
+    undeclared = [Tool(function_declarations=[FunctionDeclaration(name="log_event")])]
+
+    async def reply_before_answering(model: str, tools: list[Tool]) -> bool:
+        async with LiveEmulator(model=script, **FAST) as emu:
+            async with geminilive.connect(endpoint=emu.url, model=model, config=LiveConfig(tools=tools)) as session:
+                await session.send_text("log it")
+                await until(session, ev.ToolCall)
+                try:
+                    async with asyncio.timeout(0.5):
+                        await until(session, ev.AudioChunk)
+                    return True
+                except TimeoutError:
+                    return False
+
+    async def scenario():
+        return {
+            (model, label): await reply_before_answering(model, tools)
+            for model in (NATIVE_2_5, FLASH_3_1, LIVE_3_8)
+            for label, tools in (("declared NON_BLOCKING", TOOLS), ("no behavior", undeclared))
+        }
+
+    assert run(scenario()) == {
+        (NATIVE_2_5, "declared NON_BLOCKING"): True,
+        (NATIVE_2_5, "no behavior"): False,
+        (FLASH_3_1, "declared NON_BLOCKING"): False,
+        (FLASH_3_1, "no behavior"): False,
+        (LIVE_3_8, "declared NON_BLOCKING"): True,
+        (LIVE_3_8, "no behavior"): True,
+    }
+
+
+def test_on_3_8_input_during_a_blocking_call_cancels_it() -> None:
+    script = ScriptModel([ScriptTurn(text="x", tool_calls=[FunctionCall(name="get_weather")])])
+    blocking = [Tool(function_declarations=[FunctionDeclaration(name="get_weather", behavior="BLOCKING")])]
+
+    async def scenario():
+        async with LiveEmulator(model=script, abort_input_during_blocking_calls=True, **FAST) as emu:
+            config = LiveConfig(tools=blocking)
+            async with geminilive.connect(endpoint=emu.url, model=LIVE_3_8, config=config) as session:
+                await session.send_text("weather?")
+                await until(session, ev.ToolCall)
+                await asyncio.sleep(0.4)  # past what may have been in flight
+                await session.send_audio(bytes(640))  # not held on 3.8: it cancels the call
+                events = await until(session, ev.TurnComplete)
+                return events, session.protocol.pending_tool_calls, [c.open for c in emu.connections]
+
+    events, pending, connections = run(scenario())
+    [cancel] = [e for e in events if isinstance(e, ev.ToolCallCancellation)]
+    assert cancel.ids == ["function-call-1"] and not pending
+    assert connections == [True], "cancelled, not aborted (3.8 takes the input)"

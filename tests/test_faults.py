@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import geminilive
-from audio_util import run
+from audio_util import TEXT_MODEL, run
 from fault_drill import CHUNK, chunk_numbers, drill, mixed_faults, numbered_chunk
 from geminilive import LiveConfig
 from geminilive import events as ev
@@ -43,7 +43,7 @@ def test_go_away_moves_between_turns_before_the_deadline() -> None:
         faults = [Faults(go_away_after_s=0.05, go_away_time_left_s=1.0), None]
         async with LiveEmulator(model="echo", faults=faults, **FAST) as emu:
             config = LiveConfig(response_modalities=["TEXT"])
-            async with geminilive.connect(endpoint=emu.url, config=config) as session:
+            async with geminilive.connect(endpoint=emu.url, model=TEXT_MODEL, config=config) as session:
                 seen = []
                 async for event in session:
                     seen.append(event)

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from websockets.asyncio.server import serve
 
 import geminilive
-from audio_util import run
+from audio_util import TEXT_MODEL, run
 from geminilive import LiveConfig, LiveProtocol
 from geminilive import events as ev
 from geminilive.emulator import Faults, LiveEmulator
@@ -231,7 +231,8 @@ def test_the_emulator_closes_1007_on_bad_client_frames_and_keeps_serving(frame: 
                 with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
                     while True:
                         await ws.recv()
-            async with geminilive.connect(endpoint=emu.url, config=LiveConfig(response_modalities=["TEXT"])) as s:
+            config = LiveConfig(response_modalities=["TEXT"])
+            async with geminilive.connect(endpoint=emu.url, model=TEXT_MODEL, config=config) as s:
                 await s.send_text("fine")
                 async for event in s:
                     if isinstance(event, ev.TextChunk):

@@ -193,7 +193,7 @@ def test_a_cancelled_call_releases_the_held_input() -> None:
         ("gemini-2.5-flash-native-audio-preview-12-2025", None, True),
         ("gemini-2.5-flash-native-audio-preview-12-2025", "NON_BLOCKING", False),
         ("gemini-3.8-live", None, False),  # 3.8 defaults to NON_BLOCKING
-        ("gemini-3.8-live", "BLOCKING", True),
+        ("gemini-3.8-live", "BLOCKING", False),  # and input during a blocking call cancels it
     ],
 )
 def test_which_calls_hold_input_follows_the_declaration_and_the_model(model, behavior, held) -> None:
@@ -383,6 +383,11 @@ def test_live_config_builds_the_full_setup() -> None:
     assert wire["contextWindowCompression"] == {"triggerTokens": 1000, "slidingWindow": {}}
     assert wire["sessionResumption"] == {}
     assert wire["proactivity"] == {"proactiveAudio": True}
+    assert "thinkingConfig" not in wire["generationConfig"], "none unless asked for (3.8 refuses one)"
+    level = LiveConfig(thinking_level="LOW").to_setup("gemini-3.1-flash-live-preview")
+    assert json.loads(LiveProtocol(level).data_to_send()[0])["setup"]["generationConfig"] == {
+        "thinkingConfig": {"thinkingLevel": "LOW"}
+    }
 
 
 def test_audio_fast_path_frames_equal_the_encoder() -> None:

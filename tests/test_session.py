@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import geminilive
-from audio_util import run
+from audio_util import TEXT_MODEL, run
 from geminilive import LiveConfig
 from geminilive.emulator import LiveEmulator
 from geminilive.errors import AudioFormatError, LocalProtocolError, MessageTooLargeError
@@ -87,7 +87,8 @@ def test_callback_style_run() -> None:
 
     async def scenario():
         async with LiveEmulator(speed=float("inf"), realtime_playback=False) as emu:
-            async with connect(endpoint=emu.url, config=LiveConfig(response_modalities=["TEXT"])) as session:
+            config = LiveConfig(response_modalities=["TEXT"])
+            async with connect(endpoint=emu.url, model=TEXT_MODEL, config=config) as session:
                 await session.send_text("hi")
 
                 async def handler(event):

@@ -47,7 +47,8 @@ class LiveConfig(msgspec.Struct, kw_only=True, omit_defaults=True):
     max_output_tokens: int | None = None
     seed: int | None = None
     media_resolution: Literal["MEDIA_RESOLUTION_LOW", "MEDIA_RESOLUTION_MEDIUM", "MEDIA_RESOLUTION_HIGH"] | None = None
-    thinking_budget: int | None = None
+    thinking_budget: int | None = None  # 2.5
+    thinking_level: Literal["MINIMAL", "LOW", "MEDIUM", "HIGH"] | None = None  # 3.1 (3.8 takes no thinking config)
     enable_affective_dialog: bool | None = None
     tools: list[Tool] | None = None
     # Voice activity detection (server side). automatic_activity_detection=False means the
@@ -92,8 +93,8 @@ class LiveConfig(msgspec.Struct, kw_only=True, omit_defaults=True):
             seed=self.seed,
             speech_config=speech,
             media_resolution=self.media_resolution,
-            thinking_config=ThinkingConfig(thinking_budget=self.thinking_budget)
-            if self.thinking_budget is not None
+            thinking_config=ThinkingConfig(thinking_budget=self.thinking_budget, thinking_level=self.thinking_level)
+            if self.thinking_budget is not None or self.thinking_level is not None
             else None,
             enable_affective_dialog=self.enable_affective_dialog,
         )

@@ -64,8 +64,9 @@ _RATE = re.compile(r"rate=(\d+)")
 _AUDIO_FRAME_PREFIX: dict[int, bytes] = {}
 _AUDIO_FRAME_START = b'{"realtimeInput":{"audio":'
 _REALTIME_FRAME_START = b'{"realtimeInput":'
-# Models whose function calls default to NON_BLOCKING (3.8; 2.5 and 3.1 block, §5.12).
-_NON_BLOCKING_DEFAULT = re.compile(r"gemini-3\.8")
+# Models on which realtime input during a blocking call cancels the call instead of ending the
+# session (3.8), and whose calls default to NON_BLOCKING (§5.6, §5.12): input is never held.
+_INPUT_CANCELS_CALLS = re.compile(r"gemini-3\.8")
 
 
 @functools.lru_cache(maxsize=64)
@@ -81,15 +82,14 @@ def rate_from_mime(mime_type: str, default: int) -> int:
 
 
 def _blocking_functions(setup: Setup) -> frozenset[str] | None:
-    """Names of the declared functions whose calls block (``None``: every call does), by
-    their ``behavior`` or, where it is not given, the model's default."""
-    default_blocks = not _NON_BLOCKING_DEFAULT.search(setup.model or "")
+    """Names of the functions whose unanswered calls hold realtime input (``None``: every
+    call's): those not declared NON_BLOCKING, and none on a model that takes such input."""
+    if _INPUT_CANCELS_CALLS.search(setup.model or ""):
+        return frozenset()
     declarations = [d for tool in setup.tools or () for d in tool.function_declarations or ()]
-    if default_blocks and all(d.behavior != "NON_BLOCKING" for d in declarations):
+    if all(d.behavior != "NON_BLOCKING" for d in declarations):
         return None
-    return frozenset(
-        d.name for d in declarations if d.behavior == "BLOCKING" or (d.behavior is None and default_blocks)
-    )
+    return frozenset(d.name for d in declarations if d.behavior != "NON_BLOCKING")
 
 
 class State(enum.Enum):

@@ -21,15 +21,18 @@ from geminilive.emulator.models import (
     ToneModel,
     UserTurn,
 )
+from geminilive.emulator.profiles import PROFILES, ModelProfile
 from geminilive.emulator.server import LiveEmulator
 
 __all__ = [
+    "PROFILES",
     "Conversation",
     "EchoModel",
     "Faults",
     "InputTranscript",
     "LiveEmulator",
     "Model",
+    "ModelProfile",
     "ReplyAudio",
     "ReplyText",
     "ReplyToolCall",

@@ -55,6 +55,7 @@ from geminilive.emulator.models import (
     UserTurn,
     load_model,
 )
+from geminilive.emulator.profiles import INVALID_ARGUMENT, LEGACY, PROFILES, ModelProfile, profile_for
 from geminilive.errors import RemoteProtocolError
 from geminilive.messages import (
     Blob,
@@ -87,7 +88,6 @@ _PATH = re.compile(
     r"(?P<method>BidiGenerateContent|BidiGenerateContentConstrained)"
     r"|google\.cloud\.aiplatform\.(?:v1|v1beta1)\.LlmBidiService/BidiGenerateContent(?P<vertex>))$"
 )
-INVALID_ARGUMENT = "Request contains an invalid argument."
 OPERATION_ABORTED = "The operation was aborted."
 # Realtime input that reaches the emulator this soon after a blocking call was sent may have been
 # sent before the client had the call: it is taken even with abort_input_during_blocking_calls.
@@ -155,6 +155,9 @@ class LiveEmulator:
         record_input: keep every audio byte each session consumed (``input_audio(...)``), as
             of each resumption handle: a session resumed from a handle continues from what
             that handle covered. For tests of what reached the server; memory grows with it.
+        profiles: ``(pattern, ModelProfile)`` pairs: the first pattern found in the setup's
+            model name says how that model generation behaves (see
+            :mod:`geminilive.emulator.profiles`; 2.5 native audio, 3.1 and 3.8 by default).
         abort_input_during_blocking_calls: close with 1008 "The operation was aborted." on
             realtime input while a BLOCKING call is unanswered (after ``IN_FLIGHT_S``, for
             input already on its way), as the service is widely reported to do (not
@@ -179,6 +182,7 @@ class LiveEmulator:
         max_message_bytes: int = 8 * 1024 * 1024,
         max_sessions: int = 10000,
         record_input: bool = False,
+        profiles: Sequence[tuple[str, ModelProfile]] = PROFILES,
         abort_input_during_blocking_calls: bool = False,
     ) -> None:
         self.host, self._requested_port = host, port
@@ -197,6 +201,7 @@ class LiveEmulator:
         self._server: WebSocketServer | None = None
         self.record_input = record_input
         self.abort_input_during_blocking_calls = abort_input_during_blocking_calls
+        self.profiles = list(profiles)
         # handle -> (session, bytes of input audio the handle covers)
         self._sessions: dict[str, tuple[_SessionRecord, int]] = {}
         self.max_sessions = max_sessions
@@ -372,6 +377,7 @@ class _Connection:
         self._timers: list[asyncio.Task[None]] = []
         self._tool_waiter: asyncio.Future[list[FunctionResponse]] | None = None
         self._tool_call_sent_at = 0.0
+        self.profile: ModelProfile = LEGACY
         self._pending_calls: dict[str, FunctionCall] = {}
         self._call_ids = itertools.count(1)
         self._resamplers: dict[int, Resampler] = {}
@@ -486,6 +492,10 @@ class _Connection:
         generation = setup.generation_config
         if generation and generation.response_modalities and len(generation.response_modalities) > 1:
             raise _Closed(1007, INVALID_ARGUMENT)
+        self.profile = profile_for(setup.model, self.server.profiles)
+        refusal = self.profile.setup_refusal(setup)
+        if refusal is not None:
+            raise _Closed(*refusal)
         resumption = setup.session_resumption
         if resumption is not None and resumption.handle:
             record = self.server._resume(resumption.handle)
@@ -560,8 +570,11 @@ class _Connection:
         if message.setup is not None:
             raise _Closed(1007, INVALID_ARGUMENT)
         if message.realtime_input is not None:
-            if self.server.abort_input_during_blocking_calls and self._awaiting_blocking_response():
-                raise _Closed(1008, OPERATION_ABORTED)
+            if self._awaiting_blocking_response():
+                if self.profile.input_cancels_blocking_call:
+                    await self._barge_in()  # 3.8: new input cancels the call
+                elif self.server.abort_input_during_blocking_calls:
+                    raise _Closed(1008, OPERATION_ABORTED)
             await self._realtime(message.realtime_input)
         elif message.client_content is not None:
             content = message.client_content
@@ -719,9 +732,14 @@ class _Connection:
         self._reply_task = asyncio.create_task(self._reply(turn))
 
     def _blocking(self, calls: list[FunctionCall]) -> bool:
+        """Whether the turn waits for the answers: by the declared behavior, else the model
+        generation's default (3.1 runs every call synchronously)."""
         assert self.setup is not None
+        if not self.profile.non_blocking_calls:
+            return True
         behaviours = {d.name: d.behavior for tool in self.setup.tools or () for d in tool.function_declarations or ()}
-        return any(behaviours.get(c.name) != "NON_BLOCKING" for c in calls)
+        default = "BLOCKING" if self.profile.calls_block_by_default else "NON_BLOCKING"
+        return any((behaviours.get(c.name) or default) == "BLOCKING" for c in calls)
 
     async def _reply(self, turn: UserTurn) -> None:
         assert self.record is not None and self.setup is not None
@@ -741,7 +759,8 @@ class _Connection:
                 to_send = None
                 if isinstance(item, InputTranscript):
                     if self.setup.input_audio_transcription is not None:
-                        await self._content(input_transcription=Transcription(text=item.text))
+                        finished = True if self.profile.input_transcription_finished else None
+                        await self._content(input_transcription=Transcription(text=item.text, finished=finished))
                 elif isinstance(item, ReplyText):
                     out_chars += len(item.text)
                     await self._model_turn(Part(text=item.text))
@@ -803,12 +822,22 @@ class _Connection:
         sent_s = 0.0
         f = self.faults
         prefix, suffix = _audio_frame_template(mime, self.vertex)
+        bundle = self.profile.bundles_transcription
         for n, chunk in enumerate(chunks):
-            await self._send_frame(audio_frame(prefix, chunk, suffix))
+            text = None
             if transcribe and words:
                 piece, words = words[:per_chunk], words[per_chunk:]
                 text = " ".join(piece) + (" " if words else "")
-                await self._content(output_transcription=Transcription(text=text))
+            if text is not None and bundle:  # 3.x: the transcript rides with its audio
+                part = Part(inline_data=Blob(mime_type=mime, data=chunk))
+                await self._content(
+                    model_turn=Content(parts=[part], role="model" if self.vertex else None),
+                    output_transcription=Transcription(text=text),
+                )
+            else:
+                await self._send_frame(audio_frame(prefix, chunk, suffix))
+                if text is not None:
+                    await self._content(output_transcription=Transcription(text=text))
             sent_s += len(chunk) / 2 / rate
             if self.server.speed != float("inf"):
                 delay = t0 + sent_s / self.server.speed - time.monotonic()
