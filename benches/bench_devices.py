@@ -114,8 +114,9 @@ async def run(seconds: float) -> None:
         f"capture overruns {capture_stats['overruns'] - overruns0}, capture frames dropped "
         f"{capture_stats['dropped_frames']}"
     )
-    # Backend errors over the whole run: xruns are gaps; the others (a failed delay query through
-    # PulseAudio's ALSA plugin, in some runs every period) left the audio whole.
+    # Backend errors over the whole run: xruns are gaps; the others (after an xrun, PulseAudio's
+    # ALSA plugin can fail the delay query, snd_pcm_avail_delay, on most periods) leave the audio
+    # whole.
     for name, xruns, others, first in (
         ("speaker", speaker_xruns, speaker_errors, speaker_first),
         ("microphone", capture_stats["xruns"], capture_stats["stream_errors"], mic_first),

@@ -210,7 +210,8 @@ struct ErrorSlot {
 
 impl ErrorSlot {
     /// Called from cpal's error callback: never waits for a lock, and keeps the first
-    /// recovered error as it came (moved, not formatted: no allocation here).
+    /// recovered error other than an xrun (whose message says nothing more) as it came
+    /// (moved, not formatted: no allocation here).
     fn report(&self, err: cpal::Error) {
         let fatal = matches!(
             err.kind(),
@@ -224,9 +225,9 @@ impl ErrorSlot {
         }
         if err.kind() == cpal::ErrorKind::Xrun {
             self.xruns.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.transient.fetch_add(1, Ordering::Relaxed);
+            return;
         }
+        self.transient.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut first) = self.first_transient.try_lock() {
             if first.is_none() {
                 *first = Some(err);
@@ -242,7 +243,7 @@ impl ErrorSlot {
         self.transient.load(Ordering::Relaxed)
     }
 
-    /// The first recovered error (an xrun or any other), for diagnosis.
+    /// The first recovered error other than an xrun, for diagnosis.
     fn first_recovered(&self) -> Option<String> {
         self.first_transient
             .lock()
@@ -664,7 +665,7 @@ impl CaptureStream {
         }
     }
 
-    /// The first error the stream recovered from (an xrun or another), for diagnosis.
+    /// The first error other than an xrun the stream recovered from, for diagnosis.
     pub fn first_stream_error(&self) -> Option<String> {
         self.shared.error.first_recovered()
     }
@@ -877,7 +878,7 @@ impl PlaybackStream {
         self.shared.error.recovered_errors()
     }
 
-    /// The first error the stream recovered from (an xrun or another), for diagnosis.
+    /// The first error other than an xrun the stream recovered from, for diagnosis.
     pub fn first_stream_error(&self) -> Option<String> {
         self.shared.error.first_recovered()
     }
@@ -946,8 +947,9 @@ mod tests {
         let delay_query = || {
             cpal::Error::with_message(cpal::ErrorKind::BackendError, "snd_pcm_avail_delay failed")
         };
-        slot.report(delay_query());
         slot.report(cpal::Error::new(cpal::ErrorKind::Xrun));
+        assert_eq!(slot.first_recovered(), None, "an xrun's message says nothing more");
+        slot.report(delay_query());
         slot.report(delay_query());
         assert_eq!((slot.xruns(), slot.recovered_errors()), (1, 2));
         assert!(slot

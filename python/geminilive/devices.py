@@ -179,7 +179,7 @@ class Capture:
 
     @property
     def first_stream_error(self) -> str | None:
-        """The first error the stream recovered from, for diagnosis (None if none)."""
+        """The first error other than an xrun the stream recovered from, for diagnosis."""
         return self._stream.first_stream_error if self._stream is not None else None
 
     @property
@@ -265,7 +265,7 @@ class Playback:
 
     @property
     def first_stream_error(self) -> str | None:
-        """The first error the stream recovered from, for diagnosis (None if none)."""
+        """The first error other than an xrun the stream recovered from, for diagnosis."""
         return self._stream.first_stream_error
 
     def close(self) -> None:
