@@ -860,6 +860,18 @@ impl PlaybackStream {
         self.writer.clear()
     }
 
+    /// Duck or restore what plays (see [`PlayoutWriter::set_gain`]).
+    ///
+    /// # Errors
+    /// `InvalidConfig` for a gain outside 0..=1.
+    pub fn set_gain(&mut self, gain: f32) -> Result<(), crate::jitter::PlayoutError> {
+        self.writer.set_gain(gain)
+    }
+
+    pub fn gain(&self) -> f32 {
+        self.writer.gain()
+    }
+
     pub fn stats(&self) -> PlayoutStats {
         self.writer.stats()
     }

@@ -17,6 +17,9 @@
 //! * Clear (barge-in): the writer records the write index; the reader, at its next pull (so
 //!   within one callback period), fades out over `fade` samples and skips to that index.
 //!   Audio pushed after `clear` is kept.
+//! * Gain (ducking): the writer sets a target in 0..=1; the reader ramps to it linearly, a full
+//!   swing taking four fades (10 ms at the defaults), so that turning the model down while the
+//!   user may be speaking, and back up on a false alarm, makes no click.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -111,6 +114,8 @@ struct Shared {
     discarded: AtomicU64,
     silence: AtomicU64,
     threshold: AtomicU64,
+    /// Target gain, as `f32` bits (only the writer stores it).
+    gain: AtomicU32,
 }
 
 impl Shared {
@@ -137,6 +142,8 @@ pub struct PlayoutReader {
     fade_in_next: bool,
     threshold: usize,
     steady: usize,
+    /// The gain applied now, ramping towards the target.
+    gain: f32,
 }
 
 /// Make a playout buffer; both halves can be moved to their threads.
@@ -166,6 +173,7 @@ pub fn playout_buffer(
         discarded: AtomicU64::new(0),
         silence: AtomicU64::new(0),
         threshold: AtomicU64::new(config.start_threshold as u64),
+        gain: AtomicU32::new(1.0f32.to_bits()),
     });
     let reader = PlayoutReader {
         shared: Arc::clone(&shared),
@@ -174,6 +182,7 @@ pub fn playout_buffer(
         fade_in_next: false,
         threshold: config.start_threshold,
         steady: 0,
+        gain: 1.0,
     };
     Ok((PlayoutWriter { shared }, reader))
 }
@@ -251,6 +260,26 @@ impl PlayoutWriter {
         let read = self.shared.read.load(Ordering::Acquire);
         self.shared.clear_to.store(write, Ordering::Release);
         write - read
+    }
+
+    /// Scale what plays from the next callback on (ramped, see the module notes): 1 is full
+    /// level, 0 silence; what is queued is kept either way.
+    ///
+    /// # Errors
+    /// `InvalidConfig` for a gain outside 0..=1 (or NaN).
+    pub fn set_gain(&mut self, gain: f32) -> Result<(), PlayoutError> {
+        if !(0.0..=1.0).contains(&gain) {
+            return Err(PlayoutError::InvalidConfig {
+                reason: "gain must be within 0..=1",
+            });
+        }
+        self.shared.gain.store(gain.to_bits(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The gain last set (the level playback is at or ramping to).
+    pub fn gain(&self) -> f32 {
+        f32::from_bits(self.shared.gain.load(Ordering::Relaxed))
     }
 
     /// Counters, readable from any thread.
@@ -358,10 +387,31 @@ impl PlayoutReader {
             }
         }
         out[filled..].fill(0.0);
+        self.apply_gain(&mut out[..filled]);
         self.shared
             .silence
             .fetch_add((out.len() - filled) as u64, Ordering::Relaxed);
         self.shared.read.store(read, Ordering::Release);
+    }
+
+    /// Scale `out` by the gain, moving it towards the target by at most one step a sample.
+    fn apply_gain(&mut self, out: &mut [f32]) {
+        let target = f32::from_bits(self.shared.gain.load(Ordering::Relaxed));
+        if self.gain == target {
+            if target != 1.0 {
+                out.iter_mut().for_each(|v| *v *= target);
+            }
+            return;
+        }
+        let step = 1.0 / (4 * self.config.fade.max(1)) as f32;
+        for v in out.iter_mut() {
+            self.gain = if self.gain < target {
+                (self.gain + step).min(target)
+            } else {
+                (self.gain - step).max(target)
+            };
+            *v *= self.gain;
+        }
     }
 }
 
@@ -397,10 +447,38 @@ mod tests {
             if round % 10 == 0 {
                 w.clear();
                 w.end_of_turn();
+                w.set_gain(if round % 20 == 0 { 0.3 } else { 1.0 }).unwrap();
             }
             let _ = r.stats();
         }
         assert_eq!(crate::alloc_count::allocations(), before);
+    }
+
+    #[test]
+    fn gain_ramps_to_its_target_and_back_without_a_jump() {
+        let config = PlayoutConfig {
+            fade: 5,
+            ..config()
+        };
+        let (mut w, mut r) = playout_buffer(config).unwrap();
+        w.push(&[1.0; 200]).unwrap();
+        w.end_of_turn();
+        let mut out = [0f32; 10];
+        r.pull(&mut out);
+        assert_eq!(out, [1.0; 10], "full level until asked");
+        w.set_gain(0.2).unwrap();
+        let mut ducked = [0f32; 60];
+        r.pull(&mut ducked);
+        let steps: Vec<f32> = ducked.windows(2).map(|p| (p[0] - p[1]).abs()).collect();
+        assert!(steps.iter().all(|&d| d <= 1.0 / 20.0 + 1e-6), "no click: {steps:?}");
+        assert!((ducked[0] - 0.95).abs() < 1e-6, "the ramp starts at once");
+        assert!(ducked[20..].iter().all(|&v| (v - 0.2).abs() < 1e-6), "there after 0.8 of a 20-sample swing");
+        w.set_gain(1.0).unwrap();
+        r.pull(&mut ducked);
+        assert!(ducked[16..].iter().all(|&v| (v - 1.0).abs() < 1e-6), "and back");
+        assert_eq!(r.stats().played, 130, "ducking drops nothing");
+        assert!(w.set_gain(1.5).is_err() && w.set_gain(f32::NAN).is_err() && w.set_gain(-0.1).is_err());
+        assert_eq!(w.gain(), 1.0, "a refused gain changes nothing");
     }
 
     #[test]

@@ -194,6 +194,64 @@ def test_local_barge_in_stops_playback_before_the_server_does() -> None:
     assert (loud[-1] - loud[0]) / 24000 < 3.0
 
 
+def test_local_barge_in_ducks_the_model_while_the_user_speaks_and_restores_it_after() -> None:
+    """NO_INTERRUPTION: the server lets the model talk on, so a "duck" barge-in must come back
+    up when the user stops, having dropped nothing."""
+    played: list[np.ndarray] = []
+    speech_at: list[int] = []  # samples played when the user started speaking
+
+    async def scenario():
+        async with LiveEmulator(model=ToneModel(duration_s=4.0), speed=4.0) as emu:
+            config = LiveConfig(activity_handling="NO_INTERRUPTION", silence_duration_ms=200)
+            async with geminilive.connect(endpoint=emu.url, config=config) as session:
+                sink = BufferedSink(played.append)
+                speech = chirp(0.6, 16000)
+
+                async def frames():
+                    await session.send_text("tell me a long story")
+                    while sum(np.count_nonzero(p) for p in played) < 24000 // 2:  # half a second in
+                        yield np.zeros(320, np.float32)
+                        await asyncio.sleep(0.02)
+                    speech_at.append(sum(len(p) for p in played))
+                    for i in range(0, len(speech), 320):
+                        yield speech[i : i + 320]
+                        await asyncio.sleep(0.02)
+                    for _ in range(150):
+                        yield np.zeros(320, np.float32)
+                        await asyncio.sleep(0.02)
+
+                conversation = Conversation(
+                    session, source=IteratorSource(frames(), 16000), sink=sink, local_barge_in="duck", duck_gain=0.25
+                )
+                async with conversation:
+                    await conversation.wait(turns=1, timeout=20)
+                return conversation, sink.stats
+
+    conversation, stats = run(scenario())
+    assert not any(isinstance(e, ev.Interrupted) for e in conversation.events), "the server did not interrupt"
+    audio = np.concatenate(played)
+    start = speech_at[0]
+
+    def level(from_s: float, to_s: float) -> float:
+        """RMS of what played from ``from_s`` to ``to_s`` after the user started speaking."""
+        return float(np.sqrt(np.mean(audio[start + int(from_s * 24000) : start + int(to_s * 24000)] ** 2)))
+
+    before, during, after = level(-0.4, -0.1), level(0.25, 0.55), level(1.3, 1.6)
+    assert during / before == pytest.approx(0.25, abs=0.05), (before, during, after)
+    assert after / before == pytest.approx(1.0, abs=0.05), "back to full level once the user stopped"
+    assert stats.discarded == 0 and stats.played == 4 * 24000, "ducking drops nothing"
+
+
+def test_duck_needs_a_sink_that_can_turn_down(tmp_path) -> None:
+    class PlainSink:
+        sample_rate_hz = 24000
+
+    with pytest.raises(TypeError, match="set_gain"):
+        Conversation(None, source=IteratorSource([], 16000), sink=PlainSink(), local_barge_in="duck")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="local_barge_in"):
+        Conversation(None, source=IteratorSource([], 16000), sink=PlainSink(), local_barge_in="loud")  # type: ignore[arg-type]
+
+
 def test_the_conversation_plays_on_through_a_reconnect() -> None:
     """A 1011 close in the middle of a reply: what had arrived keeps playing while the session
     resumes, nothing queued is thrown away, and the next turn is answered and played."""

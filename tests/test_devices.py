@@ -90,6 +90,28 @@ def test_clear_silences_playback() -> None:
     assert stats.discarded > 0 and stats.played + stats.discarded == stats.pushed
 
 
+def test_set_gain_ducks_what_the_monitor_hears_and_restores_it() -> None:
+    tone = (0.3 * np.sin(2 * np.pi * 500 * np.arange(24000 * 4) / 24000)).astype(np.float32)
+
+    async def scenario():
+        async with Capture(sample_rate_hz=16000) as mic:
+            with Playback(source_rate_hz=24000) as speaker:
+                full = await capture_while(mic, 0.6, lambda: speaker.push(tone))
+                ducked = await capture_while(mic, 0.6, lambda: speaker.set_gain(0.25))
+                restored = await capture_while(mic, 0.6, lambda: speaker.set_gain(1.0))
+                with pytest.raises(ValueError, match="gain"):
+                    speaker.set_gain(2.0)
+                return full, ducked, restored, speaker.stats
+
+    full, ducked, restored, stats = run(scenario())
+    level = lambda fs: float(np.sqrt(np.mean(np.concatenate([f.samples for f in fs]) ** 2)))  # noqa: E731
+    # The last 0.2 s of each stretch: past the ramp and the audio server's own latency.
+    assert level(full[-10:]) > 0.1, "the tone was playing"
+    assert level(ducked[-10:]) / level(full[-10:]) == pytest.approx(0.25, abs=0.03)
+    assert level(restored[-10:]) / level(full[-10:]) == pytest.approx(1.0, abs=0.05)
+    assert stats.discarded == 0, "ducking drops nothing"
+
+
 def test_no_such_device_is_a_clear_error() -> None:
     with pytest.raises(AudioDeviceError, match='no audio device named "nope"'):
         Playback("nope")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -114,3 +116,38 @@ def test_never_reorders_duplicates_or_invents(operations, prebuffer: int) -> Non
     assert [v for v in played if v >= cleared_below] == tail, "lost audio pushed after the last clear"
     stats = buf.stats
     assert stats.played + stats.discarded == stats.pushed
+
+
+@given(
+    st.lists(st.integers(1, 200), min_size=1, max_size=30),
+    st.lists(st.tuples(st.integers(0, 2000), st.sampled_from([0.0, 0.25, 0.5, 1.0])), max_size=5),
+)
+def test_ducking_is_the_same_however_the_callback_is_chunked(chunks: list[int], gains) -> None:
+    """Gain changes at the same sample positions give the same output whatever the callback
+    sizes, and scale only: with the gain back at 1 every sample plays as pushed."""
+    signal = np.sin(np.arange(2400, dtype=np.float32) * 0.05) * 0.5
+    changes = dict(sorted(gains))
+
+    def play(chunk_sizes: list[int]) -> np.ndarray:
+        buf = PlayoutBuffer(RATE, prebuffer_ms=0, fade_ms=2.5)
+        buf.push(signal)
+        buf.end_of_turn()
+        out, at = [], 0
+        boundaries = sorted({*changes, len(signal)})
+        sizes = itertools.cycle(chunk_sizes)
+        for stop in boundaries:
+            while at < stop:
+                n = min(next(sizes), stop - at)
+                out.append(buf.pull(n))
+                at += n
+            if stop in changes:
+                buf.set_gain(changes[stop])
+        return np.concatenate(out)
+
+    one_by_one = play([1])
+    chunked = play(chunks)
+    np.testing.assert_array_equal(chunked, one_by_one)
+    if not changes:
+        np.testing.assert_array_equal(chunked, signal)
+    ratio = np.divide(chunked, signal, out=np.ones_like(signal), where=np.abs(signal) > 1e-3)
+    assert np.all((ratio > -1e-6) & (ratio < 1 + 1e-6)), "a gain only scales"

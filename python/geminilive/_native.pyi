@@ -128,6 +128,10 @@ class PlayoutBuffer:
         """Mark the end of a turn: what is queued plays out in full."""
     def clear(self) -> int:
         """Drop everything queued (barge-in); returns the samples that will not play in full."""
+    def set_gain(self, gain: float) -> None:
+        """Scale what plays (0..=1, ramped over about 10 ms); ValueError outside."""
+    @property
+    def gain(self) -> float: ...
     @property
     def free(self) -> int: ...
     @property
@@ -237,6 +241,10 @@ class PlaybackStream:
     def end_of_turn(self) -> None: ...
     def clear(self) -> int:
         """Silence within one device period; returns the device samples dropped."""
+    def set_gain(self, gain: float) -> None:
+        """Scale what plays (0..=1, ramped over about 10 ms); ValueError outside."""
+    @property
+    def gain(self) -> float: ...
     @property
     def stats(self) -> PlayoutStats: ...
     @property

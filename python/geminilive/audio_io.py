@@ -33,6 +33,7 @@ __all__ = [
     "AudioSource",
     "BufferedSink",
     "CallbackSink",
+    "DuckableSink",
     "IteratorSource",
     "MicrophoneSource",
     "SpeakerSink",
@@ -69,6 +70,12 @@ class AudioSink(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class DuckableSink(AudioSink, Protocol):
+    """A sink that can turn what it plays down and back up (``local_barge_in="duck"``)."""
+
+    def set_gain(self, gain: float) -> None: ...
 
 
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
@@ -174,6 +181,9 @@ class SpeakerSink:
     def clear(self) -> int:
         return self._pb().clear()
 
+    def set_gain(self, gain: float) -> None:
+        self._pb().set_gain(gain)
+
     def end_of_turn(self) -> None:
         self._pb().end_of_turn()
 
@@ -232,6 +242,9 @@ class BufferedSink:
 
     def clear(self) -> int:
         return self.buffer.clear()
+
+    def set_gain(self, gain: float) -> None:
+        self.buffer.set_gain(gain)
 
     def end_of_turn(self) -> None:
         self.buffer.end_of_turn()

@@ -16,14 +16,14 @@ import collections
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import msgspec
 import numpy as np
 
 from geminilive import events as ev
 from geminilive._native import Resampler, VoiceActivityDetector, f32_to_s16le, s16le_to_f32
-from geminilive.audio_io import AudioSink, AudioSource, MicrophoneSource, SpeakerSink
+from geminilive.audio_io import AudioSink, AudioSource, DuckableSink, MicrophoneSource, SpeakerSink
 from geminilive.messages import FunctionResponse
 from geminilive.tools import ToolRegistry
 
@@ -78,9 +78,13 @@ class Conversation:
         tools: functions the model may call; their results are sent back automatically.
         on_event: called with every event (sync or async).
         on_transcript: called with ("user" | "model", text, finished).
-        local_barge_in: "off", or "stop" to clear playback as soon as the client's own voice
-            activity detector hears the user (before the server's ``interrupted``). Needs
-            headphones or echo cancellation: without them the model's own voice triggers it.
+        local_barge_in: what the client does as soon as its own voice activity detector hears
+            the user over the model (before the server's ``interrupted``): "off"; "stop" clears
+            playback; "duck" turns it down to ``duck_gain`` until the server interrupts (then
+            it is cleared) or the user stops (a cough, a "mm-hm": it comes back up, nothing
+            lost). Needs headphones or echo cancellation: without them the model's own voice
+            triggers it. "duck" needs a sink with ``set_gain`` (every sink here has it).
+        duck_gain: the level ducked playback goes to (0.25: -12 dB).
     """
 
     def __init__(
@@ -92,15 +96,24 @@ class Conversation:
         tools: ToolRegistry | None = None,
         on_event: Callable[[ev.Event], Awaitable[None] | None] | None = None,
         on_transcript: Callable[[str, str, bool], Awaitable[None] | None] | None = None,
-        local_barge_in: Literal["off", "stop"] = "off",
+        local_barge_in: Literal["off", "stop", "duck"] = "off",
+        duck_gain: float = 0.25,
     ) -> None:
+        if local_barge_in not in ("off", "stop", "duck"):
+            raise ValueError(f"local_barge_in is 'off', 'stop' or 'duck', not {local_barge_in!r}")
+        if not 0.0 <= duck_gain <= 1.0:
+            raise ValueError(f"duck_gain must be within 0..1, got {duck_gain}")
         self.session = session
         self.source = source if source is not None else MicrophoneSource()
         self.sink = sink if sink is not None else SpeakerSink()
         self.tools = tools
         self.on_event = on_event
         self.on_transcript = on_transcript
+        if local_barge_in == "duck" and not callable(getattr(self.sink, "set_gain", None)):
+            raise TypeError("local_barge_in='duck' needs a sink with set_gain(gain) (a DuckableSink)")
         self.local_barge_in = local_barge_in
+        self.duck_gain = duck_gain
+        self._ducked = False
         self.metrics: list[TurnMetrics] = []
         # The latest events (bounded: audio chunks would otherwise pile up for the whole call).
         self.events: collections.deque[ev.Event] = collections.deque(maxlen=EVENTS_KEPT)
@@ -203,8 +216,17 @@ class Conversation:
             when = timestamp - (self._heard_samples - at) / INPUT_RATE_HZ
             if kind == "end":
                 self._speech_end_at = when
-            elif kind == "start" and self.local_barge_in == "stop" and self.sink.stats.depth > 0:
-                self.sink.clear()
+                self._duck(False)  # the user stopped and the server did not cut the model off
+            elif kind == "start" and self.sink.stats.depth > 0:
+                if self.local_barge_in == "stop":
+                    self.sink.clear()
+                elif self.local_barge_in == "duck":
+                    self._duck(True)
+
+    def _duck(self, down: bool) -> None:
+        if down != self._ducked:
+            self._ducked = down
+            cast(DuckableSink, self.sink).set_gain(self.duck_gain if down else 1.0)
 
     # --- model audio and events ----------------------------------------------------------------
 
@@ -227,6 +249,7 @@ class Conversation:
             self._current.audio_received_s += event.duration_s
         elif isinstance(event, ev.Interrupted):
             self.sink.clear()
+            self._duck(False)  # what was ducked is gone; the next reply plays at full level
             self._current.interrupted = True
             self._pending_plays.clear()
             self._tasks.append(asyncio.create_task(self._measure_silence(now, self._current)))
@@ -236,6 +259,7 @@ class Conversation:
             self.sink.end_of_turn()
         elif isinstance(event, ev.TurnComplete):
             self.sink.end_of_turn()
+            self._duck(False)
             self._finish_turn()
         elif isinstance(event, ev.InputTranscription):
             self._current.input_transcript += event.text

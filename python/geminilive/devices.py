@@ -233,6 +233,10 @@ class Playback:
     def clear(self) -> int:
         return self._stream.clear()
 
+    def set_gain(self, gain: float) -> None:
+        """Duck (or restore) what plays: 0..=1, ramped over about 10 ms in the callback."""
+        self._stream.set_gain(gain)
+
     @property
     def stats(self) -> PlayoutStats:
         return self._stream.stats

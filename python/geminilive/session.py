@@ -660,6 +660,7 @@ class Session:
         on_event: Callable[[ev.Event], Awaitable[None] | None] | None = None,
         on_transcript: Callable[[str, str, bool], Awaitable[None] | None] | None = None,
         local_barge_in: str = "off",
+        duck_gain: float = 0.25,
     ) -> Any:
         """Join the microphone (or ``source``), this session and the speaker (or ``sink``);
         returns the running :class:`geminilive.conversation.Conversation` (``await c.stop()``)."""
@@ -674,6 +675,7 @@ class Session:
             on_event=on_event,
             on_transcript=on_transcript,
             local_barge_in=local_barge_in,  # type: ignore[arg-type]
+            duck_gain=duck_gain,
         )
         return await conversation.start()
 

@@ -199,6 +199,16 @@ impl PyPlaybackStream {
         self.inner.clear()
     }
 
+    /// Scale what plays (0..=1, ramped over about 10 ms); what is queued is kept.
+    fn set_gain(&mut self, gain: f32) -> PyResult<()> {
+        Ok(self.inner.set_gain(gain)?)
+    }
+
+    #[getter]
+    fn gain(&self) -> f32 {
+        self.inner.gain()
+    }
+
     #[getter]
     fn stats(&self) -> super::jitter::PyPlayoutStats {
         super::jitter::PyPlayoutBuffer::convert(self.inner.stats(), self.inner.device_rate)

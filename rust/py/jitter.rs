@@ -139,6 +139,16 @@ impl PyPlayoutBuffer {
         self.writer.clear()
     }
 
+    /// Scale what plays (0..=1, ramped over about 10 ms); what is queued is kept.
+    fn set_gain(&mut self, gain: f32) -> PyResult<()> {
+        Ok(self.writer.set_gain(gain)?)
+    }
+
+    #[getter]
+    fn gain(&self) -> f32 {
+        self.writer.gain()
+    }
+
     #[getter]
     fn free(&self) -> usize {
         self.writer.free()
