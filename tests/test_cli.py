@@ -52,7 +52,7 @@ def test_talk_with_a_wav_file_uses_the_emulator_without_a_key(tmp_path) -> None:
     env = {k: v for k, v in __import__("os").environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
     result = geminilive(
         "talk", "--input-wav", str(tmp_path / "in.wav"), "--output-wav", str(tmp_path / "out.wav"), "--timeout", "30",
-        env=env,
+        "--barge-in", "duck", env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "local emulator" in result.stdout

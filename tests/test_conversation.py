@@ -153,63 +153,23 @@ def test_events_and_transcripts_reach_the_hooks() -> None:
     assert "".join(t for who, t in transcripts if who == "model") == "hi there"
 
 
-def test_local_barge_in_stops_playback_before_the_server_does() -> None:
-    """With NO_INTERRUPTION the server never interrupts: only the client's own VAD can."""
-    played = []
-
-    async def scenario():
-        async with LiveEmulator(model=ToneModel(duration_s=4.0), speed=4.0) as emu:
-            config = LiveConfig(activity_handling="NO_INTERRUPTION", silence_duration_ms=200)
-            async with geminilive.connect(endpoint=emu.url, config=config) as session:
-                sink = BufferedSink(played.append)
-                speech = chirp(0.4, 16000)
-
-                async def frames():
-                    await session.send_text("tell me a long story")
-                    while not any(np.any(p) for p in played):
-                        yield np.zeros(320, np.float32)
-                        await asyncio.sleep(0.02)
-                    for _ in range(25):
-                        yield np.zeros(320, np.float32)
-                        await asyncio.sleep(0.02)
-                    for i in range(0, len(speech), 320):
-                        yield speech[i : i + 320]
-                        await asyncio.sleep(0.02)
-                    for _ in range(100):
-                        yield np.zeros(320, np.float32)
-                        await asyncio.sleep(0.02)
-
-                conversation = Conversation(
-                    session, source=IteratorSource(frames(), 16000), sink=sink, local_barge_in="stop"
-                )
-                async with conversation:
-                    await conversation.wait(turns=1, timeout=20)
-                return conversation, sink.stats
-
-    conversation, stats = run(scenario())
-    assert not any(isinstance(e, ev.Interrupted) for e in conversation.events), "the server did not interrupt"
-    assert stats.discarded > 24000, "the client cleared the queued reply itself"
-    audio = np.concatenate(played)
-    loud = np.flatnonzero(np.abs(audio) > 0.01)
-    assert (loud[-1] - loud[0]) / 24000 < 3.0
-
-
-def test_local_barge_in_ducks_the_model_while_the_user_speaks_and_restores_it_after() -> None:
-    """NO_INTERRUPTION: the server lets the model talk on, so a "duck" barge-in must come back
-    up when the user stops, having dropped nothing."""
+def talk_over_the_model(local_barge_in: str, speech_s: float):
+    """The model talks for 4 s with NO_INTERRUPTION, so the server never cuts it off; half a
+    second into its reply the user speaks for ``speech_s``. Returns the sink's stats, what
+    played, and how many samples had played when the user began."""
     played: list[np.ndarray] = []
-    speech_at: list[int] = []  # samples played when the user started speaking
+    speech_at: list[int] = []
 
     async def scenario():
         async with LiveEmulator(model=ToneModel(duration_s=4.0), speed=4.0) as emu:
             config = LiveConfig(activity_handling="NO_INTERRUPTION", silence_duration_ms=200)
             async with geminilive.connect(endpoint=emu.url, config=config) as session:
                 sink = BufferedSink(played.append)
-                speech = chirp(0.6, 16000)
+                speech = chirp(speech_s, 16000)
 
                 async def frames():
                     await session.send_text("tell me a long story")
-                    while sum(np.count_nonzero(p) for p in played) < 24000 // 2:  # half a second in
+                    while sum(np.count_nonzero(p) for p in played) < 24000 // 2:
                         yield np.zeros(320, np.float32)
                         await asyncio.sleep(0.02)
                     speech_at.append(sum(len(p) for p in played))
@@ -221,7 +181,7 @@ def test_local_barge_in_ducks_the_model_while_the_user_speaks_and_restores_it_af
                         await asyncio.sleep(0.02)
 
                 conversation = Conversation(
-                    session, source=IteratorSource(frames(), 16000), sink=sink, local_barge_in="duck", duck_gain=0.25
+                    session, source=IteratorSource(frames(), 16000), sink=sink, local_barge_in=local_barge_in
                 )
                 async with conversation:
                     await conversation.wait(turns=1, timeout=20)
@@ -229,8 +189,20 @@ def test_local_barge_in_ducks_the_model_while_the_user_speaks_and_restores_it_af
 
     conversation, stats = run(scenario())
     assert not any(isinstance(e, ev.Interrupted) for e in conversation.events), "the server did not interrupt"
-    audio = np.concatenate(played)
-    start = speech_at[0]
+    return stats, np.concatenate(played), speech_at[0]
+
+
+def test_local_barge_in_stops_playback_before_the_server_does() -> None:
+    stats, audio, _ = talk_over_the_model("stop", 0.4)
+    assert stats.discarded > 24000, "the client cleared the queued reply itself"
+    loud = np.flatnonzero(np.abs(audio) > 0.01)
+    assert (loud[-1] - loud[0]) / 24000 < 3.0
+
+
+def test_local_barge_in_ducks_the_model_while_the_user_speaks_and_restores_it_after() -> None:
+    """A "duck" barge-in comes back up when the user stops (the server let the model talk on),
+    having dropped nothing."""
+    stats, audio, start = talk_over_the_model("duck", 0.6)
 
     def level(from_s: float, to_s: float) -> float:
         """RMS of what played from ``from_s`` to ``to_s`` after the user started speaking."""

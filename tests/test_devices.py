@@ -45,6 +45,11 @@ async def capture_while(mic: Capture, seconds: float, action=None) -> list:
     return frames
 
 
+def level(frames: list) -> float:
+    """RMS of captured frames."""
+    return float(np.sqrt(np.mean(np.concatenate([f.samples for f in frames]) ** 2)))
+
+
 def test_loopback_returns_what_was_played_in_order_without_gaps() -> None:
     signal = chirp(2.0, 24000)
 
@@ -83,7 +88,6 @@ def test_clear_silences_playback() -> None:
                 return frames, after, discarded, speaker.stats
 
     before, after, discarded, stats = run(scenario())
-    level = lambda fs: float(np.sqrt(np.mean(np.concatenate([f.samples for f in fs]) ** 2)))  # noqa: E731
     assert level(before[-10:]) > 0.1, "the tone was playing"
     assert level(after[-10:]) < 1e-3, "and is silent after clear()"
     assert discarded > 48000, "most of the 3 s tone was still queued"
@@ -104,7 +108,6 @@ def test_set_gain_ducks_what_the_monitor_hears_and_restores_it() -> None:
                 return full, ducked, restored, speaker.stats
 
     full, ducked, restored, stats = run(scenario())
-    level = lambda fs: float(np.sqrt(np.mean(np.concatenate([f.samples for f in fs]) ** 2)))  # noqa: E731
     # The last 0.2 s of each stretch: past the ramp and the audio server's own latency.
     assert level(full[-10:]) > 0.1, "the tone was playing"
     assert level(ducked[-10:]) / level(full[-10:]) == pytest.approx(0.25, abs=0.03)

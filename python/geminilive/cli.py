@@ -97,7 +97,12 @@ async def _talk(args: argparse.Namespace) -> int:
             sink: AudioSink = WavSink(args.output_wav) if args.output_wav else SpeakerSink(args.output_device)
             printer = _Printer(meter=not args.input_wav)
             conversation = Conversation(
-                session, source=source, sink=sink, on_transcript=printer.transcript, on_event=printer.event
+                session,
+                source=source,
+                sink=sink,
+                on_transcript=printer.transcript,
+                on_event=printer.event,
+                local_barge_in=args.barge_in,
             )
             meter = asyncio.create_task(printer.level_meter(conversation))
             print("Listening. Ctrl-C to stop.")
@@ -226,6 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     talk.add_argument("--output-wav", help="write the reply to this WAV file instead of a speaker")
     talk.add_argument("--emulator", action="store_true", help="use the local emulator even with an API key")
     talk.add_argument("--emulator-model", default="echo", choices=["echo", "tone"], help="the emulator's model")
+    talk.add_argument(
+        "--barge-in",
+        default="off",
+        choices=["off", "stop", "duck"],
+        help="act on your voice before the server does: stop or duck the reply (needs headphones)",
+    )
     talk.add_argument("--turns", type=int, default=1, help="with --input-wav: turns to wait for")
     talk.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
 
