@@ -146,3 +146,29 @@ def test_google_genai_session_against_the_emulator(tls) -> None:
     assert [t.text for t in second.record.conversation.turns][-1] == "still there?"
     # What google-genai put on the wire was accepted in its mixed spelling.
     assert first.received[0].realtime_input.audio.mime_type == "audio/pcm;rate=16000"
+
+
+def test_google_genai_reads_the_3_8_shape_audio_and_transcript_in_one_message(tls) -> None:
+    """3.x bundles the output transcript with its audio: the official client, asking for a 3.8
+    model, gets both from the same messages."""
+    server_ssl, client_ssl = tls
+    config = types.LiveConnectConfig(
+        response_modalities=["AUDIO"], output_audio_transcription=types.AudioTranscriptionConfig()
+    )
+
+    async def scenario():
+        model = ToneModel(duration_s=0.5, transcript="three point eight speaks in bundles")
+        async with LiveEmulator(model=model, ssl=server_ssl, api_key="test-key", speed=4.0) as emu:
+            async with client(emu, client_ssl).aio.live.connect(model="gemini-3.8-live", config=config) as session:
+                await session.send_realtime_input(text="talk")
+                return await turn_messages(session)
+
+    messages = run(scenario())
+    bundled = [m for m in messages if m.data and m.server_content.output_transcription]
+    assert bundled, "audio and its transcript arrive together"
+    assert not [m for m in messages if m.server_content and m.server_content.output_transcription and not m.data], (
+        "no transcript travels alone"
+    )
+    words = "".join(m.server_content.output_transcription.text for m in bundled)
+    assert words.split() == "three point eight speaks in bundles".split()
+    assert len(b"".join(m.data for m in messages if m.data)) == 2 * 12000
