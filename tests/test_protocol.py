@@ -192,6 +192,7 @@ def test_a_cancelled_call_releases_the_held_input() -> None:
     [
         ("gemini-2.5-flash-native-audio-preview-12-2025", None, True),
         ("gemini-2.5-flash-native-audio-preview-12-2025", "NON_BLOCKING", False),
+        ("gemini-3.1-flash-live-preview", "NON_BLOCKING", True),  # 3.1 runs every call synchronously
         ("gemini-3.8-live", None, False),  # 3.8 defaults to NON_BLOCKING
         ("gemini-3.8-live", "BLOCKING", False),  # and input during a blocking call cancels it
     ],

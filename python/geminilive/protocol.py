@@ -67,6 +67,8 @@ _REALTIME_FRAME_START = b'{"realtimeInput":'
 # Models on which realtime input during a blocking call cancels the call instead of ending the
 # session (3.8), and whose calls default to NON_BLOCKING (§5.6, §5.12): input is never held.
 _INPUT_CANCELS_CALLS = re.compile(r"gemini-3\.8")
+# Models that run every call synchronously, whatever its declared behavior (3.1, §5.6).
+_SYNCHRONOUS_CALLS = re.compile(r"gemini-3\.1")
 
 
 @functools.lru_cache(maxsize=64)
@@ -83,9 +85,13 @@ def rate_from_mime(mime_type: str, default: int) -> int:
 
 def _blocking_functions(setup: Setup) -> frozenset[str] | None:
     """Names of the functions whose unanswered calls hold realtime input (``None``: every
-    call's): those not declared NON_BLOCKING, and none on a model that takes such input."""
-    if _INPUT_CANCELS_CALLS.search(setup.model or ""):
+    call's): those not declared NON_BLOCKING (all on 3.1), and none on a model that takes such
+    input (3.8)."""
+    model = setup.model or ""
+    if _INPUT_CANCELS_CALLS.search(model):
         return frozenset()
+    if _SYNCHRONOUS_CALLS.search(model):
+        return None
     declarations = [d for tool in setup.tools or () for d in tool.function_declarations or ()]
     if all(d.behavior != "NON_BLOCKING" for d in declarations):
         return None
@@ -214,6 +220,7 @@ class LiveProtocol:
 
     @property
     def held_input_frames(self) -> int:
+        """Realtime frames waiting for the answer to a blocking call."""
         return len(self._held)
 
     def _hold_queued_input(self) -> None:
