@@ -647,6 +647,31 @@ def test_3x_models_bundle_the_transcript_with_its_audio_and_the_session_reads_bo
     assert len(audio_of(events)) == int(0.4 * 24000)
 
 
+@pytest.mark.parametrize("model", [NATIVE_2_5, FLASH_3_1])
+def test_3_1_sends_usage_in_an_empty_message_of_its_own_and_the_session_reads_it(model) -> None:
+    async def scenario():
+        async with LiveEmulator(model=ScriptModel([ScriptTurn(text="hello")]), **FAST) as emu:
+            setup = {"model": f"models/{model}"}
+            async with websockets.connect(emu.url) as ws:
+                await ws.send(json.dumps({"setup": setup}))
+                await ws.recv()
+                await ws.send(json.dumps({"realtimeInput": {"text": "hi"}}))
+                wire = []
+                while not wire or "turnComplete" not in wire[-1].get("serverContent", {}):
+                    wire.append(json.loads(await ws.recv()))
+            async with geminilive.connect(endpoint=emu.url, model=model) as session:
+                await session.send_text("hi")
+                events = await until(session, ev.TurnComplete)
+            return wire, events
+
+    wire, events = run(scenario())
+    usage_alone = {"serverContent": {}, "usageMetadata": wire[-2].get("usageMetadata")} == wire[-2]
+    assert usage_alone == (model == FLASH_3_1), wire[-2:]
+    [usage] = [e for e in events if isinstance(e, ev.Usage)]
+    assert usage.usage.total_token_count, "the session reports the usage either way"
+    assert isinstance(events[-1], ev.TurnComplete)
+
+
 def test_3_1_runs_every_call_synchronously_and_3_8_defaults_to_non_blocking() -> None:
     script = ScriptModel([ScriptTurn(text="done", tool_calls=[FunctionCall(name="log_event")])])
     undeclared = [Tool(function_declarations=[FunctionDeclaration(name="log_event")])]

@@ -37,6 +37,8 @@ class ModelProfile(msgspec.Struct, frozen=True, kw_only=True):
     input_cancels_blocking_call: bool = False
     # The input transcription says ``finished`` (3.1 sets it on its one message; 2.5 never).
     input_transcription_finished: bool = False
+    # Usage comes in an empty serverContent of its own before turnComplete (3.1), not with it.
+    usage_alone: bool = False
     # Setup fields the generation refuses with 1007.
     refuses_thinking_config: bool = False
     refuses_affective_dialog: bool = False
@@ -71,6 +73,7 @@ FLASH_3_1 = ModelProfile(
     bundles_transcription=True,
     non_blocking_calls=False,
     input_transcription_finished=True,
+    usage_alone=True,
     refuses_affective_dialog=True,
     refuses_proactivity=True,
 )

@@ -875,6 +875,9 @@ class _Connection:
                 response_token_count=None if self.vertex else total_out,
                 response_tokens_details=None if self.vertex else (response or None),
             )
+        if usage is not None and self.profile.usage_alone:
+            await self.send(ServerMessage(server_content=ServerContent(), usage_metadata=usage))
+            usage = None
         await self.send(ServerMessage(server_content=ServerContent(turn_complete=True), usage_metadata=usage))
         self.turns_completed += 1
         await self._resumption_update(resumable=True)
