@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{FromSample, Sample, SampleFormat, SizedSample};
 
+use crate::aec::EchoCanceller;
 use crate::jitter::{playout_buffer, PlayoutConfig, PlayoutReader, PlayoutStats, PlayoutWriter};
 use crate::pcm;
 use crate::resample::Resampler;
@@ -462,6 +463,61 @@ where
         .map_err(backend)
 }
 
+/// What a playback stream played, for a capture stream's echo canceller: the samples its
+/// callback handed to the device (mono, at the device rate), through a lock-free ring.
+pub struct EchoReference {
+    samples: rtrb::Consumer<f32>,
+    device_rate: u32,
+}
+
+/// A capture stream's echo canceller with its reference: the played audio, resampled to the
+/// capture rate, is rendered before each batch of captured audio is processed.
+struct EchoPath {
+    reference: EchoReference,
+    resampler: Resampler,
+    canceller: EchoCanceller,
+    played: Vec<f32>,
+    played_resampled: Vec<f32>,
+    cleaned: Vec<f32>,
+}
+
+impl EchoPath {
+    fn new(reference: EchoReference, capture_rate: u32) -> Result<Self, DeviceError> {
+        let unsupported = |reason: String| DeviceError::UnsupportedFormat { reason };
+        let canceller = EchoCanceller::new(capture_rate).map_err(|e| unsupported(e.to_string()))?;
+        let resampler = Resampler::new(reference.device_rate, capture_rate, 1)
+            .map_err(|e| unsupported(e.to_string()))?;
+        Ok(Self {
+            reference,
+            resampler,
+            canceller,
+            played: Vec::new(),
+            played_resampled: Vec::new(),
+            cleaned: Vec::new(),
+        })
+    }
+
+    /// Render what was played since the last call, then cancel its echo from `captured`.
+    fn process(&mut self, captured: &[f32]) -> &[f32] {
+        let available = self.reference.samples.slots();
+        if let Ok(chunk) = self.reference.samples.read_chunk(available) {
+            let (a, b) = chunk.as_slices();
+            self.played.clear();
+            self.played.extend_from_slice(a);
+            self.played.extend_from_slice(b);
+            chunk.commit_all();
+            self.played_resampled
+                .resize(self.resampler.output_len_max(self.played.len()), 0.0);
+            if let Ok(n) = self.resampler.process_into(&self.played, &mut self.played_resampled) {
+                self.canceller.render(&self.played_resampled[..n]);
+            }
+        }
+        self.cleaned.clear();
+        self.canceller.process(captured, &mut self.cleaned);
+        &self.cleaned
+    }
+}
+
 /// Worker state: turns device samples into timestamped mono frames at the target rate.
 struct CaptureWorker {
     samples_rx: rtrb::Consumer<f32>,
@@ -481,6 +537,7 @@ struct CaptureWorker {
     clock_offset_s: f64,
     shared: Arc<CaptureShared>,
     wake: UnixStream,
+    echo: Option<EchoPath>,
 }
 
 impl CaptureWorker {
@@ -532,7 +589,10 @@ impl CaptureWorker {
         let Ok(n) = self.resampler.process_into(&self.mono, &mut self.resampled) else {
             return;
         };
-        self.pending.extend_from_slice(&self.resampled[..n]);
+        match &mut self.echo {
+            Some(echo) => self.pending.extend_from_slice(echo.process(&self.resampled[..n])),
+            None => self.pending.extend_from_slice(&self.resampled[..n]),
+        }
         let mut made = 0;
         while self.pending.len() >= self.frame_samples {
             let samples: Vec<f32> = self.pending.drain(..self.frame_samples).collect();
@@ -568,8 +628,13 @@ impl CaptureStream {
     pub fn open(
         config: &CaptureConfig,
         clock_offset_s: f64,
+        echo_reference: Option<EchoReference>,
     ) -> Result<(Self, UnixStream), DeviceError> {
         let clock_base = Instant::now();
+        // Echo cancellation runs in the worker (never in the callback), at the capture rate.
+        let echo = echo_reference
+            .map(|reference| EchoPath::new(reference, config.sample_rate_hz))
+            .transpose()?;
         let device = find_device(config.device.as_deref(), true)?;
         let supported = device.default_input_config().map_err(backend)?;
         let stream_config = stream_config(&supported, config.period_ms);
@@ -613,6 +678,7 @@ impl CaptureStream {
             clock_offset_s,
             shared: Arc::clone(&shared),
             wake: wake.try_clone().map_err(backend)?,
+            echo,
         };
         let format = supported.sample_format();
         let build_shared = Arc::clone(&shared);
@@ -722,6 +788,8 @@ pub struct PlaybackStream {
     pub device_rate: u32,
     pub device_channels: u16,
     pub period_frames: u32,
+    /// The reading end of what the callback played, until a capture stream takes it.
+    echo_samples: Mutex<Option<rtrb::Consumer<f32>>>,
 }
 
 fn build_playback<T>(
@@ -730,6 +798,7 @@ fn build_playback<T>(
     mut reader: PlayoutReader,
     shared: Arc<PlaybackShared>,
     clock_base: Instant,
+    echo_tap: rtrb::Producer<f32>,
 ) -> Result<cpal::Stream, DeviceError>
 where
     T: SizedSample + FromSample<f32>,
@@ -738,6 +807,7 @@ where
     // Allocated here, before the stream starts; cpal's fixed periods never exceed it, and a
     // larger request would be served in pieces.
     let mut mono = vec![0f32; 16_384];
+    let mut played = echo_tap;
     let errors = Arc::clone(&shared);
     device
         .build_output_stream::<T, _, _>(
@@ -749,6 +819,16 @@ where
                     reader.pull(scratch);
                     for (frame, value) in frames.chunks_exact_mut(channels).zip(scratch.iter()) {
                         frame.fill(T::from_sample(*value));
+                    }
+                    // What was played, for an echo canceller (dropped when nobody reads it).
+                    let room = played.slots().min(n);
+                    if let Ok(mut chunk) = played.write_chunk_uninit(room) {
+                        let (a, b) = chunk.as_mut_slices();
+                        for (slot, value) in a.iter_mut().chain(b.iter_mut()).zip(scratch.iter()) {
+                            slot.write(*value);
+                        }
+                        // SAFETY: every one of the `room` slots was written just above.
+                        unsafe { chunk.commit_all() };
                     }
                 }
                 let ns = clock_base.elapsed().as_nanos() as u64;
@@ -800,13 +880,15 @@ impl PlaybackStream {
         });
         let format = supported.sample_format();
         let build_shared = Arc::clone(&shared);
+        // One second of played audio for an echo canceller.
+        let (echo_tap, echo_samples) = rtrb::RingBuffer::new(device_rate as usize);
         let thread = StreamThread::spawn(
             "geminilive-playback",
             Duration::from_millis(20),
             move || {
                 let stream = for_sample_format!(
                     format,
-                    build_playback(&device, &stream_config, reader, build_shared, clock_base)
+                    build_playback(&device, &stream_config, reader, build_shared, clock_base, echo_tap)
                 )?;
                 stream.play().map_err(backend)?;
                 Ok(stream)
@@ -824,6 +906,21 @@ impl PlaybackStream {
             device_rate,
             device_channels: stream_config.channels,
             period_frames,
+            echo_samples: Mutex::new(Some(echo_samples)),
+        })
+    }
+
+    /// What this stream plays, from now on, for one capture stream's echo canceller (`None`
+    /// once taken).
+    pub fn echo_reference(&mut self) -> Option<EchoReference> {
+        let mut samples = self.echo_samples.get_mut().ok()?.take()?;
+        let stale = samples.slots();
+        if let Ok(chunk) = samples.read_chunk(stale) {
+            chunk.commit_all(); // what was played before anyone listened
+        }
+        Some(EchoReference {
+            samples,
+            device_rate: self.device_rate,
         })
     }
 

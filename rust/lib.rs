@@ -1,6 +1,7 @@
 //! The native core of geminilive. Each module is pure Rust with its own tests; the pyo3 glue
 //! lives in `py/` and is compiled only with the `python` feature (maturin enables it).
 
+pub mod aec;
 pub mod device;
 pub mod jitter;
 pub mod pcm;

@@ -58,3 +58,9 @@ def test_talk_with_a_wav_file_uses_the_emulator_without_a_key(tmp_path) -> None:
     assert "local emulator" in result.stdout
     with wave.open(str(tmp_path / "out.wav")) as w:
         assert w.getnframes() > 20000
+
+
+def test_echo_cancellation_is_refused_with_wav_files(tmp_path) -> None:
+    result = geminilive("talk", "--input-wav", str(tmp_path / "none.wav"), "--echo-cancellation")
+    assert result.returncode == 2
+    assert "--echo-cancellation works between the microphone and the speaker" in result.stderr

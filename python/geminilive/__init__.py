@@ -1,14 +1,14 @@
 """geminilive: real-time voice sessions with the Gemini Live API.
 
 A Rust core (PCM conversion, streaming resampling, a lock-free playout buffer, voice activity
-detection) under an asyncio client of the Live WebSocket protocol, with a local emulator of
+detection, echo cancellation) under an asyncio client of the Live WebSocket protocol, with a local emulator of
 the service (:mod:`geminilive.emulator`) for offline development and tests.
 """
 
 from __future__ import annotations
 
 from geminilive import audio_io, devices, errors, events, messages, pcm
-from geminilive._native import PlayoutBuffer, PlayoutStats, Resampler, VoiceActivityDetector
+from geminilive._native import EchoCanceller, PlayoutBuffer, PlayoutStats, Resampler, VoiceActivityDetector
 from geminilive.config import DEFAULT_MODEL, DEFAULT_VERTEX_MODEL, LiveConfig
 from geminilive.protocol import LiveProtocol
 from geminilive.session import Endpoint, ReconnectPolicy, Session, SessionStats, connect
@@ -16,6 +16,7 @@ from geminilive.session import Endpoint, ReconnectPolicy, Session, SessionStats,
 __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_VERTEX_MODEL",
+    "EchoCanceller",
     "Endpoint",
     "LiveConfig",
     "LiveProtocol",

@@ -4,6 +4,8 @@ from typing import final
 
 __all__ = [
     "CaptureStream",
+    "EchoCanceller",
+    "EchoReference",
     "PlaybackStream",
     "PlayoutBuffer",
     "PlayoutStats",
@@ -140,6 +142,22 @@ class PlayoutBuffer:
     def stats(self) -> PlayoutStats: ...
 
 @final
+class EchoCanceller:
+    """WebRTC's AEC3 (mono, 16/32/48 kHz): takes what the speaker played out of what the
+    microphone heard, finding the delay between them itself. Any chunk length: whole 10 ms
+    frames are processed, the rest waits, so chunking never changes the output."""
+
+    def __new__(cls, sample_rate_hz: int = 16000) -> EchoCanceller: ...
+    def render(self, samples: _Audio) -> None:
+        """What the speaker played, at the canceller's rate."""
+    def process(self, samples: _Audio) -> _F32:
+        """What the microphone heard; the echo-free samples of every whole frame so far."""
+    @property
+    def sample_rate_hz(self) -> int: ...
+    @property
+    def pending(self) -> int: ...
+
+@final
 class VoiceActivityDetector:
     """Streaming energy VAD in 10 ms frames (the emulator's server VAD, the client's barge-in).
 
@@ -189,6 +207,10 @@ def list_devices() -> list[dict[str, object]]:
     """Devices of the default audio host (see `geminilive.devices.list_devices`)."""
 
 @final
+class EchoReference:
+    """What a PlaybackStream plays, for one CaptureStream's echo canceller."""
+
+@final
 class CaptureStream:
     """A running cpal input stream: mono float32 frames at `sample_rate_hz`, resampled in Rust.
 
@@ -205,6 +227,7 @@ class CaptureStream:
         period_ms: int = 10,
         clock_s: float = 0.0,
         max_queued_frames: int = 500,
+        echo_reference: EchoReference | None = None,
     ) -> CaptureStream: ...
     def fileno(self) -> int: ...
     def drain_wakeups(self) -> int: ...
@@ -245,6 +268,8 @@ class PlaybackStream:
         """Scale what plays (0..=1, ramped over about 10 ms); ValueError outside."""
     @property
     def gain(self) -> float: ...
+    def echo_reference(self) -> EchoReference:
+        """What this stream plays from now on, for one CaptureStream (once)."""
     @property
     def stats(self) -> PlayoutStats: ...
     @property

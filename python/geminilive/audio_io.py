@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import msgspec
 import numpy as np
 
-from geminilive._native import PlayoutBuffer, PlayoutStats, Resampler, f32_to_s16le, s16le_to_f32
+from geminilive._native import EchoReference, PlayoutBuffer, PlayoutStats, Resampler, f32_to_s16le, s16le_to_f32
 from geminilive.devices import Capture, Playback
 from geminilive.pcm import to_mono
 
@@ -146,7 +146,9 @@ class IteratorSource:
 
 
 class MicrophoneSource:
-    """The microphone (default input device or a named one), 16 kHz frames resampled in Rust."""
+    """The microphone (default input device or a named one), 16 kHz frames resampled in Rust.
+    Set ``capture.echo_reference`` (from a speaker) before iterating to cancel its echo; a
+    conversation with ``echo_cancellation=True`` does it."""
 
     def __init__(self, device: str | None = None, *, frame_ms: int = FRAME_MS, period_ms: int = 10) -> None:
         self.capture = Capture(device, sample_rate_hz=16000, frame_ms=frame_ms, period_ms=period_ms)
@@ -183,6 +185,10 @@ class SpeakerSink:
 
     def set_gain(self, gain: float) -> None:
         self._pb().set_gain(gain)
+
+    def echo_reference(self) -> EchoReference:
+        """What this speaker plays from now on, for a microphone's echo canceller."""
+        return self._pb().echo_reference()
 
     def end_of_turn(self) -> None:
         self._pb().end_of_turn()

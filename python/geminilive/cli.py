@@ -86,6 +86,9 @@ def _connect_kwargs(args: argparse.Namespace, emulator: LiveEmulator | None) -> 
 
 
 async def _talk(args: argparse.Namespace) -> int:
+    if args.echo_cancellation and (args.input_wav or args.output_wav):
+        print("--echo-cancellation works between the microphone and the speaker, not WAV files", file=sys.stderr)
+        return 2
     use_service = bool(os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY")) and not args.emulator
     emulator = None
     if not use_service:
@@ -103,6 +106,7 @@ async def _talk(args: argparse.Namespace) -> int:
                 on_transcript=printer.transcript,
                 on_event=printer.event,
                 local_barge_in=args.barge_in,
+                echo_cancellation=args.echo_cancellation,
             )
             meter = asyncio.create_task(printer.level_meter(conversation))
             print("Listening. Ctrl-C to stop.")
@@ -236,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         default="off",
         choices=["off", "stop", "duck"],
         help="act on your voice before the server does: stop or duck the reply (needs headphones)",
+    )
+    talk.add_argument(
+        "--echo-cancellation",
+        action="store_true",
+        help="cancel the speaker's sound from the microphone (open speakers, no headphones)",
     )
     talk.add_argument("--turns", type=int, default=1, help="with --input-wav: turns to wait for")
     talk.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")

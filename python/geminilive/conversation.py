@@ -85,6 +85,10 @@ class Conversation:
             lost). Needs headphones or echo cancellation: without them the model's own voice
             triggers it. "duck" needs a sink with ``set_gain`` (every sink here has it).
         duck_gain: the level ducked playback goes to (0.25: -12 dB).
+        echo_cancellation: cancel what the speaker plays from what the microphone hears
+            (AEC3 in the capture thread), so that on open speakers the model does not hear,
+            and interrupt, itself. Needs the device source and sink (``MicrophoneSource``,
+            ``SpeakerSink``); with it, ``local_barge_in`` works without headphones too.
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class Conversation:
         on_transcript: Callable[[str, str, bool], Awaitable[None] | None] | None = None,
         local_barge_in: Literal["off", "stop", "duck"] = "off",
         duck_gain: float = 0.25,
+        echo_cancellation: bool = False,
     ) -> None:
         if local_barge_in not in ("off", "stop", "duck"):
             raise ValueError(f"local_barge_in is 'off', 'stop' or 'duck', not {local_barge_in!r}")
@@ -111,6 +116,9 @@ class Conversation:
         self.on_transcript = on_transcript
         if local_barge_in == "duck" and not callable(getattr(self.sink, "set_gain", None)):
             raise TypeError("local_barge_in='duck' needs a sink with set_gain(gain) (a DuckableSink)")
+        if echo_cancellation and not (isinstance(self.source, MicrophoneSource) and isinstance(self.sink, SpeakerSink)):
+            raise TypeError("echo_cancellation needs the devices: a MicrophoneSource and a SpeakerSink")
+        self.echo_cancellation = echo_cancellation
         self.local_barge_in = local_barge_in
         self.duck_gain = duck_gain
         self._ducked = False
@@ -141,6 +149,9 @@ class Conversation:
 
     async def start(self) -> Conversation:
         await self.sink.start()
+        if self.echo_cancellation:  # before the microphone opens (in the send loop)
+            source, sink = cast(MicrophoneSource, self.source), cast(SpeakerSink, self.sink)
+            source.capture.echo_reference = sink.echo_reference()
         self._tasks = [
             asyncio.create_task(self._send_loop(), name="geminilive-send"),
             asyncio.create_task(self._receive_loop(), name="geminilive-receive"),

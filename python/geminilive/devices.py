@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from geminilive._native import CaptureStream, PlaybackStream, PlayoutStats
+from geminilive._native import CaptureStream, EchoReference, PlaybackStream, PlayoutStats
 from geminilive._native import list_devices as _list_devices
 from geminilive.errors import AudioDeviceError
 
@@ -83,12 +83,22 @@ class Capture:
     Args:
         device: a device name or id (default: the system's default input).
         frame_ms: frame length delivered to Python; ``period_ms``: the device period asked for.
+        echo_reference: ``speaker.echo_reference()`` of a :class:`Playback`: what it plays is
+            cancelled from what this microphone hears (AEC3, in the capture worker thread;
+            ``sample_rate_hz`` 16000, 32000 or 48000).
     """
 
     def __init__(
-        self, device: str | None = None, *, sample_rate_hz: int = 16000, frame_ms: int = 20, period_ms: int = 10
+        self,
+        device: str | None = None,
+        *,
+        sample_rate_hz: int = 16000,
+        frame_ms: int = 20,
+        period_ms: int = 10,
+        echo_reference: EchoReference | None = None,
     ) -> None:
         self.device, self.sample_rate_hz, self.frame_ms, self.period_ms = device, sample_rate_hz, frame_ms, period_ms
+        self.echo_reference = echo_reference
         self._stream: CaptureStream | None = None
         self._frames: deque[CapturedFrame] = deque()
         self._waiter: asyncio.Future[None] | None = None
@@ -103,6 +113,7 @@ class Capture:
             frame_ms=self.frame_ms,
             period_ms=self.period_ms,
             clock_s=time.monotonic(),
+            echo_reference=self.echo_reference,
         )
         return self
 
@@ -236,6 +247,10 @@ class Playback:
     def set_gain(self, gain: float) -> None:
         """Duck (or restore) what plays: 0..=1, ramped over about 10 ms in the callback."""
         self._stream.set_gain(gain)
+
+    def echo_reference(self) -> EchoReference:
+        """What this speaker plays from now on, for one :class:`Capture`'s echo canceller."""
+        return self._stream.echo_reference()
 
     @property
     def stats(self) -> PlayoutStats:

@@ -661,6 +661,7 @@ class Session:
         on_transcript: Callable[[str, str, bool], Awaitable[None] | None] | None = None,
         local_barge_in: str = "off",
         duck_gain: float = 0.25,
+        echo_cancellation: bool = False,
     ) -> Any:
         """Join the microphone (or ``source``), this session and the speaker (or ``sink``);
         returns the running :class:`geminilive.conversation.Conversation` (``await c.stop()``)."""
@@ -676,6 +677,7 @@ class Session:
             on_transcript=on_transcript,
             local_barge_in=local_barge_in,  # type: ignore[arg-type]
             duck_gain=duck_gain,
+            echo_cancellation=echo_cancellation,
         )
         return await conversation.start()
 

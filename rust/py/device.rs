@@ -3,6 +3,7 @@
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
 
 use numpy::PyArray1;
 use pyo3::prelude::*;
@@ -11,7 +12,7 @@ use pyo3::types::PyDict;
 use super::audio_device_error;
 use super::pcm::{extract_samples, with_s16le, Samples};
 use crate::device::{
-    self, CaptureConfig, CaptureStream, DeviceError, PlaybackConfig, PlaybackStream,
+    self, CaptureConfig, CaptureStream, DeviceError, EchoReference, PlaybackConfig, PlaybackStream,
 };
 use crate::pcm::{s16le_to_f32_into, PcmError};
 
@@ -44,6 +45,12 @@ fn list_devices(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
         .collect()
 }
 
+/// What a playback stream plays, handed to one capture stream for its echo canceller.
+#[pyclass(name = "EchoReference", module = "geminilive._native")]
+pub(crate) struct PyEchoReference {
+    inner: Mutex<Option<EchoReference>>,
+}
+
 #[pyclass(name = "CaptureStream", module = "geminilive._native")]
 pub(crate) struct PyCaptureStream {
     inner: CaptureStream,
@@ -53,7 +60,8 @@ pub(crate) struct PyCaptureStream {
 #[pymethods]
 impl PyCaptureStream {
     #[new]
-    #[pyo3(signature = (device=None, *, sample_rate_hz=16000, frame_ms=20, period_ms=10, clock_s=0.0, max_queued_frames=500))]
+    #[pyo3(signature = (device=None, *, sample_rate_hz=16000, frame_ms=20, period_ms=10, clock_s=0.0, max_queued_frames=500, echo_reference=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         device: Option<String>,
@@ -62,7 +70,15 @@ impl PyCaptureStream {
         period_ms: u32,
         clock_s: f64,
         max_queued_frames: usize,
+        echo_reference: Option<&PyEchoReference>,
     ) -> PyResult<Self> {
+        let echo = match echo_reference {
+            Some(reference) => {
+                let taken = reference.inner.lock().ok().and_then(|mut slot| slot.take());
+                Some(taken.ok_or_else(|| audio_device_error(String::from("this echo reference is already in use")))?)
+            }
+            None => None,
+        };
         let config = CaptureConfig {
             device,
             sample_rate_hz,
@@ -70,7 +86,7 @@ impl PyCaptureStream {
             period_ms,
             max_queued_frames,
         };
-        let (inner, wake) = py.allow_threads(|| CaptureStream::open(&config, clock_s))?;
+        let (inner, wake) = py.allow_threads(|| CaptureStream::open(&config, clock_s, echo))?;
         Ok(Self { inner, wake })
     }
 
@@ -219,6 +235,18 @@ impl PyPlaybackStream {
         self.inner.callbacks()
     }
 
+    /// What this stream plays from now on, for one capture stream's echo canceller
+    /// (`CaptureStream(echo_reference=...)`); an error once taken.
+    fn echo_reference(&mut self) -> PyResult<PyEchoReference> {
+        let reference = self
+            .inner
+            .echo_reference()
+            .ok_or_else(|| audio_device_error(String::from("this playback stream's echo reference was taken already")))?;
+        Ok(PyEchoReference {
+            inner: Mutex::new(Some(reference)),
+        })
+    }
+
     #[getter]
     fn xruns(&self) -> u64 {
         self.inner.xruns()
@@ -269,5 +297,6 @@ impl PyPlaybackStream {
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(list_devices, m)?)?;
     m.add_class::<PyCaptureStream>()?;
+    m.add_class::<PyEchoReference>()?;
     m.add_class::<PyPlaybackStream>()
 }

@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::PyType;
 
+mod aec;
 mod device;
 mod jitter;
 mod pcm;
@@ -66,6 +67,7 @@ impl From<crate::jitter::PlayoutError> for PyErr {
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    aec::register(m)?;
     device::register(m)?;
     pcm::register(m)?;
     resample::register(m)?;
