@@ -95,45 +95,48 @@ impl EchoCanceller {
 
     /// What the speaker played (or is about to play), at the canceller's rate.
     pub fn render(&mut self, samples: &[f32]) {
-        let mut rest = samples;
-        while !rest.is_empty() {
-            let take = (self.frame - self.render_carry.len()).min(rest.len());
-            self.render_carry.extend_from_slice(&rest[..take]);
-            rest = &rest[take..];
-            if self.render_carry.len() == self.frame {
-                self.render_buffer.copy_from(&[&self.render_carry], &self.stream);
-                self.render_buffer.split_into_frequency_bands();
-                self.echo.analyze_render(&mut self.render_buffer);
-                self.render_carry.clear();
-            }
-        }
+        let (buffer, echo, stream) = (&mut self.render_buffer, &mut self.echo, &self.stream);
+        in_frames(&mut self.render_carry, self.frame, samples, |frame| {
+            buffer.copy_from(&[frame], stream);
+            buffer.split_into_frequency_bands();
+            echo.analyze_render(buffer);
+        });
     }
 
     /// What the microphone heard, at the canceller's rate; the echo-free samples of every whole
     /// frame are appended to `out` (a partial frame waits for the next call).
     pub fn process(&mut self, samples: &[f32], out: &mut Vec<f32>) {
-        let mut rest = samples;
-        while !rest.is_empty() {
-            let take = (self.frame - self.capture_carry.len()).min(rest.len());
-            self.capture_carry.extend_from_slice(&rest[..take]);
-            rest = &rest[take..];
-            if self.capture_carry.len() == self.frame {
-                let buffer = &mut self.capture_buffer;
-                buffer.copy_from(&[&self.capture_carry], &self.stream);
-                self.echo.analyze_capture(buffer);
-                buffer.split_into_frequency_bands();
-                self.echo.process_capture(buffer, false);
-                buffer.merge_frequency_bands();
-                buffer.copy_to_stream(&self.stream, &mut [&mut self.out_frame]);
-                out.extend_from_slice(&self.out_frame);
-                self.capture_carry.clear();
-            }
-        }
+        let (buffer, echo, stream) = (&mut self.capture_buffer, &mut self.echo, &self.stream);
+        let out_frame = &mut self.out_frame;
+        in_frames(&mut self.capture_carry, self.frame, samples, |frame| {
+            buffer.copy_from(&[frame], stream);
+            echo.analyze_capture(buffer);
+            buffer.split_into_frequency_bands();
+            echo.process_capture(buffer, false);
+            buffer.merge_frequency_bands();
+            buffer.copy_to_stream(stream, &mut [out_frame.as_mut_slice()]);
+            out.extend_from_slice(out_frame);
+        });
     }
 
     /// Samples of capture held back until their frame is whole.
     pub fn pending(&self) -> usize {
         self.capture_carry.len()
+    }
+}
+
+/// Hand `samples` to `on_frame` in whole frames of `frame` samples, `carry` holding what is
+/// left of a frame between calls.
+fn in_frames(carry: &mut Vec<f32>, frame: usize, samples: &[f32], mut on_frame: impl FnMut(&[f32])) {
+    let mut rest = samples;
+    while !rest.is_empty() {
+        let take = (frame - carry.len()).min(rest.len());
+        carry.extend_from_slice(&rest[..take]);
+        rest = &rest[take..];
+        if carry.len() == frame {
+            on_frame(carry);
+            carry.clear();
+        }
     }
 }
 

@@ -14,7 +14,7 @@ from audio_util import find_in_order, run, speak
 from geminilive import LiveConfig, Resampler
 from geminilive import events as ev
 from geminilive.audio_io import MicrophoneSource, SpeakerSink
-from geminilive.devices import Playback
+from geminilive.devices import Capture, Playback
 from geminilive.emulator import LiveEmulator
 from loopback import RATE, loopback_conversation
 
@@ -46,34 +46,70 @@ def test_speech_comes_back_out_of_the_speaker_and_barge_in_silences_it(tmp_path)
     assert result.playout["discarded"] > 0, levels
 
 
+class HeardMicrophone(MicrophoneSource):
+    """The conversation's microphone, keeping (time, samples) of every frame it sends on."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.frames: list[tuple[float, np.ndarray]] = []
+
+    async def __aiter__(self):
+        async for frame in super().__aiter__():
+            self.frames.append((frame.timestamp, frame.samples))
+            yield frame
+
+
 @pytest.mark.parametrize("echo_cancellation", [True, False], ids=["cancelled", "open-loop"])
-def test_on_open_speakers_echo_cancellation_keeps_the_model_from_hearing_itself(tmp_path, echo_cancellation) -> None:
+def test_on_open_speakers_the_session_is_not_sent_the_model_s_own_voice(tmp_path, echo_cancellation) -> None:
     """Speaker and microphone share one room (the speaker plays into the sink the microphone
-    listens to). Without echo cancellation the echo model hears its own reply as the user
-    and answers it again, over and over; with it, one question gets one answer."""
+    listens to). While the model's reply plays, a plain microphone in the room hears it; what
+    the conversation sends to the session is compared with that, 100 ms at a time."""
     question = speak("Hello there, can you hear me in this room?", tmp_path / "q.wav", rate=24000)
 
     async def scenario():
-        turns: list[float] = []
+        room: list[tuple[float, np.ndarray]] = []
+        replies: list[float] = []
         async with LiveEmulator(model="echo", speed=2.0) as emu:
             async with geminilive.connect(endpoint=emu.url, config=LiveConfig(silence_duration_ms=600)) as session:
+                microphone = HeardMicrophone(period_ms=20)
                 conversation = await session.start_audio_conversation(
-                    source=MicrophoneSource(period_ms=20),
+                    source=microphone,
                     sink=SpeakerSink(period_ms=20),
-                    on_event=lambda e: turns.append(time.monotonic()) if isinstance(e, ev.TurnComplete) else None,
+                    on_event=lambda e: (
+                        replies.append(time.monotonic()) if isinstance(e, (ev.AudioChunk, ev.TurnComplete)) else None
+                    ),
                     echo_cancellation=echo_cancellation,
                 )
-                with Playback(source_rate_hz=24000, period_ms=20) as mouth:
-                    await asyncio.sleep(2.5)  # the new PulseAudio streams settle
-                    mouth.push(question)
-                    mouth.end_of_turn()
-                    await conversation.wait(turns=1, timeout=30)
-                    await asyncio.sleep(6.0)  # long enough for the reply to come back round, twice
-                await conversation.stop()
-                return len(turns)
+                async with Capture(sample_rate_hz=RATE, period_ms=20) as plain:
 
-    turns = run(scenario())
+                    async def listen() -> None:
+                        async for frame in plain:
+                            room.append((frame.timestamp, frame.samples))
+
+                    listening = asyncio.create_task(listen())
+                    with Playback(source_rate_hz=24000, period_ms=20) as mouth:
+                        await asyncio.sleep(2.5)  # the new PulseAudio streams settle
+                        mouth.push(question)
+                        mouth.end_of_turn()
+                        await conversation.wait(turns=1, timeout=30)
+                        await asyncio.sleep(2.0)  # (an open loop goes on answering itself)
+                    listening.cancel()
+                await conversation.stop()
+                return room, microphone.frames, replies
+
+    room, sent, replies = run(scenario())
+
+    def level(frames, lo: float) -> float:
+        chunk = [samples for at, samples in frames if lo <= at < lo + 0.1]
+        return float(np.sqrt(np.mean(np.concatenate(chunk) ** 2))) if chunk else float("nan")
+
+    # From the first reply on, all the room hears is the model (the question was over).
+    windows = np.arange(replies[0], room[-1][0] - 0.1, 0.1)
+    loud = [w for w in windows if level(room, w) > 0.01]
+    # (an open loop hears the start of each reply and cuts itself off: fewer loud moments)
+    assert len(loud) >= (5 if echo_cancellation else 2), "the room heard the model"
+    down_db = np.median([20 * np.log10(level(room, w) / level(sent, w)) for w in loud])
     if echo_cancellation:
-        assert turns == 1, f"the model answered itself: {turns} turns"
+        assert down_db > 20, f"the session was sent the model's voice only {down_db:.1f} dB down"
     else:
-        assert turns > 1, "the open loop was expected to feed the reply back in"
+        assert down_db < 3, f"without cancellation the session hears the reply as loud as the room: {down_db:.1f}"
