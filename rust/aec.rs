@@ -32,7 +32,10 @@ impl fmt::Display for AecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::UnsupportedRate { sample_rate_hz } => {
-                write!(f, "echo cancellation runs at 16000, 32000 or 48000 Hz, not {sample_rate_hz}")
+                write!(
+                    f,
+                    "echo cancellation runs at 16000, 32000 or 48000 Hz, not {sample_rate_hz}"
+                )
             }
         }
     }
@@ -127,7 +130,12 @@ impl EchoCanceller {
 
 /// Hand `samples` to `on_frame` in whole frames of `frame` samples, `carry` holding what is
 /// left of a frame between calls.
-fn in_frames(carry: &mut Vec<f32>, frame: usize, samples: &[f32], mut on_frame: impl FnMut(&[f32])) {
+fn in_frames(
+    carry: &mut Vec<f32>,
+    frame: usize,
+    samples: &[f32],
+    mut on_frame: impl FnMut(&[f32]),
+) {
     let mut rest = samples;
     while !rest.is_empty() {
         let take = (frame - carry.len()).min(rest.len());
@@ -181,7 +189,14 @@ mod tests {
             }
             let at = k * RATE / 100;
             let mic: Vec<f32> = (at..at + far_frame.len())
-                .map(|i| near[i] + if i >= delay { 0.5 * far[i - delay] } else { 0.0 })
+                .map(|i| {
+                    near[i]
+                        + if i >= delay {
+                            0.5 * far[i - delay]
+                        } else {
+                            0.0
+                        }
+                })
                 .collect();
             for bit in mic.chunks(piece) {
                 aec.process(bit, &mut out);
@@ -203,11 +218,23 @@ mod tests {
         let echo = |s: usize| 0.5 * rms(&far[s * RATE..(s + 1) * RATE]);
         let left = |s: usize| rms(&out[s * RATE..(s + 1) * RATE]);
         let erle = |s: usize| 20.0 * (echo(s) / left(s).max(1e-9)).log10();
-        assert!(erle(0) > 15.0, "converges within the first second: {} dB", erle(0));
-        assert!(erle(2) > 30.0 && erle(3) > 30.0, "{} {} dB", erle(2), erle(3));
+        assert!(
+            erle(0) > 15.0,
+            "converges within the first second: {} dB",
+            erle(0)
+        );
+        assert!(
+            erle(2) > 30.0 && erle(3) > 30.0,
+            "{} {} dB",
+            erle(2),
+            erle(3)
+        );
         let near_level = rms(&near[4 * RATE..5 * RATE]);
         let ratio = left(4) / near_level;
-        assert!((0.7..1.3).contains(&ratio), "double talk keeps the user's voice: {ratio}");
+        assert!(
+            (0.7..1.3).contains(&ratio),
+            "double talk keeps the user's voice: {ratio}"
+        );
     }
 
     #[test]
@@ -224,7 +251,9 @@ mod tests {
     fn only_aec3_rates_are_taken() {
         assert!(matches!(
             EchoCanceller::new(24_000),
-            Err(AecError::UnsupportedRate { sample_rate_hz: 24_000 })
+            Err(AecError::UnsupportedRate {
+                sample_rate_hz: 24_000
+            })
         ));
         for rate in [16_000, 32_000, 48_000] {
             assert_eq!(EchoCanceller::new(rate).unwrap().sample_rate_hz(), rate);

@@ -440,15 +440,8 @@ where
                     first_sample: written,
                     at: Instant::now(),
                 });
-                let room = samples_tx.slots().min(data.len());
-                if let Ok(mut chunk) = samples_tx.write_chunk_uninit(room) {
-                    let (a, b) = chunk.as_mut_slices();
-                    for (slot, s) in a.iter_mut().chain(b.iter_mut()).zip(data) {
-                        slot.write(f32::from_sample(*s));
-                    }
-                    // SAFETY: every one of the `room` slots was written just above.
-                    unsafe { chunk.commit_all() };
-                }
+                let room =
+                    write_fitting(&mut samples_tx, data.iter().map(|s| f32::from_sample(*s)));
                 written += data.len() as u64;
                 if room < data.len() {
                     shared
@@ -461,6 +454,24 @@ where
             None,
         )
         .map_err(backend)
+}
+
+/// Write as many of `values` as the ring has room for, from an audio callback: never waits,
+/// never allocates. Returns how many went in.
+fn write_fitting(
+    tx: &mut rtrb::Producer<f32>,
+    values: impl ExactSizeIterator<Item = f32>,
+) -> usize {
+    let room = tx.slots().min(values.len());
+    if let Ok(mut chunk) = tx.write_chunk_uninit(room) {
+        let (a, b) = chunk.as_mut_slices();
+        for (slot, value) in a.iter_mut().chain(b.iter_mut()).zip(values) {
+            slot.write(value);
+        }
+        // SAFETY: every one of the `room` slots was written just above.
+        unsafe { chunk.commit_all() };
+    }
+    room
 }
 
 /// What a playback stream played, for a capture stream's echo canceller: the samples its
@@ -508,7 +519,10 @@ impl EchoPath {
             chunk.commit_all();
             self.played_resampled
                 .resize(self.resampler.output_len_max(self.played.len()), 0.0);
-            if let Ok(n) = self.resampler.process_into(&self.played, &mut self.played_resampled) {
+            if let Ok(n) = self
+                .resampler
+                .process_into(&self.played, &mut self.played_resampled)
+            {
                 self.canceller.render(&self.played_resampled[..n]);
             }
         }
@@ -590,7 +604,9 @@ impl CaptureWorker {
             return;
         };
         match &mut self.echo {
-            Some(echo) => self.pending.extend_from_slice(echo.process(&self.resampled[..n])),
+            Some(echo) => self
+                .pending
+                .extend_from_slice(echo.process(&self.resampled[..n])),
             None => self.pending.extend_from_slice(&self.resampled[..n]),
         }
         let mut made = 0;
@@ -821,15 +837,7 @@ where
                         frame.fill(T::from_sample(*value));
                     }
                     // What was played, for an echo canceller (dropped when nobody reads it).
-                    let room = played.slots().min(n);
-                    if let Ok(mut chunk) = played.write_chunk_uninit(room) {
-                        let (a, b) = chunk.as_mut_slices();
-                        for (slot, value) in a.iter_mut().chain(b.iter_mut()).zip(scratch.iter()) {
-                            slot.write(*value);
-                        }
-                        // SAFETY: every one of the `room` slots was written just above.
-                        unsafe { chunk.commit_all() };
-                    }
+                    write_fitting(&mut played, scratch.iter().copied());
                 }
                 let ns = clock_base.elapsed().as_nanos() as u64;
                 shared.last_callback_ns.store(ns, Ordering::Release);
@@ -888,7 +896,14 @@ impl PlaybackStream {
             move || {
                 let stream = for_sample_format!(
                     format,
-                    build_playback(&device, &stream_config, reader, build_shared, clock_base, echo_tap)
+                    build_playback(
+                        &device,
+                        &stream_config,
+                        reader,
+                        build_shared,
+                        clock_base,
+                        echo_tap
+                    )
                 )?;
                 stream.play().map_err(backend)?;
                 Ok(stream)
@@ -1057,7 +1072,11 @@ mod tests {
             cpal::Error::with_message(cpal::ErrorKind::BackendError, "snd_pcm_avail_delay failed")
         };
         slot.report(cpal::Error::new(cpal::ErrorKind::Xrun));
-        assert_eq!(slot.first_recovered(), None, "an xrun's message says nothing more");
+        assert_eq!(
+            slot.first_recovered(),
+            None,
+            "an xrun's message says nothing more"
+        );
         slot.report(delay_query());
         slot.report(delay_query());
         assert_eq!((slot.xruns(), slot.recovered_errors()), (1, 2));

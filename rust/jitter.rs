@@ -470,14 +470,25 @@ mod tests {
         let mut ducked = [0f32; 60];
         r.pull(&mut ducked);
         let steps: Vec<f32> = ducked.windows(2).map(|p| (p[0] - p[1]).abs()).collect();
-        assert!(steps.iter().all(|&d| d <= 1.0 / 20.0 + 1e-6), "no click: {steps:?}");
+        assert!(
+            steps.iter().all(|&d| d <= 1.0 / 20.0 + 1e-6),
+            "no click: {steps:?}"
+        );
         assert!((ducked[0] - 0.95).abs() < 1e-6, "the ramp starts at once");
-        assert!(ducked[20..].iter().all(|&v| (v - 0.2).abs() < 1e-6), "there after 0.8 of a 20-sample swing");
+        assert!(
+            ducked[20..].iter().all(|&v| (v - 0.2).abs() < 1e-6),
+            "there after 0.8 of a 20-sample swing"
+        );
         w.set_gain(1.0).unwrap();
         r.pull(&mut ducked);
-        assert!(ducked[16..].iter().all(|&v| (v - 1.0).abs() < 1e-6), "and back");
+        assert!(
+            ducked[16..].iter().all(|&v| (v - 1.0).abs() < 1e-6),
+            "and back"
+        );
         assert_eq!(r.stats().played, 130, "ducking drops nothing");
-        assert!(w.set_gain(1.5).is_err() && w.set_gain(f32::NAN).is_err() && w.set_gain(-0.1).is_err());
+        assert!(
+            w.set_gain(1.5).is_err() && w.set_gain(f32::NAN).is_err() && w.set_gain(-0.1).is_err()
+        );
         assert_eq!(w.gain(), 1.0, "a refused gain changes nothing");
     }
 

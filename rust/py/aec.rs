@@ -38,7 +38,11 @@ impl PyEchoCanceller {
 
     /// What the microphone heard; returns the echo-free samples of every whole 10 ms frame so
     /// far (a partial frame waits for the next call).
-    fn process<'py>(&mut self, py: Python<'py>, samples: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray1<f32>>> {
+    fn process<'py>(
+        &mut self,
+        py: Python<'py>,
+        samples: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray1<f32>>> {
         let samples = extract_samples(samples)?;
         let inner = &mut self.inner;
         let mut out = Vec::new();

@@ -75,7 +75,9 @@ impl PyCaptureStream {
         let echo = match echo_reference {
             Some(reference) => {
                 let taken = reference.inner.lock().ok().and_then(|mut slot| slot.take());
-                Some(taken.ok_or_else(|| audio_device_error(String::from("this echo reference is already in use")))?)
+                Some(taken.ok_or_else(|| {
+                    audio_device_error(String::from("this echo reference is already in use"))
+                })?)
             }
             None => None,
         };
@@ -238,10 +240,11 @@ impl PyPlaybackStream {
     /// What this stream plays from now on, for one capture stream's echo canceller
     /// (`CaptureStream(echo_reference=...)`); an error once taken.
     fn echo_reference(&mut self) -> PyResult<PyEchoReference> {
-        let reference = self
-            .inner
-            .echo_reference()
-            .ok_or_else(|| audio_device_error(String::from("this playback stream's echo reference was taken already")))?;
+        let reference = self.inner.echo_reference().ok_or_else(|| {
+            audio_device_error(String::from(
+                "this playback stream's echo reference was taken already",
+            ))
+        })?;
         Ok(PyEchoReference {
             inner: Mutex::new(Some(reference)),
         })
