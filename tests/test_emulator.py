@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import websockets
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import geminilive
@@ -275,6 +275,70 @@ def test_the_microphone_streams_through_a_blocking_call_without_loss_or_abort() 
     assert ev.GenerationComplete in [type(e) for e in events], "the reply after the answer came whole"
     assert [int.from_bytes(heard[i : i + 2], "little") for i in range(0, len(heard), 640)] == list(range(sent))
     assert connections == [True], "one connection, never aborted"
+
+
+SPEECH_16K = (chirp(1.0, 16000) * 32767).astype("<i2").tobytes()
+
+
+def client_frame(kind: str, n: int) -> bytes:
+    """Frame `n` of a stream: quiet audio at 16 or 24 kHz (saying which frame it is), 20 ms of
+    speech (consecutive ones make a sweep the VAD hears), or a message that is not audio."""
+    if kind in ("quiet16", "quiet24", "speech"):
+        if kind == "speech":
+            at = n * 640 % len(SPEECH_16K)
+            pcm, rate = SPEECH_16K[at : at + 640], 16000
+        else:
+            rate = 16000 if kind == "quiet16" else 24000
+            pcm = n.to_bytes(2, "little") + bytes(rate // 50 * 2 - 2)
+        blob = {"mimeType": f"audio/pcm;rate={rate}", "data": base64.b64encode(pcm).decode()}
+        return json.dumps({"realtimeInput": {"audio": blob}}).encode()
+    if kind == "end":
+        return b'{"realtimeInput": {"audioStreamEnd": true}}'
+    return json.dumps({"clientContent": {"turns": [{"role": "user", "parts": [{"text": str(n)}]}]}}).encode()
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["quiet16", "quiet24", "speech", "end", "content"]), st.integers(1, 40)),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_client_messages_read_as_they_arrive_are_taken_whole_and_in_order(runs) -> None:
+    """The emulator reads most audio in the socket's callback and the rest in its reading task
+    (other messages, a first frame at a new rate, audio in which the VAD finds speech starting
+    or ending): whatever the mix, it takes every message once, in the order sent, and hears the
+    same turns as when every message goes through the task."""
+    runs = [*runs, ("quiet16", 40)]  # ends in silence: the VAD closes any turn still open
+    sent = [client_frame(kind, n) for kind, count in runs for n in range(count)]
+
+    async def scenario(faults: Faults | None):
+        async with LiveEmulator(record_input=True, faults=faults, **FAST) as emu:
+            async with websockets.connect(emu.url, max_size=None) as ws:
+                await ws.send('{"setup": {"model": "models/m"}}')
+                await ws.recv()
+                for frame in sent:  # no await between them: they arrive in bursts
+                    ws.protocol.send_text(frame)
+                ws.send_data()
+                [connection] = emu.connections
+                while connection.client_index < len(sent) or connection._after_taken is not None:
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.05)
+                turns = [(t.text, t.audio_s) for t in connection.record.conversation.turns]
+                ws.transport.abort()  # replies we did not read may be on their way
+                return list(connection.received), emu.input_audio(), turns
+
+    received, heard, turns = run(scenario(None))
+    # Any per-message fault sends every message through the task; this one never fires.
+    through_task = run(scenario(Faults(close_after_client_messages=10**6)))
+    expected = [decode_client(frame) for frame in sent]
+    assert received == expected
+    audio = [m.realtime_input.audio.data for m in expected if m.realtime_input and m.realtime_input.audio]
+    assert heard == b"".join(audio)
+    assert (received, heard, turns) == through_task
+    if any(kind == "speech" and count >= 10 for kind, count in runs):
+        assert turns, "a fifth of a second of speech and more makes a turn"
 
 
 def test_no_interruption_mode_lets_the_model_finish() -> None:

@@ -96,6 +96,48 @@ def test_a_reader_that_falls_behind_pauses_the_socket_and_loses_nothing() -> Non
     assert got == list(range(count))
 
 
+def test_a_message_is_taken_on_arrival_only_when_the_reader_has_read_everything_before_it() -> None:
+    """``take_message_now`` sees a message only while the reader waits with nothing queued, so
+    what it takes and what the reader reads make the stream once, in order."""
+    count = 600
+
+    async def scenario():
+        async def handler(server_ws):
+            for i in range(count):
+                await server_ws.send(f"{i:06d}")
+                if i % 30 == 29:
+                    await server_ws.recv()  # bursts: the next once the reader has this one
+
+        async with ws_serve(handler, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            ws = await connect_websocket(f"ws://127.0.0.1:{port}/")
+            order: list[tuple[str, int]] = []
+
+            def take(message: bytes) -> bool:
+                n = int(message)
+                if n % 3:
+                    return False
+                order.append(("taken", n))
+                return True
+
+            ws.take_message_now = take
+            async for message in ws:
+                n = int(message)
+                order.append(("read", n))
+                if n % 30 == 29:
+                    ws.send_now("next")
+                elif n % 7 == 0:
+                    await asyncio.sleep(0.002)  # a slow reader: messages queue meanwhile
+            return order
+
+    order = run(scenario())
+    assert [n for _, n in order] == list(range(count))
+    # A burst's first message finds the reader waiting (but the first burst's, sent before the
+    # hook was set); in a burst some queue behind others.
+    assert [n for n in range(30, count, 30) if ("taken", n) not in order] == []
+    assert any(kind == "read" and n % 3 == 0 for kind, n in order), "none queued behind others"
+
+
 def test_server_handshake_check_handler_exit_and_failure() -> None:
     async def scenario():
         def check(protocol: ServerProtocol, request):

@@ -97,6 +97,10 @@ class WebSocket(asyncio.BufferedProtocol):
         self._head_read = False
         self._masked_in = protocol.side is Side.SERVER  # clients mask what they send
         self._max_size = protocol.max_message_size or sys.maxsize
+        # Called with a message when the reader waits in `recv` with nothing queued; returns
+        # whether it took the message (then `recv` never sees it). A reader that handles most
+        # messages synchronously saves a wake-up of its task per message this way.
+        self.take_message_now: Callable[[bytes], bool] | None = None
 
     # --- asyncio callbacks ---------------------------------------------------------------------
 
@@ -231,6 +235,10 @@ class WebSocket(asyncio.BufferedProtocol):
         self._message(data if type(data) is bytes else bytes(data))  # frames hold bytearrays
 
     def _message(self, data: bytes) -> None:
+        waiter = self._waiter
+        take = self.take_message_now
+        if take is not None and waiter is not None and not waiter.done() and take(data):
+            return  # the reader waits for a later message: the order holds
         self._messages.append(data)
         if len(self._messages) >= _QUEUE_HIGH and not self._reading_paused and self.transport is not None:
             self._reading_paused = True

@@ -395,6 +395,9 @@ class _Connection:
         self._model_speaking = False
         # The latest client messages, for tests and tools (bounded: a session can last hours).
         self.received: collections.deque[ClientMessage] = collections.deque(maxlen=RECEIVED_KEPT)
+        # What the VAD found in audio `_take_audio_now` read, for `run` to finish.
+        self._after_taken: list[tuple[str, int]] | None = None
+        self._counts_for_resumption = False  # transparent resumption: run counts every message
 
     # --- sending -------------------------------------------------------------------------------
 
@@ -426,6 +429,7 @@ class _Connection:
 
     def finish(self) -> None:
         self.open = False
+        self.ws.take_message_now = None
         for task in [self._reply_task, self._gap_timer, *self._timers]:
             if task is None:
                 continue
@@ -453,6 +457,9 @@ class _Connection:
         if message.setup is None:
             raise _Closed(1007, INVALID_ARGUMENT)
         await self._start_session(message.setup)
+        resumption = message.setup.session_resumption
+        self._counts_for_resumption = bool(resumption and resumption.transparent)
+        self.ws.take_message_now = self._take_audio_now
         while True:
             try:
                 frame = await self.ws.recv()
@@ -460,6 +467,10 @@ class _Connection:
                 return
             if self.faults.slow_reader_s:
                 await asyncio.sleep(self.faults.slow_reader_s)
+            if self._after_taken is not None:  # read by _take_audio_now, to be finished here
+                found, self._after_taken = self._after_taken, None
+                await self._after_hearing(found)
+                continue
             message = self._decode(frame)
             self.client_index += 1
             self.messages_after_setup += 1
@@ -624,34 +635,79 @@ class _Connection:
     async def _audio(self, blob: Blob) -> None:
         if len(blob.data) % 2:
             raise _Closed(1007, INVALID_ARGUMENT)
+        await self._after_hearing(self._hear(rate_from_mime(blob.mime_type, INPUT_RATE_HZ), blob.data))
+
+    def _hear(self, rate: int, data: bytes) -> list[tuple[str, int]]:
+        """Take in 16-bit audio; returns what the VAD found in it (speech starts and ends)."""
         assert self.record is not None
         if self.record.input_audio is not None:
-            self.record.input_audio += blob.data
-        rate = rate_from_mime(blob.mime_type, INPUT_RATE_HZ)
-        samples = s16le_to_f32(blob.data)
+            self.record.input_audio += data
+        samples = s16le_to_f32(data)
         if rate != INPUT_RATE_HZ:
             if rate not in self._resamplers:
                 self._resamplers[rate] = Resampler(rate, INPUT_RATE_HZ)
             samples = self._resamplers[rate].process(samples)
         self._heard.append(samples)
         self._heard_len += len(samples)
-        if self._vad is not None:
-            for kind, at in self._vad.process(samples):
-                if kind == "start":
-                    self._speech_start = at
-                    await self._barge_in()
-                elif self._speech_start is not None:
-                    await self._speech_ended(at)
+        return self._vad.process(samples) if self._vad is not None else []
+
+    async def _after_hearing(self, found: list[tuple[str, int]]) -> None:
+        for kind, at in found:
+            if kind == "start":
+                self._speech_start = at
+                await self._barge_in()
+            elif self._speech_start is not None:
+                await self._speech_ended(at)
+        if not self._settle_after_audio():
+            await self._speech_ended(self._heard_start + self._heard_len)
+
+    def _settle_after_audio(self) -> bool:
+        """Restart the gap timer while speech goes on, trim the audio kept while it does not;
+        False when the turn has run too long and must end (which awaits)."""
         speaking = self._speech_start is not None
         if self._gap_timer is not None:
             self._gap_timer.cancel()
             self._gap_timer = None
         if speaking and self._heard_len > MAX_TURN_S * INPUT_RATE_HZ:
-            await self._speech_ended(self._heard_start + self._heard_len)
-        elif speaking and self._vad is not None:
+            return False
+        if speaking and self._vad is not None:
             self._gap_timer = asyncio.create_task(self._end_on_gap())
         elif not speaking:
             self._trim_heard(int(HELD_BEFORE_SPEECH_S * INPUT_RATE_HZ))
+        return True
+
+    def _take_audio_now(self, frame: bytes) -> bool:
+        """The common message, audio, read as it arrives while `run` waits for the next
+        message (no task switch, no coroutines). Everything else, and audio that needs more
+        than this (faults, a blocking call, counted resumption updates), goes to `run`. Audio
+        in which the VAD finds speech starting or ending is taken in here too, and `run`
+        finishes it (it is the next message `run` reads)."""
+        f = self.faults
+        if (
+            not self.open
+            or self._after_taken is not None
+            or self._tool_waiter is not None
+            or f.slow_reader_s
+            or f.drop_after_client_messages is not None
+            or f.close_after_client_messages is not None
+            or self._counts_for_resumption
+        ):
+            return False
+        audio = input_audio(frame)
+        if audio is None or len(audio[1]) % 2 or not audio[0].startswith("audio/"):
+            return False
+        mime_type, data = audio
+        rate = rate_from_mime(mime_type, INPUT_RATE_HZ)
+        if rate != INPUT_RATE_HZ and rate not in self._resamplers:
+            return False  # a first message at another rate: run makes its resampler
+        self.client_index += 1
+        self.messages_after_setup += 1
+        self.received.append(ClientMessage(realtime_input=RealtimeInput(audio=Blob(mime_type=mime_type, data=data))))
+        found = self._hear(rate, data)
+        if found or not self._settle_after_audio():
+            self._after_taken = found
+            return False
+        return True
 
     async def _end_on_gap(self) -> None:
         """A stream that stops mid-speech ends the turn: the service's VAD runs on a real-time
@@ -835,7 +891,12 @@ class _Connection:
                     output_transcription=Transcription(text=text),
                 )
             else:
-                await self._send_frame(audio_frame(prefix, chunk, suffix))
+                if f.send_delay_s:
+                    await self._send_frame(audio_frame(prefix, chunk, suffix))
+                else:  # what _send_frame does, without two coroutines per chunk
+                    self.ws.send_now(audio_frame(prefix, chunk, suffix), text=False)
+                    if self.ws.must_drain:
+                        await self.ws.drain()
                 if text is not None:
                     await self._content(output_transcription=Transcription(text=text))
             sent_s += len(chunk) / 2 / rate
