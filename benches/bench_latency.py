@@ -42,7 +42,7 @@ from geminilive.devices import Capture, Playback
 from geminilive.emulator import LiveEmulator
 from loopback import conversation_speech
 from pulse import pulse_server, routed
-from tls import self_signed
+from tls import loopback_tls
 
 RATE = 16000
 MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
@@ -343,7 +343,7 @@ def main() -> int:
     runs = 1 if args.quick else args.runs
     with tempfile.TemporaryDirectory() as tmp, pulse_server():
         workdir = Path(tmp)
-        certificate = self_signed(workdir)
+        certificate = loopback_tls(workdir)
         server_ssl, client_ssl = certificate.server(), certificate.client()
         results: dict[str, list[dict]] = {"geminilive": [], "reference": []}
         for _ in range(runs):

@@ -43,7 +43,7 @@ from geminilive import events as ev
 from geminilive._loop import loop_name, run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from tls import LoopbackTls, self_signed
+from tls import LoopbackTls, loopback_tls
 
 MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
 KEY = "bench-key"
@@ -69,14 +69,14 @@ class LongTalkModel:
             yield ReplyAudio(pcm=self.second)
 
 
-def emulator_process(cert: str, key: str, seconds: int, cpu: int, ports, loop: str) -> None:
+def emulator_process(tls: LoopbackTls, seconds: int, cpu: int, ports, loop: str) -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {cpu})
     from geminilive.emulator import LiveEmulator
 
     async def main() -> None:
-        context = LoopbackTls(Path(cert), Path(key)).server()
-        emu = LiveEmulator(model=LongTalkModel(seconds), ssl=context, api_key=KEY, speed=1.0, realtime_playback=False)
+        model = LongTalkModel(seconds)
+        emu = LiveEmulator(model=model, ssl=tls.server(), api_key=KEY, speed=1.0, realtime_playback=False)
         await emu.start()
         ports.put(emu.port)
         await asyncio.Event().wait()
@@ -144,8 +144,8 @@ class DownloadClock:
         self.audio_s += seconds
 
 
-async def geminilive_session(url: str, context: ssl.SSLContext, tally: Tally, stop: asyncio.Event) -> None:
-    async with geminilive.connect(endpoint=url, api_key=KEY, ssl=context) as session:
+async def geminilive_session(url: str, tally: Tally, stop: asyncio.Event) -> None:
+    async with geminilive.connect(endpoint=url, api_key=KEY) as session:  # the default TLS
         await session.send_text("talk to me")
         uploader = asyncio.create_task(paced_upload(session.send_audio, tally, stop))
         clock = DownloadClock()
@@ -161,12 +161,12 @@ async def geminilive_session(url: str, context: ssl.SSLContext, tally: Tally, st
         await uploader
 
 
-async def transport_session(url: str, context: ssl.SSLContext, tally: Tally, stop: asyncio.Event) -> None:
+async def transport_session(url: str, tally: Tally, stop: asyncio.Event) -> None:
     """geminilive's WebSocket connection alone, sending one pre-built audio message: what the
     transport under the session costs (a reference for the table, not a client to use)."""
     from geminilive._websocket import connect_websocket
 
-    ws = await connect_websocket(url, headers={"x-goog-api-key": KEY}, ssl=context)
+    ws = await connect_websocket(url, headers={"x-goog-api-key": KEY})
     ws.send_now(b'{"setup":{"model":"models/%s","generationConfig":{"responseModalities":["AUDIO"]}}}' % MODEL.encode())
     await ws.recv()  # setupComplete
     ws.send_now(b'{"realtimeInput":{"text":"talk to me"}}')
@@ -221,9 +221,9 @@ async def run_step(kind: str, sessions: int, seconds: float, port: int, context:
     tasks = []
     for _ in range(sessions):
         if kind == "geminilive":
-            tasks.append(asyncio.create_task(geminilive_session(url, context, tally, stop)))
+            tasks.append(asyncio.create_task(geminilive_session(url, tally, stop)))
         elif kind == "transport":
-            tasks.append(asyncio.create_task(transport_session(url, context, tally, stop)))
+            tasks.append(asyncio.create_task(transport_session(url, tally, stop)))
         else:
             tasks.append(asyncio.create_task(genai_session(port, context, tally, stop)))
         await asyncio.sleep(0.005)  # a connection storm is not what this measures
@@ -259,12 +259,15 @@ def _kept_pace(r: dict) -> bool:
 
 
 def step_process(
-    kind: str, n: int, seconds: float, port: int, cert: str, emulator_pid: int, cpu: int, results, loop: str
+    kind: str, n: int, seconds: float, port: int, tls: LoopbackTls, emulator_pid: int, cpu: int, results, loop: str
 ):
     """One step in a fresh process, so that its memory per session is its own."""
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {cpu})
-    context = ssl.create_default_context(cafile=cert)
+    # geminilive connects as by default (TLS in Rust, the system's CAs): the system's CA file
+    # is the test CA here, as OpenSSL's variable says. google-genai gets a Python ssl context.
+    os.environ["SSL_CERT_FILE"] = str(tls.ca)
+    context = tls.client()
     results.put(run(run_step(kind, n, seconds, port, context, emulator_pid), loop=loop))
 
 
@@ -292,14 +295,11 @@ def main() -> int:
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
     client_cpu, emulator_cpu = cpus[0], cpus[-1]
     with tempfile.TemporaryDirectory() as tmp:
-        certificate = self_signed(tmp)
-        cert, key = str(certificate.cert), str(certificate.key)
+        tls = loopback_tls(tmp)
         spawn = multiprocessing.get_context("spawn")
         ports = spawn.Queue()
         talk_s = int((seconds + 15) * len(steps) * 2 + 60)
-        emulator = spawn.Process(
-            target=emulator_process, args=(cert, key, talk_s, emulator_cpu, ports, loop), daemon=True
-        )
+        emulator = spawn.Process(target=emulator_process, args=(tls, talk_s, emulator_cpu, ports, loop), daemon=True)
         emulator.start()
         port = ports.get(timeout=30)
         results = spawn.Queue()
@@ -320,7 +320,7 @@ def main() -> int:
                 for _ in range(args.repeat):
                     step = spawn.Process(
                         target=step_process,
-                        args=(kind, n, seconds, port, cert, emulator.pid, client_cpu, results, loop),
+                        args=(kind, n, seconds, port, tls, emulator.pid, client_cpu, results, loop),
                     )
                     step.start()
                     r = results.get(timeout=seconds + 120)

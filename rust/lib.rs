@@ -6,6 +6,7 @@ pub mod device;
 pub mod jitter;
 pub mod pcm;
 pub mod resample;
+pub mod tls;
 pub mod vad;
 pub mod wire;
 pub mod wsframe;

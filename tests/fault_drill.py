@@ -14,6 +14,7 @@ import collections
 import hashlib
 import random
 import resource
+import ssl
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -89,9 +90,15 @@ def mixed_faults(count: int, seed: int, *, messages: tuple[int, int] = (20, 160)
 
 
 async def drill(
-    *, chunks: int, faults: Callable[[int], Faults | None], seed: int = 0, speedup: float = 25.0
+    *,
+    chunks: int,
+    faults: Callable[[int], Faults | None],
+    seed: int = 0,
+    speedup: float = 25.0,
+    server_ssl: ssl.SSLContext | None = None,
 ) -> tuple[DrillReport, LiveEmulator]:
-    """Stream ``chunks`` numbered chunks at ``speedup`` x real time through ``faults``."""
+    """Stream ``chunks`` numbered chunks at ``speedup`` x real time through ``faults`` (over
+    wss:// with ``server_ssl``: the client trusts what the system's CA store holds)."""
     rng = np.random.default_rng(seed)
     sent = hashlib.sha256()  # what was sent, without holding it all
     sent_bytes = 0
@@ -99,7 +106,10 @@ async def drill(
     heap_mib: list[float] = []  # Python heap (with tracemalloc on), the emulator's record excluded
     counts: collections.Counter[str] = collections.Counter()
     t0 = time.monotonic()
-    async with LiveEmulator(model="echo", faults=faults, speed=1.0, realtime_playback=False, record_input=True) as emu:
+    emulator = LiveEmulator(
+        model="echo", faults=faults, speed=1.0, realtime_playback=False, record_input=True, ssl=server_ssl
+    )
+    async with emulator as emu:
         config = LiveConfig(transparent_resumption=True, response_modalities=["AUDIO"])
         policy = ReconnectPolicy(initial_delay_s=0.01, max_delay_s=0.2)
         async with geminilive.connect(endpoint=emu.url, config=config, reconnect=policy) as session:

@@ -16,15 +16,15 @@ from geminilive import Resampler, pcm
 from geminilive.emulator import LiveEmulator, ReplyAudio, ReplyToolCall, ToneModel
 from geminilive.emulator.models import EchoModel
 from geminilive.messages import FunctionCall
-from tls import self_signed
+from tls import loopback_tls
 
 MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
 
 
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory):
-    """(server context, client context) for a self-signed 127.0.0.1 certificate."""
-    certificate = self_signed(tmp_path_factory.mktemp("tls"))
+    """(server context, client context) for a 127.0.0.1 certificate from a test CA."""
+    certificate = loopback_tls(tmp_path_factory.mktemp("tls"))
     return certificate.server(), certificate.client()
 
 

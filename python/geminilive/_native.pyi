@@ -1,6 +1,6 @@
 """Type stub for the Rust extension. Import these names from `geminilive`, not from here."""
 
-from typing import final
+from typing import Literal, final
 
 __all__ = [
     "CaptureStream",
@@ -10,6 +10,7 @@ __all__ = [
     "PlayoutBuffer",
     "PlayoutStats",
     "Resampler",
+    "TlsStream",
     "VoiceActivityDetector",
     "audio_frame",
     "f32_to_s16le",
@@ -202,6 +203,37 @@ def read_frames(buf: bytes, at: int, masked: bool, max_size: int, simple: bool) 
 def write_frame(opcode: int, payload: bytes, masked: bool) -> bytes:
     """One final WebSocket frame (opcode 1 text, 2 binary), masked with a fresh random key when
     `masked`."""
+
+@final
+class TlsStream:
+    """A TLS client connection (rustls) over a connected TCP socket handed over by
+    ``socket.detach()`` (see ``geminilive._tls``). TLS failures raise ``ssl.SSLError`` (a
+    certificate not trusted for the name: ``ssl.SSLCertVerificationError``), socket failures
+    their ``OSError``."""
+
+    def __new__(cls, fd: int, server_name: str, roots: list[bytes] | None = None) -> TlsStream:
+        """``roots``: DER CA certificates to trust, or None for the system's."""
+
+    def handshake(self) -> Literal["done", "read", "write"]:
+        """Advance the handshake; what to wait for next."""
+
+    def write(self, data: bytes | bytearray | memoryview) -> bool:
+        """Encrypt and write; True when nothing is left unsent."""
+
+    def flush(self) -> bool:
+        """Write what is left; True when all of it went."""
+
+    @property
+    def unsent(self) -> int:
+        """Plaintext bytes not yet all written."""
+
+    def read(self) -> tuple[bytes, bool]:
+        """What the socket holds, decrypted, and whether the stream is still open."""
+
+    def close(self, graceful: bool) -> None:
+        """Close the socket, after a close_notify when ``graceful``."""
+
+    def fileno(self) -> int: ...
 
 def list_devices() -> list[dict[str, object]]:
     """Devices of the default audio host (see `geminilive.devices.list_devices`)."""

@@ -41,6 +41,13 @@ from websockets.uri import WebSocketURI, parse_uri
 
 from geminilive._native import read_frames, write_frame
 
+if sys.platform != "win32":  # the transport watches the socket's readiness (no Proactor loop)
+    from geminilive._tls import connect_tls, open_tls_connection
+
+    NATIVE_TLS = True
+else:
+    NATIVE_TLS = False
+
 __all__ = ["WebSocket", "WebSocketServer", "connect_websocket", "serve_websockets"]
 
 # Received messages held before reading from the socket pauses (backpressure on the peer).
@@ -421,21 +428,30 @@ async def connect_websocket(
     logger: logging.Logger | logging.LoggerAdapter | None = None,
 ) -> WebSocket:
     """Open a client connection to ``url`` (``ws://`` or ``wss://``), through the HTTP(S)
-    proxy the environment names for it, if any. Raises ``OSError``, ``TimeoutError`` or
+    proxy the environment names for it, if any. ``wss://`` without an ``ssl`` context runs TLS
+    in Rust (:mod:`geminilive._tls`), trusting the system's CA certificates; with one, Python's
+    ``ssl`` as configured. Raises ``OSError`` (``ssl.SSLError`` included), ``TimeoutError`` or
     ``websockets.exceptions.InvalidHandshake``."""
     uri = parse_uri(url)
     loop = asyncio.get_running_loop()
     protocol = ClientProtocol(uri, max_size=max_size, logger=logger)
     ws = WebSocket(protocol, close_timeout_s=close_timeout_s, ping_interval_s=ping_interval_s)
-    tls = (ssl or ssl_module.create_default_context()) if uri.secure else None
+    native_tls = uri.secure and ssl is None and NATIVE_TLS
+    tls = (ssl or ssl_module.create_default_context()) if uri.secure and not native_tls else None
     try:
         async with asyncio.timeout(open_timeout_s):
             proxy = get_proxy(uri)
-            if proxy is None:
-                await loop.create_connection(lambda: ws, uri.host, uri.port, ssl=tls)
-            else:
+            if proxy is not None:
                 sock = await _tunnel(proxy, uri)
-                await loop.create_connection(lambda: ws, sock=sock, ssl=tls, server_hostname=uri.host if tls else None)
+                if native_tls:
+                    await connect_tls(ws, sock, uri.host)
+                else:
+                    hostname = uri.host if tls else None
+                    await loop.create_connection(lambda: ws, sock=sock, ssl=tls, server_hostname=hostname)
+            elif native_tls:
+                await open_tls_connection(ws, uri.host, uri.port)
+            else:
+                await loop.create_connection(lambda: ws, uri.host, uri.port, ssl=tls)
             request = protocol.connect()
             if headers:
                 request.headers.update(Headers(headers))

@@ -10,7 +10,6 @@ so a caller sees one uninterrupted session.
 from __future__ import annotations
 
 import asyncio
-import functools
 import ipaddress
 import logging
 import os
@@ -98,12 +97,6 @@ class SessionStats(msgspec.Struct, kw_only=True):
     dropped_audio_frames: int = 0
     replay_overflow_frames: int = 0
     malformed_messages: int = 0
-
-
-@functools.cache
-def _default_tls() -> ssl_module.SSLContext:
-    """Certificates and host names verified against the system's CAs."""
-    return ssl_module.create_default_context()
 
 
 def _secrets_of(headers: dict[str, str]) -> list[str]:
@@ -261,7 +254,7 @@ class Session:
             return await connect_websocket(
                 self.endpoint.url,
                 headers=self.endpoint.headers,
-                ssl=(self._ssl or _default_tls()) if self.endpoint.url.startswith("wss:") else None,
+                ssl=self._ssl,  # None: TLS in Rust, the system's CAs trusted
                 max_size=self.max_frame_bytes,
                 open_timeout_s=self._open_timeout_s,
                 # The service has been seen answering pings only after 8-30 s (protocol §1.4):
@@ -699,8 +692,10 @@ class connect:  # lower case: used as `async with geminilive.connect(...)`, like
         token: an ephemeral token (``auth_tokens/...``) instead of an API key.
         endpoint: a URL (e.g. the local emulator's ``emu.url``) or an :class:`Endpoint`.
         vertex_access_token, vertex_location, vertex_project: Vertex AI.
-        ssl: an ``ssl.SSLContext`` for ``wss://`` (e.g. one trusting a test certificate);
-            by default certificates are verified against the system's CAs.
+        ssl: an ``ssl.SSLContext`` for ``wss://``, to run Python's TLS as it is configured. By
+            default TLS runs in Rust (rustls, less CPU per message) and verifies certificates
+            and host names against the system's CAs (``SSL_CERT_FILE``/``SSL_CERT_DIR`` as
+            with OpenSSL).
         auto_resume, reconnect, setup_timeout_s, max_buffered_audio_s: see :class:`Session`.
         allow_insecure: allow plain ``ws://`` to a host that is not this machine.
     """

@@ -11,6 +11,8 @@ mod device;
 mod jitter;
 mod pcm;
 mod resample;
+#[cfg(unix)]
+mod tls;
 mod vad;
 mod wire;
 mod wsframe;
@@ -71,6 +73,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     device::register(m)?;
     pcm::register(m)?;
     resample::register(m)?;
+    #[cfg(unix)]
+    tls::register(m)?;
     jitter::register(m)?;
     vad::register(m)?;
     wire::register(m)?;
