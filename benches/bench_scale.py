@@ -76,7 +76,9 @@ def emulator_process(tls: LoopbackTls, seconds: int, cpu: int, ports, loop: str)
 
     async def main() -> None:
         model = LongTalkModel(seconds)
-        emu = LiveEmulator(model=model, ssl=tls.server(), api_key=KEY, speed=1.0, realtime_playback=False)
+        emu = LiveEmulator(
+            model=model, certfile=tls.chain, keyfile=tls.key, api_key=KEY, speed=1.0, realtime_playback=False
+        )
         await emu.start()
         ports.put(emu.port)
         await asyncio.Event().wait()

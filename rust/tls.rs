@@ -1,4 +1,5 @@
-//! TLS for the client's WebSocket (rustls), over a non-blocking socket the event loop watches.
+//! TLS for WebSockets (rustls), over a non-blocking socket the event loop watches: the client's
+//! connections, and the emulator's.
 //!
 //! Python's `ssl` under an asyncio transport costs several interpreter-level calls, a memory
 //! BIO copy and an OpenSSL 3 record path per message; a session sends 50 and receives 25 a
@@ -10,8 +11,11 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{
+    ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig, ServerConnection,
+};
 
 /// Why a TLS stream failed.
 #[derive(Debug)]
@@ -118,26 +122,57 @@ fn client_config(roots: RootCertStore) -> Result<Arc<ClientConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
-/// A TLS client connection over a connected, non-blocking TCP socket.
+/// A server configuration presenting `cert_chain` (PEM: the certificate, then its issuers)
+/// with `key` (PEM).
+pub fn server_config(cert_chain: &[u8], key: &[u8]) -> Result<Arc<ServerConfig>, TlsError> {
+    let bad_pem = |what: &str, err: rustls::pki_types::pem::Error| {
+        TlsError::Protocol(format!("{what}: {err}"))
+    };
+    let chain = CertificateDer::pem_slice_iter(cert_chain)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| bad_pem("the certificate chain", err))?;
+    if chain.is_empty() {
+        return Err(TlsError::Protocol(
+            "the certificate chain holds no certificate".to_owned(),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|err| bad_pem("the private key", err))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    Ok(Arc::new(config))
+}
+
+/// A TLS connection (either side) over a connected, non-blocking TCP socket.
 pub struct TlsStream {
     sock: Option<TcpStream>,
-    conn: ClientConnection,
+    conn: Connection,
     /// Plaintext accepted and not yet fully written to the socket (for flow control).
     unsent: usize,
 }
 
 impl TlsStream {
     /// Start a connection to `server_name` (a DNS name or an IP address) over `sock`.
-    pub fn new(
+    pub fn client(
         sock: TcpStream,
         server_name: &str,
         config: Arc<ClientConfig>,
     ) -> Result<Self, TlsError> {
-        sock.set_nonblocking(true)?;
         let name = ServerName::try_from(server_name.to_owned()).map_err(|err| {
             TlsError::Protocol(format!("invalid server name {server_name:?}: {err}"))
         })?;
-        let mut conn = ClientConnection::new(config, name)?;
+        Self::over(sock, ClientConnection::new(config, name)?.into())
+    }
+
+    /// Answer a client that connected on `sock`.
+    pub fn server(sock: TcpStream, config: Arc<ServerConfig>) -> Result<Self, TlsError> {
+        Self::over(sock, ServerConnection::new(config)?.into())
+    }
+
+    fn over(sock: TcpStream, mut conn: Connection) -> Result<Self, TlsError> {
+        sock.set_nonblocking(true)?;
         // Flow control is the caller's (it pauses writers on `unsent`); rustls's own limit
         // would make a write take only part of a message.
         conn.set_buffer_limit(None);
@@ -277,33 +312,32 @@ mod tests {
     use std::thread;
     use std::time::Duration;
 
-    use rustls::pki_types::PrivateKeyDer;
-    use rustls::{ServerConfig, ServerConnection, StreamOwned};
+    use rustls::{ServerConnection, StreamOwned};
 
-    /// A self-signed certificate for `name` and its key (DER).
-    fn certificate(name: &str) -> (Vec<u8>, Vec<u8>) {
-        let cert = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
-        (cert.cert.der().to_vec(), cert.key_pair.serialize_der())
+    struct Certificate {
+        der: Vec<u8>,
+        pem: Vec<u8>,
+        key_pem: Vec<u8>,
     }
 
-    /// A TLS echo server for one connection (Python's side is tested against the emulator);
-    /// returns its port.
-    fn echo_server(cert: Vec<u8>, key: Vec<u8>) -> u16 {
+    /// A self-signed certificate for `name`, and its key.
+    fn certificate(name: &str) -> Certificate {
+        let cert = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+        Certificate {
+            der: cert.cert.der().to_vec(),
+            pem: cert.cert.pem().into_bytes(),
+            key_pem: cert.key_pair.serialize_pem().into_bytes(),
+        }
+    }
+
+    /// A blocking TLS echo server (rustls's own stream) for one connection; returns its port.
+    fn echo_server(cert: &Certificate) -> u16 {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![CertificateDer::from(cert)],
-                PrivateKeyDer::try_from(key).unwrap(),
-            )
-            .unwrap();
+        let config = server_config(&cert.pem, &cert.key_pem).unwrap();
         thread::spawn(move || {
             let (sock, _) = listener.accept().unwrap();
-            let conn = ServerConnection::new(Arc::new(config)).unwrap();
+            let conn = ServerConnection::new(config).unwrap();
             let mut stream = StreamOwned::new(conn, sock);
             let mut buf = [0u8; 8192];
             loop {
@@ -320,7 +354,7 @@ mod tests {
 
     fn connect(port: u16, name: &str, roots: &[Vec<u8>]) -> Result<TlsStream, TlsError> {
         let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        let mut tls = TlsStream::new(sock, name, client_config_with_roots(roots)?)?;
+        let mut tls = TlsStream::client(sock, name, client_config_with_roots(roots)?)?;
         while tls.handshake()? != Handshake::Done {
             thread::sleep(Duration::from_millis(1)); // a test may spin; the event loop waits
         }
@@ -329,9 +363,9 @@ mod tests {
 
     #[test]
     fn a_megabyte_goes_out_and_comes_back_whole_then_the_close_is_seen() {
-        let (cert, key) = certificate("127.0.0.1");
-        let port = echo_server(cert.clone(), key);
-        let mut tls = connect(port, "127.0.0.1", &[cert]).unwrap();
+        let cert = certificate("127.0.0.1");
+        let port = echo_server(&cert);
+        let mut tls = connect(port, "127.0.0.1", &[cert.der]).unwrap();
         let sent: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let mut echoed = Vec::new();
         for piece in sent.chunks(20_000) {
@@ -358,9 +392,9 @@ mod tests {
 
     #[test]
     fn the_peers_close_notify_ends_the_stream_after_what_came_before() {
-        let (cert, key) = certificate("127.0.0.1");
-        let port = echo_server(cert.clone(), key);
-        let mut tls = connect(port, "127.0.0.1", &[cert]).unwrap();
+        let cert = certificate("127.0.0.1");
+        let port = echo_server(&cert);
+        let mut tls = connect(port, "127.0.0.1", &[cert.der]).unwrap();
         tls.write(b"last words").unwrap();
         // Our close_notify, without closing the socket: the server echoes nothing more and
         // answers with its own.
@@ -376,17 +410,75 @@ mod tests {
 
     #[test]
     fn an_untrusted_certificate_and_a_wrong_name_are_refused() {
-        let (cert, key) = certificate("127.0.0.1");
-        let (stranger, _) = certificate("127.0.0.1");
-        let port = echo_server(cert.clone(), key.clone());
+        let cert = certificate("127.0.0.1");
+        let stranger = certificate("127.0.0.1");
+        let port = echo_server(&cert);
         assert!(matches!(
-            connect(port, "127.0.0.1", &[stranger]),
+            connect(port, "127.0.0.1", &[stranger.der]),
             Err(TlsError::Certificate(_))
         ));
-        let port = echo_server(cert.clone(), key);
-        match connect(port, "localhost", &[cert]) {
+        let port = echo_server(&cert);
+        match connect(port, "localhost", &[cert.der]) {
             Err(TlsError::Certificate(why)) => assert!(why.contains("NotValidForName"), "{why}"),
             other => panic!("expected a refused name, got {:?}", other.err()),
         }
+    }
+
+    #[test]
+    fn our_server_side_and_client_side_talk_and_close() {
+        let cert = certificate("127.0.0.1");
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client_sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (server_sock, _) = listener.accept().unwrap();
+        let config = server_config(&cert.pem, &cert.key_pem).unwrap();
+        let mut server = TlsStream::server(server_sock, config).unwrap();
+        let roots = client_config_with_roots(&[cert.der]).unwrap();
+        let mut client = TlsStream::client(client_sock, "127.0.0.1", roots).unwrap();
+        // One thread drives both (non-blocking) handshakes in turn.
+        loop {
+            let (at_client, at_server) = (client.handshake().unwrap(), server.handshake().unwrap());
+            if (at_client, at_server) == (Handshake::Done, Handshake::Done) {
+                break;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        assert!(client.write(b"hello server").unwrap());
+        assert!(server.write(b"hello client").unwrap());
+        let (mut at_server, mut at_client) = (Vec::new(), Vec::new());
+        while at_server.len() < 12 || at_client.len() < 12 {
+            assert!(
+                server.read_into(&mut at_server).unwrap()
+                    && client.read_into(&mut at_client).unwrap()
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(
+            (&at_server[..], &at_client[..]),
+            (&b"hello server"[..], &b"hello client"[..])
+        );
+        client.close(true);
+        while server.read_into(&mut at_server).unwrap() {
+            thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(at_server, b"hello server", "the close added nothing");
+    }
+
+    #[test]
+    fn a_server_configuration_needs_a_certificate_and_a_key_in_pem() {
+        let cert = certificate("127.0.0.1");
+        assert!(server_config(&cert.pem, &cert.key_pem).is_ok());
+        assert!(matches!(
+            server_config(b"", &cert.key_pem),
+            Err(TlsError::Protocol(_))
+        ));
+        assert!(matches!(
+            server_config(&cert.pem, b"not a key"),
+            Err(TlsError::Protocol(_))
+        ));
+        assert!(matches!(
+            server_config(&cert.key_pem, &cert.pem),
+            Err(TlsError::Protocol(_))
+        ));
     }
 }

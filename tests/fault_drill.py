@@ -14,10 +14,10 @@ import collections
 import hashlib
 import random
 import resource
-import ssl
 import time
 import tracemalloc
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -95,10 +95,11 @@ async def drill(
     faults: Callable[[int], Faults | None],
     seed: int = 0,
     speedup: float = 25.0,
-    server_ssl: ssl.SSLContext | None = None,
+    server_tls: dict[str, Any] | None = None,
 ) -> tuple[DrillReport, LiveEmulator]:
     """Stream ``chunks`` numbered chunks at ``speedup`` x real time through ``faults`` (over
-    wss:// with ``server_ssl``: the client trusts what the system's CA store holds)."""
+    wss:// with ``server_tls``, the emulator's ``ssl`` or ``certfile``/``keyfile``: the client
+    trusts what the system's CA store holds)."""
     rng = np.random.default_rng(seed)
     sent = hashlib.sha256()  # what was sent, without holding it all
     sent_bytes = 0
@@ -107,7 +108,7 @@ async def drill(
     counts: collections.Counter[str] = collections.Counter()
     t0 = time.monotonic()
     emulator = LiveEmulator(
-        model="echo", faults=faults, speed=1.0, realtime_playback=False, record_input=True, ssl=server_ssl
+        model="echo", faults=faults, speed=1.0, realtime_playback=False, record_input=True, **(server_tls or {})
     )
     async with emulator as emu:
         config = LiveConfig(transparent_resumption=True, response_modalities=["AUDIO"])

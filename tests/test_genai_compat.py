@@ -16,16 +16,15 @@ from geminilive import Resampler, pcm
 from geminilive.emulator import LiveEmulator, ReplyAudio, ReplyToolCall, ToneModel
 from geminilive.emulator.models import EchoModel
 from geminilive.messages import FunctionCall
-from tls import loopback_tls
+from tls import LoopbackTls, loopback_tls
 
 MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
 
 
 @pytest.fixture(scope="module")
-def tls(tmp_path_factory):
-    """(server context, client context) for a 127.0.0.1 certificate from a test CA."""
-    certificate = loopback_tls(tmp_path_factory.mktemp("tls"))
-    return certificate.server(), certificate.client()
+def tls(tmp_path_factory) -> LoopbackTls:
+    """A 127.0.0.1 certificate from a test CA (google-genai gets a context trusting it)."""
+    return loopback_tls(tmp_path_factory.mktemp("tls"))
 
 
 class ScenarioModel:
@@ -72,10 +71,15 @@ async def turn_messages(session) -> list:
 
 
 def test_google_genai_session_against_the_emulator(tls) -> None:
-    server_ssl, client_ssl = tls
+    """The emulator serving TLS in Rust (as `geminilive serve --tls-cert` does), google-genai on
+    Python's ssl."""
+    client_ssl = tls.client()
 
     async def scenario():
-        async with LiveEmulator(model=ScenarioModel(), ssl=server_ssl, api_key="test-key", speed=3.0) as emu:
+        emulator = LiveEmulator(
+            model=ScenarioModel(), certfile=tls.chain, keyfile=tls.key, api_key="test-key", speed=3.0
+        )
+        async with emulator as emu:
             results = {}
             async with client(emu, client_ssl).aio.live.connect(model=MODEL, config=CONFIG) as session:
                 # Audio in, audio out.
@@ -150,8 +154,8 @@ def test_google_genai_session_against_the_emulator(tls) -> None:
 
 def test_google_genai_reads_the_3_8_shape_audio_and_transcript_in_one_message(tls) -> None:
     """3.x bundles the output transcript with its audio: the official client, asking for a 3.8
-    model, gets both from the same messages."""
-    server_ssl, client_ssl = tls
+    model, gets both from the same messages (the emulator on Python's TLS here)."""
+    server_ssl, client_ssl = tls.server(), tls.client()
     config = types.LiveConnectConfig(
         response_modalities=["AUDIO"], output_audio_transcription=types.AudioTranscriptionConfig()
     )

@@ -212,12 +212,52 @@ def test_a_session_over_rust_tls_goes_through_the_environments_proxy(trusted, mo
     assert texts and transport is NativeTlsTransport
 
 
-@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_a_conversation_over_rust_tls_through_drops_and_closes_loses_nothing(trusted, loop) -> None:
+@pytest.mark.parametrize(("loop", "server"), [("asyncio", "python"), ("uvloop", "python"), ("uvloop", "rust")])
+def test_a_conversation_over_rust_tls_through_drops_and_closes_loses_nothing(trusted, loop, server) -> None:
     """Faults cut the TCP connection or close it mid-stream; every reconnect is a fresh TLS
-    handshake, and the audio the service took is exactly what was sent."""
+    handshake, and the audio the service took is exactly what was sent. The emulator serves
+    Python's TLS or TLS in Rust."""
     faults = mixed_faults(8, 7, messages=(20, 90))
-    report, _ = run(drill(chunks=800, faults=faults, server_ssl=trusted.server()), loop=loop)
+    tls = {"ssl": trusted.server()} if server == "python" else {"certfile": trusted.chain, "keyfile": trusted.key}
+    report, _ = run(drill(chunks=800, faults=faults, server_tls=tls), loop=loop)
     assert report.identical, report
     assert (report.lost, report.duplicated, report.reordered) == (0, 0, False), report
     assert report.reconnects >= 6 and report.resumed == report.reconnects, report
+
+
+def test_the_emulator_serves_tls_in_rust_to_every_client_and_outlives_bad_handshakes(trusted, tmp_path) -> None:
+    distrustful = loopback_tls(tmp_path / "other").client()  # trusts another CA only
+
+    async def scenario():
+        config = LiveConfig(response_modalities=["TEXT"])
+        emulator = LiveEmulator(certfile=trusted.chain, keyfile=trusted.key, **FAST)
+        async with emulator as emu:
+            host, port = "127.0.0.1", emu.port
+            # A client that speaks no TLS, one that leaves mid-handshake, one that does not
+            # trust the certificate (it aborts the handshake with an alert).
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            garbage_answer = await reader.read()
+            writer.close()
+            _, writer = await asyncio.open_connection(host, port)
+            writer.write(b"\x16\x03\x01\x00\xc8\x01\x00")  # the start of a ClientHello
+            writer.close()
+            with pytest.raises(ssl.SSLCertVerificationError):
+                await asyncio.open_connection(host, port, ssl=distrustful)
+            replies = []
+            async with geminilive.connect(endpoint=emu.url, model=TEXT_MODEL, config=config) as native:
+                replies.append(await _text_turn(native))
+            ssl_client = trusted.client()
+            async with geminilive.connect(endpoint=emu.url, model=TEXT_MODEL, config=config, ssl=ssl_client) as py:
+                replies.append(await _text_turn(py))
+            async with websockets.connect(emu.url, ssl=ssl_client) as ws:  # websockets' own client
+                await ws.send('{"setup": {"model": "models/m"}}')
+                setup_complete = await ws.recv()
+            while emu._server is not None and (emu._server.connections or emu._server._tasks):
+                await asyncio.sleep(0.01)  # every connection and handshake ends
+            return garbage_answer, replies, setup_complete
+
+    garbage_answer, replies, setup_complete = run(scenario())
+    assert not garbage_answer.startswith(b"HTTP"), "plain HTTP gets no answer (a TLS alert at most)"
+    assert replies[0] and replies[0] == replies[1]
+    assert b"setupComplete" in setup_complete

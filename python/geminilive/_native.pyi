@@ -10,6 +10,7 @@ __all__ = [
     "PlayoutBuffer",
     "PlayoutStats",
     "Resampler",
+    "TlsServerConfig",
     "TlsStream",
     "VoiceActivityDetector",
     "audio_frame",
@@ -205,14 +206,25 @@ def write_frame(opcode: int, payload: bytes, masked: bool) -> bytes:
     `masked`."""
 
 @final
+class TlsServerConfig:
+    """What a TLS server presents, parsed once for every connection it accepts."""
+
+    def __new__(cls, cert_chain: bytes, key: bytes) -> TlsServerConfig:
+        """``cert_chain``: PEM, the server's certificate then its issuers'; ``key``: PEM."""
+
+@final
 class TlsStream:
-    """A TLS client connection (rustls) over a connected TCP socket handed over by
-    ``socket.detach()`` (see ``geminilive._tls``). TLS failures raise ``ssl.SSLError`` (a
-    certificate not trusted for the name: ``ssl.SSLCertVerificationError``), socket failures
-    their ``OSError``."""
+    """A TLS connection (rustls) over a connected TCP socket handed over by
+    ``socket.detach()`` (see ``geminilive._tls``): a client (the constructor) or a server's
+    side (``accept``). TLS failures raise ``ssl.SSLError`` (a certificate not trusted for the
+    name: ``ssl.SSLCertVerificationError``), socket failures their ``OSError``."""
 
     def __new__(cls, fd: int, server_name: str, roots: list[bytes] | None = None) -> TlsStream:
         """``roots``: DER CA certificates to trust, or None for the system's."""
+
+    @staticmethod
+    def accept(fd: int, config: TlsServerConfig) -> TlsStream:
+        """The server's side of a connection a client made on ``fd``."""
 
     def handshake(self) -> Literal["done", "read", "write"]:
         """Advance the handshake; what to wait for next."""

@@ -1,11 +1,11 @@
-"""TLS in Rust (rustls) under the client's WebSocket: an asyncio transport over a socket the
-event loop watches for readiness, where one native call encrypts and writes a message and one
-reads and decrypts what arrived (Python's ``ssl`` under a loop's transport costs several
-interpreter-level calls and copies per message, a quarter of a session's CPU).
+"""TLS in Rust (rustls) under WebSockets: an asyncio transport over a socket the event loop
+watches for readiness, where one native call encrypts and writes a message and one reads and
+decrypts what arrived (Python's ``ssl`` under a loop's transport costs several interpreter-level
+calls and copies per message, a fifth of a session's CPU).
 
-Used for ``wss://`` when the caller gives no ``ssl`` context (the system's CA certificates are
-trusted, ``SSL_CERT_FILE``/``SSL_CERT_DIR`` as with OpenSSL); a given context means Python's
-``ssl``, configured exactly as given.
+Clients use it for ``wss://`` when given no ``ssl`` context (the system's CA certificates are
+trusted, ``SSL_CERT_FILE``/``SSL_CERT_DIR`` as with OpenSSL; a given context means Python's
+``ssl``, configured exactly as given); servers when given a :class:`TlsServerConfig`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import asyncio
 import socket
 from typing import Any, Protocol
 
-from geminilive._native import TlsStream
+from geminilive._native import TlsServerConfig, TlsStream
+
+__all__ = ["NativeTlsTransport", "TlsServerConfig", "accept_tls", "connect_tls", "open_tls_connection"]
 
 # The transport pauses its protocol's writers above this many unsent bytes.
 _DEFAULT_HIGH = 64 * 1024
@@ -184,10 +186,24 @@ async def connect_tls(
 ) -> NativeTlsTransport:
     """TLS over the connected socket `sock` (given up to the transport), handshake done, and
     `protocol` connected to it. `roots`: DER CA certificates to trust instead of the system's."""
-    loop = asyncio.get_running_loop()
+    _prepare(sock)
+    return await _handshake(TlsStream(sock.detach(), server_hostname, roots), protocol)
+
+
+async def accept_tls(protocol: StreamProtocol, sock: socket.socket, config: TlsServerConfig) -> NativeTlsTransport:
+    """The server's side of TLS with the client that connected on `sock` (given up to the
+    transport), handshake done, and `protocol` connected to it."""
+    _prepare(sock)
+    return await _handshake(TlsStream.accept(sock.detach(), config), protocol)
+
+
+def _prepare(sock: socket.socket) -> None:
     sock.setblocking(False)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    stream = TlsStream(sock.detach(), server_hostname, roots)
+
+
+async def _handshake(stream: TlsStream, protocol: StreamProtocol) -> NativeTlsTransport:
+    loop = asyncio.get_running_loop()
     fd = stream.fileno()
     try:
         while (wanted := stream.handshake()) != "done":

@@ -42,7 +42,7 @@ from websockets.uri import WebSocketURI, parse_uri
 from geminilive._native import read_frames, write_frame
 
 if sys.platform != "win32":  # the transport watches the socket's readiness (no Proactor loop)
-    from geminilive._tls import connect_tls, open_tls_connection
+    from geminilive._tls import TlsServerConfig, accept_tls, connect_tls, open_tls_connection
 
     NATIVE_TLS = True
 else:
@@ -496,8 +496,10 @@ class WebSocketServer:
         compression: bool,
         open_timeout_s: float,
         logger: logging.Logger | logging.LoggerAdapter | None,
+        tls: TlsServerConfig | None = None,
     ) -> None:
         self._handler = handler
+        self._tls = tls
         self.check = check_request
         self._max_size = max_size
         self._extensions = enable_server_permessage_deflate(None) if compression else None
@@ -511,6 +513,24 @@ class WebSocketServer:
         ws = WebSocket(ServerProtocol(max_size=self._max_size, extensions=self._extensions, logger=self._logger))
         ws._server = self
         return ws
+
+    def hand_over(self) -> asyncio.Protocol:
+        """For the loop's server: takes each accepted connection's socket for TLS in Rust."""
+        return _HandOver(self)
+
+    def start_tls(self, sock: socket.socket) -> None:
+        task = asyncio.get_running_loop().create_task(self._accept_tls(sock))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _accept_tls(self, sock: socket.socket) -> None:
+        assert self._tls is not None
+        try:
+            async with asyncio.timeout(self._open_timeout_s):
+                await accept_tls(self.new_connection(), sock, self._tls)
+        except (OSError, TimeoutError) as exc:  # a client that failed its TLS handshake
+            if self._logger is not None:
+                self._logger.debug("TLS handshake failed: %s", exc)
 
     def accepted(self, ws: WebSocket) -> None:
         self.connections.add(ws)
@@ -555,12 +575,27 @@ class WebSocketServer:
         return tuple(self.server.sockets) if self.server is not None else ()
 
 
+class _HandOver(asyncio.Protocol):
+    """Takes a connection the loop's server accepted: duplicates its socket for TLS in Rust
+    and drops the loop's transport (which closes only its own descriptor) before it reads."""
+
+    def __init__(self, server: WebSocketServer) -> None:
+        self._server = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        sock = transport.get_extra_info("socket")
+        duplicate = socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
+        cast(asyncio.Transport, transport).abort()
+        self._server.start_tls(duplicate)
+
+
 async def serve_websockets(
     handler: Callable[[WebSocket], Awaitable[None]],
     host: str,
     port: int,
     *,
     ssl: ssl_module.SSLContext | None = None,
+    tls: TlsServerConfig | None = None,
     check_request: Callable[[ServerProtocol, Request], Response | None] | None = None,
     max_size: int | None = None,
     compression: bool = False,
@@ -569,7 +604,10 @@ async def serve_websockets(
 ) -> WebSocketServer:
     """Listen on ``host:port``; run ``handler(ws)`` for each connection whose handshake
     ``check_request`` lets through (it returns a rejection ``Response`` or ``None``). The
-    connection is closed (1000) when the handler returns, 1011 if it raises."""
+    connection is closed (1000) when the handler returns, 1011 if it raises. ``wss://`` with
+    ``tls`` (TLS in Rust) or ``ssl`` (Python's)."""
+    if tls is not None and (ssl is not None or not NATIVE_TLS):
+        raise ValueError("tls= is TLS in Rust (not on Windows), ssl= Python's: one of them")
     server = WebSocketServer(
         handler,
         check_request or (lambda protocol, request: None),
@@ -577,6 +615,11 @@ async def serve_websockets(
         compression=compression,
         open_timeout_s=open_timeout_s,
         logger=logger,
+        tls=tls,
     )
-    server.server = await asyncio.get_running_loop().create_server(server.new_connection, host, port, ssl=ssl)
+    loop = asyncio.get_running_loop()
+    if tls is not None:
+        server.server = await loop.create_server(server.hand_over, host, port)
+    else:
+        server.server = await loop.create_server(server.new_connection, host, port, ssl=ssl)
     return server

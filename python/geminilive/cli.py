@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -185,15 +184,12 @@ def _devices(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    context = None
-    if args.tls_cert:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(args.tls_cert, args.tls_key)
     emulator = LiveEmulator(
         args.host,
         args.port,
         model=args.model,
-        ssl=context,
+        certfile=args.tls_cert,
+        keyfile=args.tls_key,
         api_key=args.api_key,
         speed=args.speed,
         chunk_ms=args.chunk_ms,
@@ -265,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     serve.add_argument("--port", type=int, default=8765)
     serve.add_argument("--model", default="echo", choices=["echo", "tone"], help="reply model")
-    serve.add_argument("--tls-cert", help="PEM certificate to serve wss://")
+    serve.add_argument("--tls-cert", help="PEM certificate chain (the certificate, then its issuers') to serve wss://")
     serve.add_argument("--tls-key", help="PEM private key for --tls-cert")
     serve.add_argument("--api-key", help="require this key (x-goog-api-key header or Authorization)")
     serve.add_argument("--speed", type=float, default=4.0, help="reply streaming speed vs real time")

@@ -2,6 +2,7 @@
 
 use std::net::TcpStream;
 use std::os::fd::FromRawFd;
+use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
@@ -37,7 +38,37 @@ fn to_py(py: Python<'_>, err: TlsError) -> PyErr {
     }
 }
 
-/// A TLS client connection over a connected socket the caller hands over (`socket.detach()`).
+/// What a TLS server presents: a certificate chain and its key, parsed once for every
+/// connection it accepts.
+#[pyclass(module = "geminilive._native", frozen)]
+struct TlsServerConfig {
+    config: Arc<rustls::ServerConfig>,
+}
+
+#[pymethods]
+impl TlsServerConfig {
+    /// `cert_chain`: PEM, the server's certificate then its issuers'; `key`: PEM.
+    #[new]
+    fn new(py: Python<'_>, cert_chain: &[u8], key: &[u8]) -> PyResult<Self> {
+        let config = tls::server_config(cert_chain, key).map_err(|err| to_py(py, err))?;
+        Ok(Self { config })
+    }
+}
+
+/// Take ownership of a connected TCP socket the caller gives up (`socket.detach()`).
+fn adopt(fd: i32) -> PyResult<TcpStream> {
+    if fd < 0 {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "not an open socket",
+        ));
+    }
+    // SAFETY: the caller gives up an open TCP socket (socket.detach()): from here on the
+    // stream owns the descriptor and closes it.
+    Ok(unsafe { TcpStream::from_raw_fd(fd) })
+}
+
+/// A TLS connection over a connected socket the caller hands over (`socket.detach()`): a
+/// client (the constructor) or a server's side (`accept`).
 #[pyclass(module = "geminilive._native")]
 struct TlsStream {
     inner: tls::TlsStream,
@@ -55,24 +86,23 @@ impl TlsStream {
         server_name: &str,
         roots: Option<Vec<Vec<u8>>>,
     ) -> PyResult<Self> {
-        if fd < 0 {
-            return Err(pyo3::exceptions::PyValueError::new_err(
-                "not an open socket",
-            ));
-        }
-        // SAFETY: the caller gives up an open TCP socket (socket.detach()): from here on this
-        // object owns the descriptor and closes it.
-        let sock = unsafe { TcpStream::from_raw_fd(fd) };
+        let sock = adopt(fd)?;
         let config = match roots {
             Some(roots) => tls::client_config_with_roots(&roots),
             None => tls::system_client_config(),
         }
         .map_err(|err| to_py(py, err))?;
-        let inner = tls::TlsStream::new(sock, server_name, config).map_err(|err| to_py(py, err))?;
-        Ok(Self {
-            inner,
-            received: Vec::with_capacity(64 * 1024),
-        })
+        let inner =
+            tls::TlsStream::client(sock, server_name, config).map_err(|err| to_py(py, err))?;
+        Ok(Self::wrap(inner))
+    }
+
+    /// The server's side of a connection a client made on `fd`.
+    #[staticmethod]
+    fn accept(py: Python<'_>, fd: i32, config: &TlsServerConfig) -> PyResult<Self> {
+        let inner = tls::TlsStream::server(adopt(fd)?, config.config.clone())
+            .map_err(|err| to_py(py, err))?;
+        Ok(Self::wrap(inner))
     }
 
     /// Advance the handshake: "done", "read" or "write" (what to wait for).
@@ -123,6 +153,16 @@ impl TlsStream {
     }
 }
 
+impl TlsStream {
+    fn wrap(inner: tls::TlsStream) -> Self {
+        Self {
+            inner,
+            received: Vec::with_capacity(64 * 1024),
+        }
+    }
+}
+
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<TlsServerConfig>()?;
     m.add_class::<TlsStream>()
 }
