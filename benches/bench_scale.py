@@ -3,7 +3,9 @@
 Each session streams 16 kHz audio up in 20 ms frames at real-time pace and takes the model's
 24 kHz audio down (40 ms chunks, paced by the server) into an in-memory sink; no devices. The
 clients run in this process, pinned to one core; the emulator runs in another process, pinned
-to the other core, over wss:// (google-genai only speaks TLS, so both do). Sessions are added
+to the other core, over wss:// (google-genai only speaks TLS, so all do: geminilive on its
+default, TLS in Rust trusting the system's CAs, which ``SSL_CERT_FILE`` points at the test CA;
+google-genai on Python's ``ssl``; the emulator serves TLS in Rust). Sessions are added
 in steps; a frame is late when it is sent more than 20 ms after it was due, or a received
 chunk lags the server's real-time pace by more than 40 ms more than the session's best. The
 table gives, per step, late frames, the client's CPU per session-second, its memory per
