@@ -1,7 +1,7 @@
 # One command installs everything the tests need from nothing and runs them all: `make test`.
 SHELL := /bin/bash
 PYTHON ?= python3
-APT_PACKAGES := libasound2-dev pkg-config pulseaudio libasound2-plugins alsa-utils espeak-ng sox openssl libportaudio2
+APT_PACKAGES := libasound2-dev pkg-config pulseaudio libasound2-plugins alsa-utils espeak-ng sox openssl ca-certificates libportaudio2
 PY_TEST_PACKAGES := maturin numpy msgspec websockets pytest pytest-timeout hypothesis ruff mypy soxr google-genai samplerate scipy sounddevice uvloop
 
 .PHONY: test demo deps apt-deps py-deps build-dev lint test-rust test-python bench
