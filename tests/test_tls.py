@@ -21,7 +21,7 @@ from geminilive._tls import NativeTlsTransport
 from geminilive._websocket import connect_websocket
 from geminilive.emulator import LiveEmulator
 from geminilive.errors import SessionError
-from test_websocket import _accept_upgrade, _connect_proxy, _frames_from
+from test_websocket import _connect_proxy, send_to_a_peer_that_stops_reading
 from tls import LoopbackTls, loopback_tls
 
 FAST = {"speed": float("inf"), "realtime_playback": False}
@@ -102,37 +102,7 @@ def test_rust_tls_refuses_an_untrusted_certificate_a_wrong_name_and_an_empty_sto
 
 def test_a_peer_that_stops_reading_holds_sends_back_over_tls_and_loses_nothing(trusted) -> None:
     count, size = 1000, 16384  # more than the loopback socket buffers hold
-
-    async def scenario():
-        reading = asyncio.Event()
-        got: asyncio.Future[list] = asyncio.get_running_loop().create_future()
-
-        async def server(reader, writer):
-            await _accept_upgrade(reader, writer)
-            await reading.wait()
-            got.set_result(await _frames_from(reader, 2.0))
-            writer.close()
-
-        listener = await asyncio.start_server(server, "127.0.0.1", 0, ssl=trusted.server())
-        port = listener.sockets[0].getsockname()[1]
-        ws = await connect_websocket(f"wss://127.0.0.1:{port}/")
-
-        async def send_all():
-            for i in range(count):
-                await ws.send(i.to_bytes(4, "big") + bytes(size))
-
-        sender = asyncio.create_task(send_all())
-        await asyncio.sleep(0.3)
-        held = not sender.done() and ws.must_drain  # the socket's buffers filled: the sender waits
-        unsent = ws.transport.get_write_buffer_size()
-        reading.set()
-        await sender
-        frames = await got
-        ws.abort()
-        listener.close()
-        return type(ws.transport), held, unsent, frames
-
-    transport, held, unsent, frames = run(scenario())
+    held, unsent, frames, transport = run(send_to_a_peer_that_stops_reading(count, size, server_ssl=trusted.server()))
     assert transport is NativeTlsTransport
     assert held and unsent > 64 * 1024, (held, unsent)
     assert [int.from_bytes(f.data[:4], "big") for f in frames] == list(range(count))

@@ -229,38 +229,43 @@ def test_the_client_pings_to_keep_the_connection_alive() -> None:
     assert all(len(f.data) == 4 for f in frames)
 
 
+async def send_to_a_peer_that_stops_reading(count: int, size: int, *, server_ssl=None):
+    """Messages to a peer that reads nothing for a while, then everything: whether the sender
+    was held back meanwhile (waiting, over the high-water mark), what the transport held unsent
+    then, the frames the peer got, and the client's transport type."""
+    reading = asyncio.Event()
+    got: asyncio.Future[list[Frame]] = asyncio.get_running_loop().create_future()
+
+    async def server(reader, writer):
+        await _accept_upgrade(reader, writer)
+        await reading.wait()
+        got.set_result(await _frames_from(reader, 2.0))
+        writer.close()
+
+    listener = await asyncio.start_server(server, "127.0.0.1", 0, ssl=server_ssl)
+    port = listener.sockets[0].getsockname()[1]
+    ws = await connect_websocket(f"{'wss' if server_ssl else 'ws'}://127.0.0.1:{port}/")
+
+    async def send_all():
+        for i in range(count):
+            await ws.send(i.to_bytes(4, "big") + bytes(size))
+
+    sender = asyncio.create_task(send_all())
+    await asyncio.sleep(0.3)
+    held = not sender.done() and ws.must_drain  # the socket's buffers filled: the sender waits
+    assert ws.transport is not None
+    unsent = ws.transport.get_write_buffer_size()
+    reading.set()
+    await sender
+    frames = await got
+    ws.abort()
+    listener.close()
+    return held, unsent, frames, type(ws.transport)
+
+
 def test_a_peer_that_stops_reading_holds_sends_back_and_loses_nothing() -> None:
     count, size = 400, 16384
-
-    async def scenario():
-        reading = asyncio.Event()
-        got: asyncio.Future[list[Frame]] = asyncio.get_running_loop().create_future()
-
-        async def server(reader, writer):
-            await _accept_upgrade(reader, writer)
-            await reading.wait()
-            got.set_result(await _frames_from(reader, 2.0))
-            writer.close()
-
-        listener = await asyncio.start_server(server, "127.0.0.1", 0)
-        port = listener.sockets[0].getsockname()[1]
-        ws = await connect_websocket(f"ws://127.0.0.1:{port}/")
-
-        async def send_all():
-            for i in range(count):
-                await ws.send(i.to_bytes(4, "big") + bytes(size))
-
-        sender = asyncio.create_task(send_all())
-        await asyncio.sleep(0.3)
-        held = not sender.done()  # the socket's buffers filled and the sender waits
-        reading.set()
-        await sender
-        frames = await got
-        ws.abort()
-        listener.close()
-        return held, frames
-
-    held, frames = run(scenario())
+    held, _, frames, _ = run(send_to_a_peer_that_stops_reading(count, size))
     assert held
     assert [int.from_bytes(f.data[:4], "big") for f in frames] == list(range(count))
     assert all(f.opcode is Opcode.BINARY and len(f.data) == size + 4 for f in frames)
