@@ -223,11 +223,23 @@ def test_the_emulator_serves_tls_in_rust_to_every_client_and_outlives_bad_handsh
             async with websockets.connect(emu.url, ssl=ssl_client) as ws:  # websockets' own client
                 await ws.send('{"setup": {"model": "models/m"}}')
                 setup_complete = await ws.recv()
-            while emu._server is not None and (emu._server.connections or emu._server._tasks):
+            while emu._server is not None and (emu._server.connections or emu._server._handshakes):
                 await asyncio.sleep(0.01)  # every connection and handshake ends
-            return garbage_answer, replies, setup_complete
+            # A client stalled mid-handshake when the emulator stops.
+            stalled, stalled_writer = await asyncio.open_connection(host, port)
+            stalled_writer.write(b"\x16\x03\x01\x00\xc8\x01\x00")
+            while not emu._server._handshakes:
+                await asyncio.sleep(0.01)
+        # Stopping dropped it at once (not after the 10 s allowed for an opening handshake).
+        try:
+            dropped = await asyncio.wait_for(stalled.read(), 5) == b""
+        except ConnectionResetError:
+            dropped = True
+        stalled_writer.close()
+        return garbage_answer, replies, setup_complete, dropped
 
-    garbage_answer, replies, setup_complete = run(scenario())
+    garbage_answer, replies, setup_complete, dropped = run(scenario())
+    assert dropped
     assert not garbage_answer.startswith(b"HTTP"), "plain HTTP gets no answer (a TLS alert at most)"
     assert replies[0] and replies[0] == replies[1]
     assert b"setupComplete" in setup_complete

@@ -507,6 +507,7 @@ class WebSocketServer:
         self._logger = logger
         self.connections: set[WebSocket] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._handshakes: set[asyncio.Task[None]] = set()  # TLS in Rust, before the connection is made
         self.server: asyncio.Server | None = None
 
     def new_connection(self) -> WebSocket:
@@ -520,8 +521,8 @@ class WebSocketServer:
 
     def start_tls(self, sock: socket.socket) -> None:
         task = asyncio.get_running_loop().create_task(self._accept_tls(sock))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._handshakes.add(task)
+        task.add_done_callback(self._handshakes.discard)
 
     async def _accept_tls(self, sock: socket.socket) -> None:
         assert self._tls is not None
@@ -560,6 +561,8 @@ class WebSocketServer:
         """Stop listening, close every connection (``code``), and wait for the handlers."""
         if self.server is not None:
             self.server.close()
+        for handshake in self._handshakes:  # a client stalled mid-handshake holds nothing up
+            handshake.cancel()
         await asyncio.gather(*(ws.close(code, reason) for ws in list(self.connections)), return_exceptions=True)
         if self._tasks:
             await asyncio.wait(list(self._tasks))
