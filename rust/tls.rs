@@ -104,18 +104,13 @@ pub fn system_client_config() -> Result<Arc<ClientConfig>, TlsError> {
     Ok(config)
 }
 
-/// A client configuration trusting exactly `roots` (DER certificates).
-pub fn client_config_with_roots(roots: &[Vec<u8>]) -> Result<Arc<ClientConfig>, TlsError> {
-    let mut store = RootCertStore::empty();
-    for der in roots {
-        store.add(CertificateDer::from(der.clone()))?;
-    }
-    client_config(store)
+/// The cryptography both sides use (ring: builds with a C compiler alone).
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 fn client_config(roots: RootCertStore) -> Result<Arc<ClientConfig>, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
+    let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
@@ -137,8 +132,7 @@ pub fn server_config(cert_chain: &[u8], key: &[u8]) -> Result<Arc<ServerConfig>,
         ));
     }
     let key = PrivateKeyDer::from_pem_slice(key).map_err(|err| bad_pem("the private key", err))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
+    let config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
@@ -313,6 +307,15 @@ mod tests {
     use std::time::Duration;
 
     use rustls::{ServerConnection, StreamOwned};
+
+    /// A client configuration trusting exactly `roots` (DER certificates).
+    fn client_config_with_roots(roots: &[Vec<u8>]) -> Result<Arc<ClientConfig>, TlsError> {
+        let mut store = RootCertStore::empty();
+        for der in roots {
+            store.add(CertificateDer::from(der.clone()))?;
+        }
+        client_config(store)
+    }
 
     struct Certificate {
         der: Vec<u8>,

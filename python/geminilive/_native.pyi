@@ -219,8 +219,8 @@ class TlsStream:
     side (``accept``). TLS failures raise ``ssl.SSLError`` (a certificate not trusted for the
     name: ``ssl.SSLCertVerificationError``), socket failures their ``OSError``."""
 
-    def __new__(cls, fd: int, server_name: str, roots: list[bytes] | None = None) -> TlsStream:
-        """``roots``: DER CA certificates to trust, or None for the system's."""
+    def __new__(cls, fd: int, server_name: str) -> TlsStream:
+        """A client of ``server_name``, trusting the system's CA certificates."""
 
     @staticmethod
     def accept(fd: int, config: TlsServerConfig) -> TlsStream:

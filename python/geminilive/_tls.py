@@ -181,13 +181,11 @@ async def _ready(loop: asyncio.AbstractEventLoop, fd: int, *, write: bool) -> No
         unwatch(fd)
 
 
-async def connect_tls(
-    protocol: StreamProtocol, sock: socket.socket, server_hostname: str, *, roots: list[bytes] | None = None
-) -> NativeTlsTransport:
-    """TLS over the connected socket `sock` (given up to the transport), handshake done, and
-    `protocol` connected to it. `roots`: DER CA certificates to trust instead of the system's."""
+async def connect_tls(protocol: StreamProtocol, sock: socket.socket, server_hostname: str) -> NativeTlsTransport:
+    """TLS over the connected socket `sock` (given up to the transport), trusting the system's
+    CA certificates, handshake done, and `protocol` connected to it."""
     _prepare(sock)
-    return await _handshake(TlsStream(sock.detach(), server_hostname, roots), protocol)
+    return await _handshake(TlsStream(sock.detach(), server_hostname), protocol)
 
 
 async def accept_tls(protocol: StreamProtocol, sock: socket.socket, config: TlsServerConfig) -> NativeTlsTransport:
@@ -217,9 +215,7 @@ async def _handshake(stream: TlsStream, protocol: StreamProtocol) -> NativeTlsTr
     return transport
 
 
-async def open_tls_connection(
-    protocol: StreamProtocol, host: str, port: int, *, roots: list[bytes] | None = None
-) -> NativeTlsTransport:
+async def open_tls_connection(protocol: StreamProtocol, host: str, port: int) -> NativeTlsTransport:
     """A TCP connection to `host` (each address in turn, as asyncio does), then TLS."""
     loop = asyncio.get_running_loop()
     errors: list[OSError] = []
@@ -235,7 +231,7 @@ async def open_tls_connection(
         except BaseException:
             sock.close()
             raise
-        return await connect_tls(protocol, sock, host, roots=roots)
+        return await connect_tls(protocol, sock, host)
     if len(errors) == 1:
         raise errors[0]
     raise OSError(f"could not connect to {host}:{port}: {'; '.join(map(str, errors))}")

@@ -77,21 +77,11 @@ struct TlsStream {
 
 #[pymethods]
 impl TlsStream {
-    /// `roots`: DER CA certificates to trust, or None for the system's.
+    /// A client of `server_name`, trusting the system's CA certificates.
     #[new]
-    #[pyo3(signature = (fd, server_name, roots=None))]
-    fn new(
-        py: Python<'_>,
-        fd: i32,
-        server_name: &str,
-        roots: Option<Vec<Vec<u8>>>,
-    ) -> PyResult<Self> {
+    fn new(py: Python<'_>, fd: i32, server_name: &str) -> PyResult<Self> {
         let sock = adopt(fd)?;
-        let config = match roots {
-            Some(roots) => tls::client_config_with_roots(&roots),
-            None => tls::system_client_config(),
-        }
-        .map_err(|err| to_py(py, err))?;
+        let config = tls::system_client_config().map_err(|err| to_py(py, err))?;
         let inner =
             tls::TlsStream::client(sock, server_name, config).map_err(|err| to_py(py, err))?;
         Ok(Self::wrap(inner))
