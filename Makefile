@@ -1,12 +1,25 @@
 # One command installs everything the tests need from nothing and runs them all: `make test`.
+# Python packages come from requirements/test.lock (exact versions, refreshed on purpose with
+# `make lock`) into a virtual environment of the project's own (.venv), so a fresh machine
+# tests what the last green run tested; `make test-latest` tries what PyPI serves today.
+# The Rust toolchain is pinned by rust-toolchain.toml, crates by Cargo.lock.
 SHELL := /bin/bash
-PYTHON ?= python3
+BASE_PYTHON ?= python3
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
+LOCK := requirements/test.lock
 APT_PACKAGES := libasound2-dev pkg-config pulseaudio libasound2-plugins alsa-utils espeak-ng sox openssl ca-certificates libportaudio2
 PY_TEST_PACKAGES := maturin numpy msgspec websockets pytest pytest-timeout hypothesis ruff mypy soxr google-genai samplerate scipy sounddevice uvloop
+PIP := $(PYTHON) -m pip --disable-pip-version-check
 
-.PHONY: test demo deps apt-deps py-deps build-dev lint test-rust test-python bench
+.PHONY: test test-latest demo deps apt-deps py-deps py-deps-latest venv lock build-dev lint test-rust test-python bench
 
 test: deps build-dev lint test-rust test-python
+
+# The same run on the newest release of every Python package, in a venv of its own: breakage
+# from new releases is found on purpose here, and fixed before `make lock` takes them in.
+test-latest:
+	$(MAKE) VENV=.venv-latest PY_DEPS=py-deps-latest test
 
 apt-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -15,26 +28,45 @@ apt-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-py-deps:
-	$(PYTHON) -m pip install -q --disable-pip-version-check $(PY_TEST_PACKAGES)
+# A venv is made only where PYTHON is the project's own (PYTHON=... runs in yours).
+venv:
+	@if [ "$(PYTHON)" = "$(VENV)/bin/python" ] && [ ! -x "$(PYTHON)" ]; then $(BASE_PYTHON) -m venv $(VENV); fi
 
-deps: apt-deps py-deps
+py-deps: venv
+	$(PIP) install -q "$$(grep '^pip==' $(LOCK))"
+	$(PIP) install -q -r $(LOCK)
+
+py-deps-latest: venv
+	$(PIP) install -q -U pip $(PY_TEST_PACKAGES)
+
+PY_DEPS ?= py-deps
+deps: apt-deps $(PY_DEPS)
+
+# Refresh the lock from what PyPI serves today (run `make test-latest` first).
+lock:
+	rm -rf .venv-lock
+	$(BASE_PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install -q --disable-pip-version-check -U pip $(PY_TEST_PACKAGES)
+	mkdir -p $(dir $(LOCK))
+	{ echo "# Exact versions of every Python package the tests use (Linux, CPython 3.11), made by 'make lock'."; \
+	  .venv-lock/bin/python -m pip freeze --all | grep -v -e '^setuptools==' -e '^wheel=='; } > $(LOCK)
+	rm -rf .venv-lock
 
 # Editable install: maturin builds the extension into python/geminilive (release profile,
 # since the tests measure real-time behaviour).
 build-dev:
 	rm -f python/geminilive/_native*.so
-	$(PYTHON) -m pip install -q --disable-pip-version-check --no-build-isolation -e .
+	$(PIP) install -q --no-build-isolation -e .
 
 lint:
-	cargo clippy --release --all-targets -- -D warnings
-	cargo clippy --release --all-targets --features python -- -D warnings
+	cargo clippy --locked --release --all-targets -- -D warnings
+	cargo clippy --locked --release --all-targets --features python -- -D warnings
 	$(PYTHON) -m ruff check python tests benches rust
 	$(PYTHON) -m mypy python/geminilive
 	$(PYTHON) -m mypy.stubtest geminilive._native
 
 test-rust:
-	cargo test --release
+	cargo test --locked --release
 
 test-python:
 	PYTHONASYNCIODEBUG=1 $(PYTHON) -m pytest -q

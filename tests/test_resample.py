@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -148,7 +152,67 @@ def test_bad_input_is_a_typed_error() -> None:
         Resampler(48000, 16000).process(np.zeros(10))
 
 
+DESIGN_SCRIPT = Path(__file__).parents[1] / "rust" / "resample" / "design_tables.py"
+
+
+def load_design_tables() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("design_tables", DESIGN_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["design_tables"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+design_tables = load_design_tables()
+COMMITTED_TABLES = design_tables.parse(design_tables.TABLES.read_text())
+
+
 def test_fixed_filter_tables_match_their_design() -> None:
-    """rust/resample/tables.rs is what design_tables.py makes with this scipy."""
-    script = Path(__file__).parents[1] / "rust" / "resample" / "design_tables.py"
-    assert subprocess.run([sys.executable, str(script), "--check"]).returncode == 0
+    """rust/resample/tables.rs is what design_tables.py makes with this scipy, within
+    floating-point noise (the script's --check, as a contributor runs it)."""
+    check = subprocess.run([sys.executable, str(DESIGN_SCRIPT), "--check"], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+
+
+def test_every_table_is_parsed() -> None:
+    names = set(re.findall(r"pub\(super\) const (\w+): Prototype", design_tables.TABLES.read_text()))
+    assert names == set(COMMITTED_TABLES) == set(design_tables.design())
+
+
+@pytest.mark.parametrize("name", sorted(COMMITTED_TABLES))
+def test_fixed_table_meets_the_spec_its_comment_states(name: str) -> None:
+    table = COMMITTED_TABLES[name]
+    ripple_db, attenuation_db = design_tables.measure(table)
+    assert ripple_db <= table.spec.ripple_db, f"{name}: pass band {ripple_db:.3g} dB"
+    assert attenuation_db >= table.spec.attenuation_db, f"{name}: stop band {attenuation_db:.1f} dB down"
+    assert abs(table.taps().sum() - 1) < 1e-6  # DC gain 1
+    if table.half[0] == 0.5:  # a half-band filter: every even tap off the centre is exactly zero
+        assert not table.half[2::2].any()
+
+
+def test_table_check_ignores_noise_and_catches_a_changed_design() -> None:
+    designed = design_tables.design()
+    assert design_tables.differences(COMMITTED_TABLES, designed) == []
+
+    def with_half(name: str, half: np.ndarray) -> dict:
+        return {**designed, name: dataclasses.replace(designed[name], half=half)}
+
+    half = designed["SHARP_3_2"].half
+    noise = half * (1 + 1e-13 * np.random.default_rng(0).standard_normal(len(half)))
+    assert design_tables.differences(COMMITTED_TABLES, with_half("SHARP_3_2", noise)) == []
+    nudged = half.copy()
+    nudged[40] += 1e-6 * np.abs(half).max()  # far below hearing, far above noise
+    assert design_tables.differences(COMMITTED_TABLES, with_half("SHARP_3_2", nudged))
+    shorter = with_half("SHARP_3_2", half[:-1])  # two taps fewer
+    assert "taps in tables.rs" in design_tables.differences(COMMITTED_TABLES, shorter)[0]
+    up = designed["HALFBAND_UP_2"]
+    respecified = {**designed, "HALFBAND_UP_2": dataclasses.replace(up, spec=dataclasses.replace(up.spec, stopband=0.56))}
+    assert design_tables.differences(COMMITTED_TABLES, respecified)
+
+
+def test_a_table_that_misses_its_spec_is_caught() -> None:
+    """The spec test can fail: a table rounded to 4 digits no longer reaches its stop band."""
+    table = COMMITTED_TABLES["HALFBAND_UP_2"]
+    rounded = dataclasses.replace(table, half=np.round(table.half, 4))
+    assert design_tables.measure(rounded)[1] < table.spec.attenuation_db
