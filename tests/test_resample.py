@@ -207,7 +207,8 @@ def test_table_check_ignores_noise_and_catches_a_changed_design() -> None:
     shorter = with_half("SHARP_3_2", half[:-1])  # two taps fewer
     assert "taps in tables.rs" in design_tables.differences(COMMITTED_TABLES, shorter)[0]
     up = designed["HALFBAND_UP_2"]
-    respecified = {**designed, "HALFBAND_UP_2": dataclasses.replace(up, spec=dataclasses.replace(up.spec, stopband=0.56))}
+    moved_edge = dataclasses.replace(up, spec=dataclasses.replace(up.spec, stopband=0.56))
+    respecified = {**designed, "HALFBAND_UP_2": moved_edge}
     assert design_tables.differences(COMMITTED_TABLES, respecified)
 
 
