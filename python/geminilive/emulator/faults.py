@@ -21,6 +21,13 @@ class Faults(msgspec.Struct, kw_only=True):
             as they last (network bunching).
         slow_reader_s: pause this long before reading each client message.
         go_away_after_s: send ``goAway`` after this long, then close 1011 after ``go_away_time_left_s``.
+        refuse_setup_code: answer the setup by closing with this code (``close_reason``) instead
+            of ``setupComplete``: a refused resume. 1008 also forgets the handle the setup
+            names, as the service does for an expired one (the client then starts afresh).
+        drop_at_setup: cut the TCP connection right after reading the setup.
+        stall_setup_s: read the setup, then read and answer nothing for this long (a close
+            frame neither), then close 1011: a resume that hangs, for the client's setup
+            timeout to fire first.
     """
 
     close_after_client_messages: int | None = None
@@ -34,3 +41,6 @@ class Faults(msgspec.Struct, kw_only=True):
     slow_reader_s: float = 0.0
     go_away_after_s: float | None = None
     go_away_time_left_s: float = 1.0
+    refuse_setup_code: int | None = None
+    drop_at_setup: bool = False
+    stall_setup_s: float = 0.0

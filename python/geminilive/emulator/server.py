@@ -344,15 +344,25 @@ class LiveEmulator:
             del record.input_audio[covered:]
         return record
 
-    def input_audio(self) -> bytes:
+    def _forget(self, handle: str) -> None:
+        """The service no longer knows ``handle`` (1008 "session not found" follows): its
+        session ends where the handle left it, which is what a client starting afresh must
+        send again."""
+        record, covered = self._sessions.pop(handle, (None, 0))
+        if record is not None and record.input_audio is not None:
+            del record.input_audio[covered:]
+
+    def input_audio(self, *, every_session: bool = False) -> bytes:
         """The audio (16-bit PCM as sent) that the newest session consumed over all its
-        connections (needs ``record_input=True``)."""
+        connections, or with ``every_session`` that every session consumed, one after the
+        other (a client that had to start afresh) (needs ``record_input=True``)."""
         if not self.record_input:
             raise RuntimeError("start the emulator with record_input=True")
-        for connection in reversed(self.connections):
-            if connection.record is not None and connection.record.input_audio is not None:
-                return bytes(connection.record.input_audio)
-        return b""
+        records = {id(c.record): c.record for c in self.connections if c.record is not None}
+        audio = [r.input_audio for r in records.values() if r.input_audio is not None]
+        if every_session:
+            return b"".join(audio)  # one copy: this can be an hour of audio
+        return bytes(audio[-1]) if audio else b""
 
 
 @functools.lru_cache(maxsize=64)
@@ -470,6 +480,7 @@ class _Connection:
         message = self._decode(first)
         if message.setup is None:
             raise _Closed(1007, INVALID_ARGUMENT)
+        await self._setup_faults(message.setup)
         await self._start_session(message.setup)
         resumption = message.setup.session_resumption
         self._counts_for_resumption = bool(resumption and resumption.transparent)
@@ -497,6 +508,27 @@ class _Connection:
                 return
             if f.close_after_client_messages is not None and self.messages_after_setup >= f.close_after_client_messages:
                 raise _Closed(f.close_code, f.close_reason)
+
+    async def _setup_faults(self, setup: Setup) -> None:
+        """A resume that fails: refused with a close, a dropped connection, or no answer."""
+        f = self.faults
+        if f.drop_at_setup:
+            self.open = False
+            self.ws.abort()
+            raise websockets.exceptions.ConnectionClosedError(None, None)
+        if f.stall_setup_s:  # hung: not even a close frame is read meanwhile
+            transport = self.ws.transport
+            if transport is not None:
+                transport.pause_reading()
+            await asyncio.sleep(f.stall_setup_s)
+            if transport is not None and not transport.is_closing():
+                transport.resume_reading()
+            raise _Closed(1011, "Internal error encountered.")
+        if f.refuse_setup_code is not None:
+            handle = setup.session_resumption.handle if setup.session_resumption else None
+            if f.refuse_setup_code == 1008 and handle:
+                self.server._forget(handle)
+            raise _Closed(f.refuse_setup_code, f.close_reason)
 
     def _decode(self, frame: bytes | str) -> ClientMessage:
         audio = input_audio(frame)  # nearly every message: read in Rust
