@@ -1,6 +1,7 @@
 """Fault soak: a 30-minute streamed conversation (simulated time: the audio goes at --speedup x
 real time) with a fault every minute of audio (1011 closes, silent TCP drops, goAways, some
-with jitter), against the emulator over real sockets. Prints reconnects, audio lost and
+with jitter; every fourth a resume attempt that fails: refused with 1011 or 1008, dropped, or
+stalled past the setup timeout), against the emulator over real sockets. Prints reconnects, audio lost and
 duplicated (both must be 0, counted by the chunk numbers the emulator recorded), and peak
 memory. tests/fault_drill.py is the scenario; tests/test_faults.py asserts on shorter runs.
 
@@ -37,7 +38,9 @@ def main() -> int:
     report, _ = asyncio.run(
         drill(
             chunks=chunks,
-            faults=mixed_faults(faults, args.seed, messages=(per_minute * 9 // 10, per_minute * 11 // 10)),
+            faults=mixed_faults(
+                faults, args.seed, messages=(per_minute * 9 // 10, per_minute * 11 // 10), failed_resumes=True
+            ),
             seed=args.seed,
             speedup=args.speedup,
         )
@@ -45,7 +48,8 @@ def main() -> int:
     recorded_mib = report.chunks_received * 640 / 2**20
     print(f"# fault soak on {platform.processor() or platform.machine()}, Python {platform.python_version()}")
     print(f"simulated audio        {minutes:g} min ({chunks} chunks of 20 ms), {args.speedup:g}x real time")
-    print(f"faults injected        {faults} (one per minute of audio)")
+    failed = len(range(1, faults, 4))
+    print(f"faults injected        {faults} (one per minute of audio; {failed} of them failed resume attempts)")
     print(f"wall time              {report.wall_s:.1f} s")
     print(f"reconnects             {report.reconnects} (resumed {report.resumed}, fresh {report.fresh_starts})")
     print(f"messages replayed      {report.replayed_messages}")

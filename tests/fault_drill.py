@@ -71,16 +71,35 @@ def chunk_numbers(pcm: bytes) -> list[int]:
     return (x[:, 0] | (x[:, 1] << 15)).tolist()
 
 
-def mixed_faults(count: int, seed: int, *, messages: tuple[int, int] = (20, 160)) -> Callable[[int], Faults | None]:
+# Resume attempts that fail, in turn: refused with 1011, dropped, stalled past the client's
+# setup timeout (STALL_S > the drill's SETUP_TIMEOUT_S), refused with 1008 (the handle is
+# forgotten: the client starts afresh and sends what that handle did not cover).
+SETUP_TIMEOUT_S = 0.5
+STALL_S = 1.0
+FAILED_RESUMES = (
+    Faults(refuse_setup_code=1011),
+    Faults(drop_at_setup=True),
+    Faults(stall_setup_s=STALL_S),
+    Faults(refuse_setup_code=1008, close_reason="BidiGenerateContent session not found"),
+)
+
+
+def mixed_faults(
+    count: int, seed: int, *, messages: tuple[int, int] = (20, 160), failed_resumes: bool = False
+) -> Callable[[int], Faults | None]:
     """Connection ``n`` of the first ``count`` gets a fault: mostly a 1011 close after a random
     number of messages; every fifth a silent TCP drop, every seventh a goAway; some with
-    network jitter and delay too."""
+    network jitter and delay too. With ``failed_resumes``, every fourth connection is a resume
+    attempt that fails (``FAILED_RESUMES`` in turn), so the client keeps sending through
+    failed and stalled reconnects too."""
     rng = random.Random(seed)
     plan: list[Faults] = []
     for n in range(count):
         after = rng.randint(*messages)
         jitter = {"audio_jitter_s": 0.01, "send_delay_s": 0.002} if n % 3 == 2 else {}
-        if n % 7 == 6:
+        if failed_resumes and n % 4 == 1:
+            plan.append(FAILED_RESUMES[(n // 4 + seed) % len(FAILED_RESUMES)])
+        elif n % 7 == 6:
             plan.append(Faults(go_away_after_s=0.05 + rng.random() * 0.2, go_away_time_left_s=0.4, **jitter))
         elif n % 5 == 4:
             plan.append(Faults(drop_after_client_messages=after, **jitter))
@@ -113,7 +132,9 @@ async def drill(
     async with emulator as emu:
         config = LiveConfig(transparent_resumption=True, response_modalities=["AUDIO"])
         policy = ReconnectPolicy(initial_delay_s=0.01, max_delay_s=0.2)
-        async with geminilive.connect(endpoint=emu.url, config=config, reconnect=policy) as session:
+        async with geminilive.connect(
+            endpoint=emu.url, config=config, reconnect=policy, setup_timeout_s=SETUP_TIMEOUT_S
+        ) as session:
 
             async def receive() -> None:
                 async for event in session:
@@ -134,11 +155,11 @@ async def drill(
                 await asyncio.sleep(max(delay, 0.0))
             # Wait for the service to have taken everything (the last connection stays up).
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and len(emu.input_audio()) < sent_bytes:
+            while time.monotonic() < deadline and len(emu.input_audio(every_session=True)) < sent_bytes:
                 if receiver.done():
                     receiver.result()  # raises what ended the session
                 await asyncio.sleep(0.02)
-            received = emu.input_audio()
+            received = emu.input_audio(every_session=True)
             peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             stats = session.stats
             await session.close()

@@ -22,6 +22,7 @@ from geminilive.errors import (
     RemoteProtocolError,
 )
 from geminilive.messages import FunctionDeclaration, FunctionResponse, Tool, decode_client, decode_server
+from geminilive.protocol import State
 
 SETUP_COMPLETE = b'{"setupComplete": {}}'
 
@@ -76,6 +77,53 @@ def test_local_order_errors() -> None:
     p.connection_closed(1000)
     with pytest.raises(LocalProtocolError, match="closed"):
         p.send_text("late")
+
+
+def test_between_connections_sends_queue_and_a_new_connection_takes_them_in_order() -> None:
+    p = opened(transparent_resumption=True)
+    p.send_text("handed")
+    p.data_to_send()
+    p.connection_closed(1011, "Internal error encountered.", reconnecting=True)
+    assert p.state is State.RECONNECTING
+    p.send_text("queued while reconnecting")
+    p.send_audio(b"\x01\x00")
+    assert p.data_to_send() == [], "nothing goes out without a connection"
+    with pytest.raises(RemoteProtocolError, match="after the connection closed"):
+        p.receive_data(SETUP_COMPLETE)
+    assert p.new_connection("h9") == 3
+    [setup] = sent(p)
+    assert setup["setup"]["sessionResumption"]["handle"] == "h9"
+    p.send_text("after")
+    p.receive_data(SETUP_COMPLETE)
+    frames = [json.loads(f)["realtimeInput"] for f in p.data_to_send()]
+    replayed_then_new = ["handed", "queued while reconnecting", "AQA=", "after"]
+    assert [f.get("text") or f["audio"]["data"] for f in frames] == replayed_then_new
+    assert p.connections == 2
+
+
+def test_a_fresh_start_drops_the_calls_and_releases_what_they_held() -> None:
+    p = opened(transparent_resumption=True)
+    p.receive_data(tool_call(("c1", "lookup")))
+    p.send_text("held")
+    assert p.held_input_frames == 1
+    p.connection_closed(1008, "session not found", reconnecting=True)
+    p.new_connection(None)  # the service refused the handle: no call is pending there
+    assert p.pending_tool_calls == {} and p.held_input_frames == 0
+    [setup] = sent(p)
+    assert "handle" not in setup["setup"].get("sessionResumption", {})
+    p.receive_data(SETUP_COMPLETE)
+    assert texts(p.data_to_send()) == ["held"]
+
+
+def test_a_session_that_is_over_refuses_sends_and_new_connections() -> None:
+    p = opened(transparent_resumption=True)
+    p.connection_closed(1011, "", reconnecting=True)
+    p.connection_closed(1011, "gave up")
+    assert p.state is State.CLOSED
+    with pytest.raises(LocalProtocolError, match="session is closed"):
+        p.send_audio(b"\x00\x00")
+    with pytest.raises(LocalProtocolError, match="session is closed"):
+        p.new_connection("h")
 
 
 def test_turn_events_in_order() -> None:
@@ -214,17 +262,20 @@ def test_held_input_goes_to_the_next_connection_and_stays_held_while_the_call_is
     p.send_text("held")
     replay = p.unconsumed_frames()
     assert texts(replay) == ["held"]
-    q = LiveProtocol(p.setup, replay=replay, pending_tool_calls=p.pending_tool_calls)
-    q.data_to_send()
-    q.receive_data(SETUP_COMPLETE)
-    assert q.data_to_send() == [] and q.held_input_frames == 1
-    q.send_tool_response([FunctionResponse(name="lookup", id="c1", response={})])
-    assert kinds(q.data_to_send()) == ["toolResponse", "realtimeInput.text"]
+    p.connection_closed(1011, "", reconnecting=True)
+    assert p.new_connection("h1") == 1
+    p.data_to_send()
+    p.receive_data(SETUP_COMPLETE)
+    assert p.data_to_send() == [] and p.held_input_frames == 1
+    p.send_tool_response([FunctionResponse(name="lookup", id="c1", response={})])
+    assert kinds(p.data_to_send()) == ["toolResponse", "realtimeInput.text"]
 
 
 @given(
     st.lists(
-        st.sampled_from(["audio", "text", "content", "call", "call_nb", "answer", "cancel", "flush", "fault"]),
+        st.sampled_from(
+            ["audio", "text", "content", "call", "call_nb", "answer", "cancel", "flush", "fault", "resume"]
+        ),
         max_size=60,
     ),
     st.data(),
@@ -248,6 +299,14 @@ def test_held_input_is_never_sent_during_a_blocking_call_and_never_lost_or_reord
     realtime_sent, others_sent, handed = [], [], []
     calls = 0
 
+    def resume() -> None:
+        """Resumed with no handle taken yet: the server took nothing, all is replayed."""
+        nonlocal handed
+        handed = []
+        p.new_connection("resumed")  # the calls carry over
+        p.data_to_send()
+        p.receive_data(SETUP_COMPLETE)
+
     def flush() -> None:
         frames = p.data_to_send()
         if any(c.name == "blocks" for c in p.pending_tool_calls.values()):
@@ -265,23 +324,24 @@ def test_held_input_is_never_sent_during_a_blocking_call_and_never_lost_or_reord
         elif step == "content":
             p.send_client_content(str(n))
             others_sent.append(f"content:{n}")
-        elif step in ("call", "call_nb"):
+        elif step in ("call", "call_nb") and p.state is State.OPEN:  # the server speaks on a connection
             calls += 1
             p.receive_data(tool_call((f"c{calls}", "blocks" if step == "call" else "runs_along")))
         elif step == "answer" and p.pending_tool_calls:
             call_id = data.draw(st.sampled_from(sorted(p.pending_tool_calls)))
             p.send_tool_response([FunctionResponse(name="x", id=call_id, response={})])
             others_sent.append(f"answer:{call_id}")
-        elif step == "cancel" and p.pending_tool_calls:
+        elif step == "cancel" and p.pending_tool_calls and p.state is State.OPEN:
             call_id = data.draw(st.sampled_from(sorted(p.pending_tool_calls)))
             p.receive_data(json.dumps({"toolCallCancellation": {"ids": [call_id]}}).encode())
         elif step == "flush":
             flush()
-        elif step == "fault":  # resumed with no handle yet: the server took nothing, all is replayed
-            handed = []
-            p = LiveProtocol(p.setup, replay=p.unconsumed_frames(), pending_tool_calls=p.pending_tool_calls)
-            p.data_to_send()
-            p.receive_data(SETUP_COMPLETE)
+        elif step == "fault":  # the connection drops; the steps after it run between connections
+            p.connection_closed(1011, "", reconnecting=True)
+        elif step == "resume" and p.state is State.RECONNECTING:
+            resume()
+    if p.state is State.RECONNECTING:
+        resume()
     for call_id in sorted(p.pending_tool_calls):  # the app answers what is left
         p.send_tool_response([FunctionResponse(name="x", id=call_id, response={})])
         others_sent.append(f"answer:{call_id}")
@@ -319,12 +379,14 @@ def test_resumption_handle_go_away_and_transparent_replay() -> None:
     [go] = p.receive_data(b'{"goAway": {"timeLeft": "9.5s"}}')
     assert go.time_left_s == 9.5
     # A new connection replays what was not consumed, before anything newer.
-    setup = p.setup
-    q = LiveProtocol(setup, replay=replay)
-    q.send_text("5")
-    assert [next(iter(f)) for f in sent(q)] == ["setup"]
-    q.receive_data(SETUP_COMPLETE)
-    assert [f["realtimeInput"]["text"] for f in sent(q)] == ["3", "4", "5"]
+    p.connection_closed(1000, "", reconnecting=True)
+    p.send_text("5")  # sent between connections: queued behind the replay
+    assert p.new_connection(p.resumption_handle) == 3
+    p.send_text("6")
+    [setup] = sent(p)
+    assert setup["setup"]["sessionResumption"]["handle"] == "h1"
+    p.receive_data(SETUP_COMPLETE)
+    assert [f["realtimeInput"]["text"] for f in sent(p)] == ["3", "4", "5", "6"]
 
 
 @pytest.mark.parametrize(
@@ -520,7 +582,7 @@ def test_resumption_never_loses_duplicates_or_reorders(steps: list[str], data) -
                 p.receive_data(update(None, index, resumable=False))
         elif step == "fault":
             consumed, wire, handed = [], [], 0  # resuming restores the handle's state
-            p = LiveProtocol(p.setup, replay=p.unconsumed_frames())
+            p.new_connection(p.resumption_handle)
             p.data_to_send()
             p.receive_data(SETUP_COMPLETE)
     wire += texts(p.data_to_send())

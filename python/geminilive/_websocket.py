@@ -360,15 +360,20 @@ class WebSocket(asyncio.BufferedProtocol):
             self._timers.append(self._loop.call_later(self.close_timeout_s, self.transport.abort))
         self._wake()
 
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close handshake, then wait for the TCP connection to end (aborted after the close
-        timeout). Safe to call more than once and on a connection already closed."""
+    def start_close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the close handshake without waiting: what the peer sent before its close
+        frame still comes out of :meth:`recv`, then ``ConnectionClosed``."""
         if self.protocol.state is _OPEN:
             self.protocol.send_close(code, reason)
             self._write_out()
             self._closing()
         elif self.protocol.state is State.CONNECTING and self.transport is not None:
             self.transport.abort()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close handshake, then wait for the TCP connection to end (aborted after the close
+        timeout). Safe to call more than once and on a connection already closed."""
+        self.start_close(code, reason)
         if self.transport is not None:
             await asyncio.shield(self._lost)
 

@@ -16,6 +16,12 @@ Rules it enforces (``../shared/live-protocol.md`` §2.0, §5.1):
 * Client messages are numbered per connection, ``setup`` being 0. With transparent resumption
   the service reports ``lastConsumedClientMessageIndex``; frames after it are kept so that a
   resumed connection can replay them (:meth:`unconsumed_frames`), so nothing is lost.
+
+One protocol object lives as long as the session, over one connection after another: when a
+connection ends and another will follow (``connection_closed(..., reconnecting=True)``), what
+is sent keeps queuing, and :meth:`LiveProtocol.new_connection` starts the next connection with
+everything the service may not have consumed, in order. There is one queue of what the user
+sent, whatever state a connection attempt is in.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ import enum
 import functools
 import re
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
+
+import msgspec
 
 from geminilive import events as ev
 from geminilive._native import audio_frame, model_audio
@@ -101,16 +109,18 @@ def _blocking_functions(setup: Setup) -> frozenset[str] | None:
 class State(enum.Enum):
     AWAITING_SETUP_COMPLETE = "awaiting_setup_complete"
     OPEN = "open"
+    # The connection ended and the session will open another: sends queue for it.
+    RECONNECTING = "reconnecting"
+    # The session is over: sends raise.
     CLOSED = "closed"
 
 
 class LiveProtocol:
-    """One connection's worth of the Live protocol, client side.
+    """One session's worth of the Live protocol, client side, over one connection after
+    another (:meth:`new_connection`).
 
     Args:
-        setup: the setup message; it is sent first, by the protocol itself.
-        replay: frames from a previous connection that the service had not consumed; they go
-            out right after ``setupComplete``, before anything sent since.
+        setup: the setup message; it is sent first on every connection, by the protocol itself.
         max_frame_bytes: the largest frame the peer takes; a bigger message is refused with
             ``MessageTooLargeError`` when it is queued, before anything is sent.
         max_pending_bytes: bound on frames waiting to go out (before ``setupComplete``, e.g.
@@ -118,8 +128,6 @@ class LiveProtocol:
             ``dropped_audio_frames``; other messages are never dropped.
         max_replay_bytes: bound on frames kept for a resumed connection to replay. Over it the
             oldest are forgotten and counted in ``replay_overflow_frames``.
-        pending_tool_calls: calls a previous connection left unanswered (a resumed session
-            carries them): realtime input in ``replay`` is held while a blocking one is.
 
     Replay (``unconsumed_frames``) keeps what the service may not have taken into the state of
     the newest resumption handle: with transparent resumption, the frames after the
@@ -132,52 +140,76 @@ class LiveProtocol:
         self,
         setup: Setup,
         *,
-        replay: Sequence[bytes] = (),
         max_frame_bytes: int = 16 * 1024 * 1024,
         max_pending_bytes: int = 4 * 1024 * 1024,
         max_replay_bytes: int = 16 * 1024 * 1024,
-        pending_tool_calls: Mapping[str, FunctionCall] | None = None,
     ) -> None:
         if not setup.model:
             raise LocalProtocolError("setup needs a model")
         self.setup = setup
-        self.state = State.AWAITING_SETUP_COMPLETE
-        self.session_id: str | None = None
-        self._setup_frame: bytes | None = encode_client(ClientMessage(setup=setup))
-        # Frames queued but not yet handed to the socket (held until setupComplete).
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
         self.max_frame_bytes = max_frame_bytes
         self.max_pending_bytes = max_pending_bytes
-        # Index of the last frame handed to the socket (setup is 0).
-        self._handed_index = -1
         resumption = setup.session_resumption
         self.transparent = bool(resumption and resumption.transparent)
         self._keep_replay = resumption is not None
+        self.max_replay_bytes = max_replay_bytes
+        # Session-long: counters, unanswered calls (a resumed session carries them), turns.
+        self.dropped_audio_frames = 0
+        self.replay_overflow_frames = 0
+        self.pending_tool_calls: dict[str, FunctionCall] = {}
+        self._blocking_functions = _blocking_functions(setup)
+        self.turns_completed = 0
+        self.connections = 0
+        self._start_connection()
+
+    def _start_connection(self) -> None:
+        """Per-connection state, as a new connection starts (the queues start empty)."""
+        self.connections += 1
+        self.state = State.AWAITING_SETUP_COMPLETE
+        self.session_id: str | None = None
+        self._setup_frame: bytes | None = encode_client(ClientMessage(setup=self.setup))
+        # Frames queued but not yet handed to the socket (held until setupComplete).
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        # Index of the last frame handed to the socket (setup is 0).
+        self._handed_index = -1
         # Handed-out frames the newest handle may not include; the first has index
         # `_unconsumed_first` (indices are consecutive).
         self._unconsumed: deque[bytes] = deque()
         self._unconsumed_first = 1
         self._unconsumed_bytes = 0
-        self.max_replay_bytes = max_replay_bytes
-        self.dropped_audio_frames = 0
-        self.replay_overflow_frames = 0
-        self.pending_tool_calls: dict[str, FunctionCall] = dict(pending_tool_calls or {})
-        self._blocking_functions = _blocking_functions(setup)
         # Realtime input held while a blocking call is unanswered (bounded as `_pending`).
         self._held: list[bytes] = []
         self._held_bytes = 0
+        resumption = self.setup.session_resumption
         self.resumption_handle: str | None = resumption.handle if resumption else None
         self.resumable = False
         self.last_consumed_index: int | None = None
         self.model_turn_active = False
         self._turn_interrupted = False
-        self.turns_completed = 0
         self.go_away_time_left_s: float | None = None
         self.close_code: int | None = None
         self.close_reason = ""
-        for frame in replay:
+
+    def new_connection(self, handle: str | None) -> int:
+        """Start the session's next connection: a resumption with ``handle`` (unanswered
+        calls carry over, and realtime input stays held behind a blocking one), or, with
+        ``None``, a fresh session (no call is pending there). Everything the service may not
+        have consumed goes out first after ``setupComplete``, then what was queued since, in
+        order; returns how many frames that is. Callable in any state but ``CLOSED``."""
+        if self.state is State.CLOSED:
+            raise LocalProtocolError("the session is closed")
+        carried = self.unconsumed_frames()
+        resumption = self.setup.session_resumption
+        if resumption is not None:
+            resumption = msgspec.structs.replace(resumption, handle=handle)
+            self.setup = msgspec.structs.replace(self.setup, session_resumption=resumption)
+        if handle is None:
+            self.pending_tool_calls.clear()
+        self._start_connection()
+        for frame in carried:
             self._queue(frame)
+        return len(carried)
 
     # --- sending -------------------------------------------------------------------------------
 
@@ -254,10 +286,10 @@ class LiveProtocol:
 
         Raises:
             LocalProtocolError: a second setup, a message with no or several fields, or a
-                closed connection.
+                closed session.
         """
         if self.state is State.CLOSED:
-            raise LocalProtocolError("the connection is closed")
+            raise LocalProtocolError("the session is closed")
         fields = [f for f in message.__struct_fields__ if getattr(message, f) is not None]
         if len(fields) != 1:
             raise LocalProtocolError(f"a client message carries exactly one field, got {fields or 'none'}")
@@ -291,7 +323,7 @@ class LiveProtocol:
         if len(pcm) % 2:
             raise AudioFormatError(f"16-bit PCM needs an even number of bytes, got {len(pcm)}")
         if self.state is State.CLOSED:
-            raise LocalProtocolError("the connection is closed")
+            raise LocalProtocolError("the session is closed")
         # The frame is a fixed JSON prefix, the base64 (Rust) and a suffix; it is byte for
         # byte what encode_client makes of the same message (tested).
         prefix = _AUDIO_FRAME_PREFIX.get(sample_rate_hz)
@@ -389,6 +421,11 @@ class LiveProtocol:
         not include, then those never handed to the socket (held realtime input last)."""
         return [*self._unconsumed, *self._pending, *self._held]
 
+    @property
+    def unconsumed_count(self) -> int:
+        """How many frames :meth:`unconsumed_frames` would return."""
+        return len(self._unconsumed) + len(self._pending) + len(self._held)
+
     def _forget_consumed(self, index: int) -> None:
         unconsumed = self._unconsumed
         while unconsumed and self._unconsumed_first <= index:
@@ -403,7 +440,7 @@ class LiveProtocol:
         Raises:
             RemoteProtocolError: a malformed frame, or anything before ``setupComplete``.
         """
-        if self.state is State.CLOSED:
+        if self.state is State.CLOSED or self.state is State.RECONNECTING:
             raise RemoteProtocolError("frame received after the connection closed")
         if self.state is State.OPEN:
             # The hot path: a frame with one audio chunk and nothing else, read without
@@ -526,8 +563,11 @@ class LiveProtocol:
             last_consumed_client_message_index=self.last_consumed_index if index is not None else None,
         )
 
-    def connection_closed(self, code: int | None, reason: str = "") -> SessionError:
-        """Record the close; returns the typed error that describes it."""
-        self.state = State.CLOSED
-        self.close_code, self.close_reason = code, reason
+    def connection_closed(self, code: int | None, reason: str = "", *, reconnecting: bool = False) -> SessionError:
+        """Record the close; returns the typed error that describes it. With ``reconnecting``
+        another connection follows (:meth:`new_connection`) and sends keep queuing for it;
+        without, the session is over and sends raise. Closing a closed session changes nothing."""
+        if self.state is not State.CLOSED:
+            self.state = State.RECONNECTING if reconnecting else State.CLOSED
+            self.close_code, self.close_reason = code, reason
         return closed_error(code, reason)

@@ -40,7 +40,7 @@ from geminilive.errors import (
     SessionError,
     SetupTimeoutError,
 )
-from geminilive.messages import Content, FunctionCall, FunctionResponse, SessionResumptionConfig, Setup
+from geminilive.messages import Content, FunctionResponse, Setup
 from geminilive.protocol import INPUT_RATE_HZ, LiveProtocol
 
 __all__ = ["Endpoint", "ReconnectPolicy", "Session", "SessionStats", "connect"]
@@ -178,13 +178,15 @@ class Session:
 
     * after ``goAway`` it opens the next connection's socket while the old one still works,
       then, at the first moment between turns (or shortly before the deadline), closes the
-      old one and resumes on the new one with the newest handle;
+      old one, turns what it still delivers into events, and resumes on the new one with the
+      newest handle;
     * after an unexpected close (1011, 1006, a network error) it reconnects with backoff and
       jitter (:class:`ReconnectPolicy`), reporting :class:`~geminilive.events.Reconnecting`,
       then :class:`~geminilive.events.Resumed`, or
       :class:`~geminilive.events.ResumptionFailed` when it had to start a fresh session;
     * messages the service had not consumed are re-sent first, in order; what is sent while
-      reconnecting is held (at most ``max_buffered_audio_s`` of audio: beyond that the oldest
+      reconnecting (whatever state an attempt is in: one protocol, one queue, for the whole
+      session) is held (at most ``max_buffered_audio_s`` of audio: beyond that the oldest
       audio is dropped and counted in ``stats.dropped_audio_frames``, other messages never).
       The same bound applies to what is kept for replay (``stats.replay_overflow_frames``).
 
@@ -222,7 +224,14 @@ class Session:
         self._max_pending_bytes = int(max_buffered_audio_s * _WIRE_BYTES_PER_AUDIO_S)
         self._logger = RedactingLogger(logging.getLogger("websockets.client"), _secrets_of(endpoint.headers))
         self._ws: WebSocket | None = None
-        self._protocol = self._new_protocol(setup)
+        # One protocol for the whole session: one queue of what the caller sent and one order
+        # of what the service said, across every connection (LiveProtocol.new_connection).
+        self._protocol = LiveProtocol(
+            setup,
+            max_frame_bytes=max_frame_bytes,
+            max_pending_bytes=self._max_pending_bytes,
+            max_replay_bytes=self._max_pending_bytes,
+        )
         self._events: deque[ev.Event] = deque()
         self._flushing = False
         self._resamplers: dict[int, Resampler] = {}
@@ -234,18 +243,6 @@ class Session:
 
     def __repr__(self) -> str:
         return f"Session({self.endpoint!r}, model={self.setup.model!r}, session_id={self.session_id!r})"
-
-    def _new_protocol(
-        self, setup: Setup, replay: Iterable[bytes] = (), pending_tool_calls: dict[str, FunctionCall] | None = None
-    ) -> LiveProtocol:
-        return LiveProtocol(
-            setup,
-            replay=list(replay),
-            max_frame_bytes=self.max_frame_bytes,
-            max_pending_bytes=self._max_pending_bytes,
-            max_replay_bytes=self._max_pending_bytes,
-            pending_tool_calls=pending_tool_calls,
-        )
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -273,7 +270,8 @@ class Session:
             raise SessionError(f"could not connect to {self.endpoint.url}: {exc}") from exc
 
     async def _handshake(self, ws: WebSocket) -> None:
-        """Send setup (and then what is queued) on ``ws``; wait for setupComplete."""
+        """Send setup (and then what is queued) on ``ws``; wait for setupComplete. On failure
+        the protocol is left between connections: what is sent meanwhile keeps queuing."""
         self._ws = ws
         protocol = self._protocol
         await self._flush()
@@ -284,12 +282,15 @@ class Session:
                     events = protocol.receive_data(await self._recv_or_raise(ws))
         except TimeoutError:
             self._ws = None
-            protocol.connection_closed(None, "setup timed out")
+            protocol.connection_closed(None, "setup timed out", reconnecting=True)
             await ws.close(1000, "no setupComplete")
             raise SetupTimeoutError(f"no setupComplete within {self._setup_timeout_s:g} s") from None
-        except (SessionError, RemoteProtocolError):
+        except SessionError:  # the connection closed (recorded by _recv_or_raise)
             self._ws = None
-            protocol.connection_closed(None, "setup failed")
+            raise
+        except RemoteProtocolError:
+            self._ws = None
+            protocol.connection_closed(None, "setup failed", reconnecting=True)
             await ws.close(1002, "bad setup answer")
             raise
         if self._closing:  # closed by the caller while this connection was being set up
@@ -310,14 +311,25 @@ class Session:
             raise self._closed(exc) from exc
 
     def _closed(self, exc: websockets.exceptions.ConnectionClosed) -> SessionError:
-        """Record the close on the protocol; the typed error that describes it."""
+        """Record the end of a connection on the protocol (sends keep queuing until the
+        session decides it is over: :meth:`_over`); the typed error that describes it."""
         frame = exc.rcvd or exc.sent
         if frame is None:
-            return self._protocol.connection_closed(None, "connection lost")
-        return self._protocol.connection_closed(frame.code, frame.reason)
+            return self._protocol.connection_closed(None, "connection lost", reconnecting=True)
+        return self._protocol.connection_closed(frame.code, frame.reason, reconnecting=True)
+
+    def _over(self, error: SessionError | None = None) -> None:
+        """The session ends here: no connection follows, and sends raise from now on."""
+        self._reconnect = None
+        code = error.code if error is not None else self._protocol.close_code
+        self._protocol.connection_closed(code, error.reason if error is not None else self._protocol.close_reason)
 
     async def __aenter__(self) -> Session:
-        await self._handshake(await self._open_socket())
+        try:
+            await self._handshake(await self._open_socket())
+        except (SessionError, RemoteProtocolError):
+            self._over()
+            raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -347,9 +359,7 @@ class Session:
         """Counters over the whole session, all connections included."""
         p = self._protocol
         return msgspec.structs.replace(
-            self._stats,
-            dropped_audio_frames=self._stats.dropped_audio_frames + p.dropped_audio_frames,
-            replay_overflow_frames=self._stats.replay_overflow_frames + p.replay_overflow_frames,
+            self._stats, dropped_audio_frames=p.dropped_audio_frames, replay_overflow_frames=p.replay_overflow_frames
         )
 
     # --- sending -------------------------------------------------------------------------------
@@ -469,6 +479,7 @@ class Session:
             ws = self._ws
             if ws is None:
                 if self._reconnect is None:
+                    self._over()
                     raise StopAsyncIteration
                 await self._attempt_reconnect()
                 continue
@@ -484,27 +495,36 @@ class Session:
                 error = self._closed(exc)
                 self._ws = None
                 if self._closing or (isinstance(error, ConnectionClosedOK) and not self._may_reconnect(error.code)):
+                    self._over(error)
                     raise StopAsyncIteration from None
                 if not self._may_reconnect(error.code):
+                    self._over(error)
                     raise error from exc
                 self._begin_reconnect(error.code, error.reason)
                 continue
-            protocol = self._protocol
-            try:
-                events.extend(protocol.receive_data(frame))
-            except RemoteProtocolError as exc:
-                self._stats.malformed_messages += 1
-                _log.warning("dropped a malformed server message: %s", exc)
-                events.append(ev.MalformedMessage(error=str(exc)))
+            if not self._receive(frame):
                 continue
-            if protocol.has_queued_frames:  # realtime input released by a call's cancellation
-                self._write_queued()  # no wait for a drain here: the next sender waits
+            protocol = self._protocol
             if protocol.go_away_time_left_s is not None:
                 if self._go_away_deadline is None:
                     self._go_away_deadline = time.monotonic() + protocol.go_away_time_left_s
                 if self._should_migrate():
                     await self._migrate()
         return self._events.popleft()
+
+    def _receive(self, frame: bytes) -> bool:
+        """Decode a server frame into events; False (counted, reported) if it is malformed."""
+        protocol = self._protocol
+        try:
+            self._events.extend(protocol.receive_data(frame))
+        except RemoteProtocolError as exc:
+            self._stats.malformed_messages += 1
+            _log.warning("dropped a malformed server message: %s", exc)
+            self._events.append(ev.MalformedMessage(error=str(exc)))
+            return False
+        if protocol.has_queued_frames:  # realtime input released by a call's cancellation
+            self._write_queued()  # no wait for a drain here: the next sender waits
+        return True
 
     async def receive(self) -> ev.Event:
         """The next event (raises ``StopAsyncIteration`` when the session is over)."""
@@ -543,25 +563,24 @@ class Session:
             and self._may_reconnect(None)
         )
 
-    def _switch_protocol(self, handle: str | None) -> int:
-        """Start the next connection's protocol: what the old one had not got consumed goes
-        first; pending tool calls carry over when the session resumes. Synchronous, so no
-        message sent meanwhile can reach a closed protocol. Returns the replayed count."""
-        old = self._protocol
-        replay = old.unconsumed_frames()
-        self._stats.dropped_audio_frames += old.dropped_audio_frames
-        self._stats.replay_overflow_frames += old.replay_overflow_frames
-        resumption = msgspec.structs.replace(self.setup.session_resumption or SessionResumptionConfig(), handle=handle)
-        self.setup = msgspec.structs.replace(self.setup, session_resumption=resumption)
-        self._protocol = self._new_protocol(self.setup, replay, old.pending_tool_calls if handle is not None else None)
-        return len(replay)
+    async def _read_out(self, ws: WebSocket, reason: str) -> None:
+        """Close ``ws`` and turn every frame it still delivers into events, in order: a
+        goAway can have a tool call, the rest of a turn or a newer handle right behind it."""
+        ws.start_close(1000, reason)
+        while True:
+            try:
+                frame = await ws.recv()
+            except websockets.exceptions.ConnectionClosed:
+                break
+            self._receive(frame)
+        await ws.close()  # the TCP connection's end
 
     async def _migrate(self) -> None:
         """Make before break: open the next socket while the old connection works, then close
-        the old one (the service refuses a resume while it is open) and resume."""
+        the old one (the service refuses a resume while it is open), read what it still
+        delivers, and resume with the newest handle."""
         old_ws = self._ws
         assert old_ws is not None
-        handle = self._protocol.resumption_handle
         self._go_away_deadline = None
         try:
             new_ws = await self._open_socket()
@@ -569,9 +588,13 @@ class Session:
             _log.warning("could not open the next connection after goAway: %s", exc)
             self._protocol.go_away_time_left_s = None  # stay; the close will be recovered from
             return
-        self._ws = None
-        replayed = self._switch_protocol(handle)
-        await old_ws.close(1000, "moving to a new connection after goAway")
+        replayed = self._protocol.unconsumed_count
+        self._ws = None  # what is sent from here on queues for the new connection
+        await self._read_out(old_ws, "moving to a new connection after goAway")
+        if self._closing:
+            new_ws.abort()
+            return
+        self._protocol.new_connection(self._protocol.resumption_handle)
         try:
             await self._handshake(new_ws)
         except RemoteProtocolError as exc:  # a server that answered setup with nonsense
@@ -588,9 +611,8 @@ class Session:
         self._events.append(ev.Resumed(replayed_messages=replayed, downtime_s=0.0, after_go_away=True))
 
     def _begin_reconnect(self, code: int | None, reason: str) -> None:
-        handle = self._protocol.resumption_handle
-        self._reconnect = _Reconnect(code, reason, handle)
-        self._reconnect.replayed = self._switch_protocol(handle)
+        self._reconnect = _Reconnect(code, reason, self._protocol.resumption_handle)
+        self._reconnect.replayed = self._protocol.unconsumed_count
         _log.info("connection closed (%s %s); reconnecting", code, reason)
         self._events.append(ev.Reconnecting(attempt=1, delay_s=0.0, code=code, reason=reason))
 
@@ -605,12 +627,12 @@ class Session:
             r.failure = f"the service refused the resumption handle: {exc.reason or exc}"
             r.handle = None
         elif exc.code in FATAL_CLOSE_CODES or isinstance(exc, PolicyViolationError):
-            self._reconnect = None
+            self._over(exc)
             raise exc
         if r.attempt >= self.reconnect_policy.max_attempts:
-            self._reconnect = None
-            raise SessionError(f"gave up reconnecting after {r.attempt} attempts: {exc}", code=exc.code) from exc
-        self._switch_protocol(r.handle)
+            error = SessionError(f"gave up reconnecting after {r.attempt} attempts: {exc}", code=exc.code)
+            self._over(error)
+            raise error from exc
         r.delay_s = self.reconnect_policy.delay_s(r.attempt)
         self._events.append(ev.Reconnecting(attempt=r.attempt + 1, delay_s=r.delay_s, code=exc.code, reason=exc.reason))
 
@@ -623,7 +645,9 @@ class Session:
             self._reconnect = None
             return
         try:
-            await self._handshake(await self._open_socket())
+            ws = await self._open_socket()
+            self._protocol.new_connection(r.handle)
+            await self._handshake(ws)
         except RemoteProtocolError as exc:  # a server that answered setup with nonsense
             self._attempt_failed(SessionError(f"bad answer to setup: {exc}"))
             return
