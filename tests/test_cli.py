@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import re
 import subprocess
 import sys
 import wave
+from pathlib import Path
 
 import pytest
 
@@ -37,6 +40,18 @@ def test_devices_lists_the_default_devices() -> None:
     result = geminilive("devices")
     assert result.returncode == 0
     assert "in*" in result.stdout and "out*" in result.stdout
+    assert result.stderr == "", "probing noise from the C libraries is hidden"
+    noisy = geminilive("devices", "--backend-messages")
+    assert noisy.returncode == 0 and noisy.stdout == result.stdout
+    assert "ALSA lib" in noisy.stderr, "the noise this hides is there to hide (else the test above proves nothing)"
+
+
+def test_version_is_cargo_tomls() -> None:
+    cargo = (Path(__file__).parents[1] / "Cargo.toml").read_text()
+    version = re.search(r'^version = "([^"]+)"', cargo, re.M).group(1)
+    result = geminilive("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"geminilive {version}"
+    assert importlib.metadata.version("geminilive") == version
 
 
 def test_talk_with_a_wav_file_uses_the_emulator_without_a_key(tmp_path) -> None:

@@ -8,7 +8,7 @@ the service (:mod:`geminilive.emulator`) for offline development and tests.
 from __future__ import annotations
 
 from geminilive import audio_io, devices, errors, events, messages, pcm
-from geminilive._native import EchoCanceller, PlayoutBuffer, PlayoutStats, Resampler, VoiceActivityDetector
+from geminilive._native import EchoCanceller, PlayoutBuffer, PlayoutStats, Resampler, VoiceActivityDetector, __version__
 from geminilive.config import DEFAULT_MODEL, DEFAULT_VERTEX_MODEL, LiveConfig
 from geminilive.protocol import LiveProtocol
 from geminilive.session import Endpoint, ReconnectPolicy, Session, SessionStats, connect
@@ -27,6 +27,7 @@ __all__ = [
     "Session",
     "SessionStats",
     "VoiceActivityDetector",
+    "__version__",
     "audio_io",
     "connect",
     "devices",
@@ -35,4 +36,3 @@ __all__ = [
     "messages",
     "pcm",
 ]
-__version__ = "0.1.0"

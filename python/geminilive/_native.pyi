@@ -28,6 +28,8 @@ __all__ = [
 import numpy as np
 import numpy.typing as npt
 
+__version__: str
+
 _F32 = npt.NDArray[np.float32]
 _Audio = npt.NDArray[np.float32] | npt.NDArray[np.int16]
 _Pcm16 = bytes | bytearray | memoryview | npt.NDArray[np.int16]

@@ -172,7 +172,7 @@ async def _demo(args: argparse.Namespace) -> int:
 def _devices(args: argparse.Namespace) -> int:
     from geminilive.devices import list_devices
 
-    for d in list_devices():
+    for d in list_devices(backend_messages=args.backend_messages):
         if not (d.input_channels or d.output_channels):
             continue
         marks = ("in*" if d.is_default_input else "") + (" out*" if d.is_default_output else "")
@@ -219,6 +219,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="geminilive", description="Real-time voice with the Gemini Live API.")
+    parser.add_argument("--version", action="version", version=f"geminilive {geminilive.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     talk = sub.add_parser("talk", help="a live voice conversation (the service with GEMINI_API_KEY, else the emulator)")
@@ -249,7 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--output-wav", default="geminilive-demo-reply.wav")
     demo.add_argument("--no-play", action="store_true", help="do not play the reply on the output device")
 
-    sub.add_parser("devices", help="list audio devices")
+    devices = sub.add_parser("devices", help="list audio devices")
+    devices.add_argument(
+        "--backend-messages", action="store_true", help="show what ALSA/JACK print while probing (hidden by default)"
+    )
 
     serve = sub.add_parser(
         "serve",

@@ -13,8 +13,12 @@ the audio callbacks; captured frames reach asyncio through a socket watched by t
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -65,9 +69,29 @@ class DeviceInfo(msgspec.Struct, frozen=True):
     default_output_rate: int | None
 
 
-def list_devices() -> list[DeviceInfo]:
-    """Every device of the default audio host, with its rates and channel counts."""
-    return [msgspec.convert(d, DeviceInfo) for d in _list_devices()]
+@contextlib.contextmanager
+def _c_stderr_silenced() -> Iterator[None]:
+    """Send what C libraries write to file descriptor 2 meanwhile to /dev/null: probing every
+    ALSA plugin prints dozens of "ALSA lib ... Cannot get card index" and libjack's "jack server
+    is not running" lines, noise around a listing that is the actual answer."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def list_devices(*, backend_messages: bool = False) -> list[DeviceInfo]:
+    """Every device of the default audio host, with its rates and channel counts. What the
+    audio libraries print while probing is hidden unless ``backend_messages``."""
+    if backend_messages:
+        return [msgspec.convert(d, DeviceInfo) for d in _list_devices()]
+    with _c_stderr_silenced():
+        return [msgspec.convert(d, DeviceInfo) for d in _list_devices()]
 
 
 class CapturedFrame(msgspec.Struct, frozen=True):

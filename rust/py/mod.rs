@@ -69,6 +69,8 @@ impl From<crate::jitter::PlayoutError> for PyErr {
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // The version is Cargo.toml's, and only there (maturin gives it to the wheel too).
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     aec::register(m)?;
     device::register(m)?;
     pcm::register(m)?;
