@@ -4,18 +4,17 @@
 //! the callbacks only copy samples into or out of lock-free SPSC rings (`rtrb`, the playout
 //! buffer), count overruns and underruns in atomics, and never lock, allocate, log, block or
 //! touch Python. A worker thread per capture stream (not the callback) downmixes, resamples
-//! and cuts frames, then wakes the asyncio loop through a socket it writes one byte to.
+//! and cuts frames, then wakes the reader: a condition variable any thread can wait on, and on
+//! Unix a socket it writes one byte to, for an event loop that watches file descriptors.
 //!
 //! Each stream is owned by the thread that built it (cpal streams need not be `Send`); the
 //! handle here talks to it through atomics and a stop flag.
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::Write;
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -382,8 +381,51 @@ pub struct CaptureStats {
     pub stream_errors: u64,
 }
 
+/// The socket pair that wakes an event loop watching file descriptors (Unix); elsewhere
+/// nothing, and readers wait on the condition variable (`FrameWaiter`).
+#[cfg(unix)]
+pub mod loop_wake {
+    use std::io::Write;
+
+    pub type End = std::os::unix::net::UnixStream;
+
+    pub fn pair() -> std::io::Result<(End, End)> {
+        let (ours, theirs) = End::pair()?;
+        ours.set_nonblocking(true)?;
+        theirs.set_nonblocking(true)?;
+        Ok((ours, theirs))
+    }
+
+    pub fn duplicate(end: &End) -> std::io::Result<End> {
+        end.try_clone()
+    }
+
+    /// Non-blocking: a full socket means the reader has wake-ups pending already.
+    pub fn ring(mut end: &End, byte: u8) {
+        let _ = end.write(&[byte]);
+    }
+}
+
+#[cfg(not(unix))]
+pub mod loop_wake {
+    pub type End = ();
+
+    pub fn pair() -> std::io::Result<(End, End)> {
+        Ok(((), ()))
+    }
+
+    pub fn duplicate(_: &End) -> std::io::Result<End> {
+        Ok(())
+    }
+
+    pub fn ring(_: &End, _: u8) {}
+}
+
 struct CaptureShared {
     frames: Mutex<VecDeque<CapturedFrame>>,
+    /// Notified when frames are queued, and by `FrameWaiter::release`.
+    frames_ready: Condvar,
+    waiters_released: AtomicBool,
     callbacks: AtomicU64,
     overruns: AtomicU64,
     dropped_frames: AtomicU64,
@@ -406,7 +448,7 @@ pub struct CaptureConfig {
 pub struct CaptureStream {
     shared: Arc<CaptureShared>,
     thread: StreamThread,
-    wake: UnixStream,
+    wake: loop_wake::End,
     pub device_name: String,
     pub device_rate: u32,
     pub device_channels: u16,
@@ -550,7 +592,7 @@ struct CaptureWorker {
     clock_base: Instant,
     clock_offset_s: f64,
     shared: Arc<CaptureShared>,
-    wake: UnixStream,
+    wake: loop_wake::End,
     echo: Option<EchoPath>,
 }
 
@@ -630,7 +672,8 @@ impl CaptureWorker {
         }
         if made > 0 {
             self.shared.frames_made.fetch_add(made, Ordering::Relaxed);
-            let _ = self.wake.write(&[1u8]);
+            self.shared.frames_ready.notify_all();
+            loop_wake::ring(&self.wake, 1);
         }
     }
 }
@@ -645,7 +688,7 @@ impl CaptureStream {
         config: &CaptureConfig,
         clock_offset_s: f64,
         echo_reference: Option<EchoReference>,
-    ) -> Result<(Self, UnixStream), DeviceError> {
+    ) -> Result<(Self, loop_wake::End), DeviceError> {
         let clock_base = Instant::now();
         // Echo cancellation runs in the worker (never in the callback), at the capture rate.
         let echo = echo_reference
@@ -661,11 +704,11 @@ impl CaptureStream {
                 reason: e.to_string(),
             }
         })?;
-        let (wake, python_end) = UnixStream::pair().map_err(backend)?;
-        wake.set_nonblocking(true).map_err(backend)?;
-        python_end.set_nonblocking(true).map_err(backend)?;
+        let (wake, python_end) = loop_wake::pair().map_err(backend)?;
         let shared = Arc::new(CaptureShared {
             frames: Mutex::new(VecDeque::new()),
+            frames_ready: Condvar::new(),
+            waiters_released: AtomicBool::new(false),
             callbacks: AtomicU64::new(0),
             overruns: AtomicU64::new(0),
             dropped_frames: AtomicU64::new(0),
@@ -693,7 +736,7 @@ impl CaptureStream {
             clock_base,
             clock_offset_s,
             shared: Arc::clone(&shared),
-            wake: wake.try_clone().map_err(backend)?,
+            wake: loop_wake::duplicate(&wake).map_err(backend)?,
             echo,
         };
         let format = supported.sample_format();
@@ -757,10 +800,46 @@ impl CaptureStream {
         self.shared.error.get()
     }
 
+    /// A handle another thread can wait on for frames (`FrameWaiter::wait`).
+    pub fn waiter(&self) -> FrameWaiter {
+        FrameWaiter(Arc::clone(&self.shared))
+    }
+
     /// Stop capturing and release the device (idempotent).
     pub fn close(&mut self) {
         self.thread.close();
-        let _ = self.wake.write(&[0u8]);
+        self.waiter().release();
+        loop_wake::ring(&self.wake, 0);
+    }
+}
+
+/// Waits for captured frames from any thread, on every platform: what an event loop that
+/// cannot watch a file descriptor (Windows' Proactor loop) uses instead of the socket.
+pub struct FrameWaiter(Arc<CaptureShared>);
+
+impl FrameWaiter {
+    /// Wait up to `timeout` for frames to be queued (or for `release`); true if some are.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let shared = &self.0;
+        let Ok(queue) = shared.frames.lock() else {
+            return false;
+        };
+        let released = || shared.waiters_released.load(Ordering::Acquire);
+        match shared
+            .frames_ready
+            .wait_timeout_while(queue, timeout, |q| q.is_empty() && !released())
+        {
+            Ok((queue, _)) => !queue.is_empty(),
+            Err(_) => false,
+        }
+    }
+
+    /// Make every `wait`, now and later, return at once (the stream is closing).
+    pub fn release(&self) {
+        self.0.waiters_released.store(true, Ordering::Release);
+        // Under the lock: a waiter between its check and its wait cannot miss the notice.
+        let _queue = self.0.frames.lock();
+        self.0.frames_ready.notify_all();
     }
 }
 
@@ -1039,6 +1118,57 @@ mod tests {
         fn assert_send<T: Send>() {}
         assert_send::<CaptureStream>();
         assert_send::<PlaybackStream>();
+        fn assert_sync<T: Send + Sync>() {}
+        assert_sync::<FrameWaiter>();
+    }
+
+    fn shared_for_test() -> Arc<CaptureShared> {
+        Arc::new(CaptureShared {
+            frames: Mutex::new(VecDeque::new()),
+            frames_ready: Condvar::new(),
+            waiters_released: AtomicBool::new(false),
+            callbacks: AtomicU64::new(0),
+            overruns: AtomicU64::new(0),
+            dropped_frames: AtomicU64::new(0),
+            frames_made: AtomicU64::new(0),
+            error: ErrorSlot::default(),
+        })
+    }
+
+    #[test]
+    fn frame_waiter_wakes_on_frames_and_on_release() {
+        let shared = shared_for_test();
+        let waiter = FrameWaiter(Arc::clone(&shared));
+        assert!(!waiter.wait(Duration::from_millis(20)), "no frames: times out");
+        let producer = {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(30));
+                shared.frames.lock().unwrap().push_back(CapturedFrame {
+                    samples: vec![0.0; 4],
+                    timestamp_s: 0.0,
+                    index: 0,
+                });
+                shared.frames_ready.notify_all();
+            })
+        };
+        let started = Instant::now();
+        assert!(waiter.wait(Duration::from_secs(10)), "woken by the frame");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        producer.join().unwrap();
+        shared.frames.lock().unwrap().clear();
+        let releaser = {
+            let waiter = FrameWaiter(Arc::clone(&shared));
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(30));
+                waiter.release();
+            })
+        };
+        let started = Instant::now();
+        assert!(!waiter.wait(Duration::from_secs(10)), "released, no frames");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        releaser.join().unwrap();
+        assert!(!waiter.wait(Duration::from_secs(10)), "a released waiter stays released");
     }
 
     #[test]

@@ -65,8 +65,26 @@ def frames(x: np.ndarray, rate: int, ms: int = 20) -> list[np.ndarray]:
     return [x[i : i + n] for i in range(0, len(x), n)]
 
 
+class NoFdWatchLoop(asyncio.SelectorEventLoop):
+    """An event loop that, like Windows' Proactor loop, has no ``add_reader``/``add_writer``
+    for callers (its own transports still work): the code paths a Windows user runs."""
+
+    def add_reader(self, fd, callback, *args):
+        raise NotImplementedError
+
+    def add_writer(self, fd, callback, *args):
+        raise NotImplementedError
+
+
+LOOPS = ["asyncio", "uvloop", "no-fd-watch"]
+
+
 def run(coro, *, loop: str = "asyncio"):
-    """Run a test scenario with a 30 s limit, on asyncio's loop or uvloop."""
+    """Run a test scenario with a 30 s limit, on asyncio's loop, uvloop, or a loop that cannot
+    watch file descriptors ("no-fd-watch")."""
+    if loop == "no-fd-watch":
+        with asyncio.Runner(loop_factory=NoFdWatchLoop) as runner:
+            return runner.run(asyncio.wait_for(coro, 30))
     return run_on_loop(asyncio.wait_for(coro, 30), loop=loop)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import geminilive
-from audio_util import chirp, run, silence, speak, xcorr_peak
+from audio_util import LOOPS, chirp, run, silence, speak, xcorr_peak
 from geminilive import LiveConfig
 from geminilive import events as ev
 from geminilive.audio_io import ArraySource, BufferedSink, CallbackSink, IteratorSource, WavSink, WavSource
@@ -224,7 +224,8 @@ def test_duck_needs_a_sink_that_can_turn_down(tmp_path) -> None:
         Conversation(None, source=IteratorSource([], 16000), sink=PlainSink(), local_barge_in="loud")  # type: ignore[arg-type]
 
 
-def test_the_conversation_plays_on_through_a_reconnect() -> None:
+@pytest.mark.parametrize("loop", LOOPS)
+def test_the_conversation_plays_on_through_a_reconnect(loop: str) -> None:
     """A 1011 close in the middle of a reply: what had arrived keeps playing while the session
     resumes, nothing queued is thrown away, and the next turn is answered and played."""
     played: list[np.ndarray] = []
@@ -255,7 +256,7 @@ def test_the_conversation_plays_on_through_a_reconnect() -> None:
                     await asyncio.sleep(2.5)
                 return sink.stats
 
-    stats = run(scenario())
+    stats = run(scenario(), loop=loop)
     kinds = [type(e).__name__ for e in seen]
     assert "Reconnecting" in kinds and "Resumed" in kinds, kinds
     resumed_at = kinds.index("Resumed")
@@ -287,7 +288,8 @@ def test_a_lost_session_ends_the_conversation_with_its_error() -> None:
     assert isinstance(run(scenario()), InvalidArgumentError)
 
 
-def test_a_vanished_audio_server_ends_the_conversation_with_a_device_error(tmp_path) -> None:
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_vanished_audio_server_ends_the_conversation_with_a_device_error(tmp_path, loop: str) -> None:
     """Kill the audio server under a microphone-and-speaker conversation: ``wait`` raises
     :class:`AudioDeviceError` (it used to return as if the conversation had ended well)."""
 
@@ -302,4 +304,4 @@ def test_a_vanished_audio_server_ends_the_conversation_with_a_device_error(tmp_p
                 await conversation.stop()
 
     with doomed_pulse_server(tmp_path / "runtime") as kill_server:
-        run(scenario(kill_server))
+        run(scenario(kill_server), loop=loop)

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from audio_util import chirp, find_in_order, run, until
+from audio_util import LOOPS, chirp, find_in_order, run, until
 from geminilive import Resampler
 from geminilive.devices import Capture, Playback, list_devices
 from geminilive.errors import AudioDeviceError
@@ -50,11 +50,13 @@ def level(frames: list) -> float:
     return float(np.sqrt(np.mean(np.concatenate([f.samples for f in frames]) ** 2)))
 
 
-def test_loopback_returns_what_was_played_in_order_without_gaps() -> None:
+@pytest.mark.parametrize("loop", LOOPS)
+def test_loopback_returns_what_was_played_in_order_without_gaps(loop: str) -> None:
     signal = chirp(2.0, 24000)
 
     async def scenario():
         async with Capture(sample_rate_hz=16000) as mic:
+            assert (mic._wakeups is not None) == (loop == "no-fd-watch"), "a thread wakes the loop only there"
             with Playback(source_rate_hz=24000) as speaker:
                 frames = await capture_while(mic, 3.0, lambda: (speaker.push(signal), speaker.end_of_turn()))
                 recovered = [
@@ -63,7 +65,7 @@ def test_loopback_returns_what_was_played_in_order_without_gaps() -> None:
                 ]
                 return frames, speaker.stats, mic.stats, recovered
 
-    frames, playout, capture, recovered = run(scenario())
+    frames, playout, capture, recovered = run(scenario(), loop=loop)
     # Backend errors recovered from (other than xruns) are counted, the first kept for diagnosis.
     assert all((count > 0) == (first is not None) for count, first in recovered), recovered
     assert [f.index for f in frames] == [frames[0].index + 320 * i for i in range(len(frames))], "no gaps"
@@ -218,7 +220,8 @@ def test_open_and_close_100_times_leaks_nothing() -> None:
     assert resources() == before
 
 
-def test_a_closed_capture_ends_its_iteration() -> None:
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_closed_capture_ends_its_iteration(loop: str) -> None:
     async def scenario():
         mic = Capture(sample_rate_hz=16000)
         async with mic:
@@ -227,10 +230,11 @@ def test_a_closed_capture_ends_its_iteration() -> None:
             with pytest.raises(StopAsyncIteration):
                 await mic.__anext__()
 
-    asyncio.run(scenario())
+    run(scenario(), loop=loop)
 
 
-def test_a_capture_cancelled_as_its_frame_arrives_stops() -> None:
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_capture_cancelled_as_its_frame_arrives_stops(loop: str) -> None:
     """A cancel that lands in the same loop turn as the frame's wake-up ends the wait (with
     `asyncio.wait_for` on 3.11 it was swallowed and the task ran on)."""
 
@@ -247,7 +251,7 @@ def test_a_capture_cancelled_as_its_frame_arrives_stops() -> None:
                 async with asyncio.timeout(2):
                     await waiting
 
-    run(scenario())
+    run(scenario(), loop=loop)
 
 
 def test_a_starting_playback_stream_is_not_taken_for_a_stalled_one() -> None:
@@ -264,7 +268,8 @@ def test_a_starting_playback_stream_is_not_taken_for_a_stalled_one() -> None:
     run(scenario())
 
 
-def test_a_vanishing_audio_server_is_an_error_not_a_hang(tmp_path) -> None:
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_vanishing_audio_server_is_an_error_not_a_hang(tmp_path, loop: str) -> None:
     """Kill a private PulseAudio server under running streams: both report it."""
 
     async def scenario(kill_server):
@@ -283,4 +288,4 @@ def test_a_vanishing_audio_server_is_an_error_not_a_hang(tmp_path) -> None:
             speaker.close()
 
     with doomed_pulse_server(tmp_path / "runtime") as kill_server:
-        run(scenario(kill_server))
+        run(scenario(kill_server), loop=loop)

@@ -67,6 +67,26 @@ def test_a_wss_session_runs_tls_in_rust_by_default_and_hears_what_python_tls_hea
     assert native_texts and native_texts == python_texts
 
 
+def test_on_a_loop_that_cannot_watch_sockets_wss_falls_back_to_python_tls(trusted) -> None:
+    """Windows' Proactor loop has no add_reader: a session given no ssl context runs Python's
+    ssl there (trusting the same system store), and a TLS-in-Rust server is refused clearly."""
+
+    async def scenario():
+        async with LiveEmulator(ssl=trusted.server(), **FAST) as emu:
+            config = LiveConfig(response_modalities=["TEXT"])
+            async with geminilive.connect(endpoint=emu.url, model=TEXT_MODEL, config=config) as session:
+                transport = type(session._ws.transport)
+                texts = await _text_turn(session)
+        with pytest.raises(ValueError, match="add_reader"):
+            async with LiveEmulator(certfile=trusted.chain, keyfile=trusted.key, **FAST):
+                pass
+        return transport, texts
+
+    transport, texts = run(scenario(), loop="no-fd-watch")
+    assert transport is not NativeTlsTransport
+    assert texts == ["hello over tls"]
+
+
 def test_rust_tls_refuses_an_untrusted_certificate_a_wrong_name_and_an_empty_store(tmp_path, monkeypatch) -> None:
     served = loopback_tls(tmp_path / "served")
     other = loopback_tls(tmp_path / "other")
@@ -182,7 +202,9 @@ def test_a_session_over_rust_tls_goes_through_the_environments_proxy(trusted, mo
     assert texts and transport is NativeTlsTransport
 
 
-@pytest.mark.parametrize(("loop", "server"), [("asyncio", "python"), ("uvloop", "python"), ("uvloop", "rust")])
+@pytest.mark.parametrize(
+    ("loop", "server"), [("asyncio", "python"), ("uvloop", "python"), ("uvloop", "rust"), ("no-fd-watch", "python")]
+)
 def test_a_conversation_over_rust_tls_through_drops_and_closes_loses_nothing(trusted, loop, server) -> None:
     """Faults cut the TCP connection or close it mid-stream; every reconnect is a fresh TLS
     handshake, and the audio the service took is exactly what was sent. The emulator serves

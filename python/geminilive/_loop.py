@@ -9,6 +9,7 @@ Applications choose their own loop; the library runs on either.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Coroutine
 from typing import Any, Literal, TypeVar
 
@@ -35,3 +36,26 @@ def run(main: Coroutine[Any, Any, T], *, loop: LoopKind = "auto") -> T:
 
         return uvloop.run(main)
     return asyncio.run(main)
+
+
+_WATCHES_FDS: dict[type, bool] = {}
+
+
+def watches_file_descriptors(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop`` has ``add_reader``/``add_writer`` (asyncio's selector loop and uvloop
+    do; Windows' Proactor loop does not): asked once per loop type, on a socket pair."""
+    kind = type(loop)
+    if kind not in _WATCHES_FDS:
+        a, b = socket.socketpair()
+        try:
+            loop.add_reader(a.fileno(), lambda: None)
+            loop.remove_reader(a.fileno())
+            loop.add_writer(a.fileno(), lambda: None)
+            loop.remove_writer(a.fileno())
+            _WATCHES_FDS[kind] = True
+        except NotImplementedError:
+            _WATCHES_FDS[kind] = False
+        finally:
+            a.close()
+            b.close()
+    return _WATCHES_FDS[kind]

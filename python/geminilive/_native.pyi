@@ -275,8 +275,13 @@ class CaptureStream:
         max_queued_frames: int = 500,
         echo_reference: EchoReference | None = None,
     ) -> CaptureStream: ...
-    def fileno(self) -> int: ...
-    def drain_wakeups(self) -> int: ...
+    def wait_for_frames(self, timeout_s: float) -> bool:
+        """Wait without the GIL for frames (for loops that cannot watch `fileno()`)."""
+    def release_waiters(self) -> None: ...
+    def fileno(self) -> int:
+        """Unix only."""
+    def drain_wakeups(self) -> int:
+        """Unix only."""
     def take_frames(self) -> list[tuple[_F32, float, int]]:
         """(samples, time the callback delivered the frame on the `clock_s` clock, index)."""
     @property

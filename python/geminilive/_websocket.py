@@ -39,6 +39,7 @@ from websockets.proxy import get_proxy, parse_proxy, prepare_connect_request
 from websockets.server import ServerProtocol
 from websockets.uri import WebSocketURI, parse_uri
 
+from geminilive._loop import watches_file_descriptors
 from geminilive._native import read_frames, write_frame
 
 if sys.platform != "win32":  # the transport watches the socket's readiness (no Proactor loop)
@@ -441,7 +442,8 @@ async def connect_websocket(
     loop = asyncio.get_running_loop()
     protocol = ClientProtocol(uri, max_size=max_size, logger=logger)
     ws = WebSocket(protocol, close_timeout_s=close_timeout_s, ping_interval_s=ping_interval_s)
-    native_tls = uri.secure and ssl is None and NATIVE_TLS
+    # TLS in Rust needs a loop that watches file descriptors; elsewhere Python's ssl.
+    native_tls = uri.secure and ssl is None and NATIVE_TLS and watches_file_descriptors(loop)
     tls = (ssl or ssl_module.create_default_context()) if uri.secure and not native_tls else None
     try:
         async with asyncio.timeout(open_timeout_s):
@@ -626,6 +628,8 @@ async def serve_websockets(
         tls=tls,
     )
     loop = asyncio.get_running_loop()
+    if tls is not None and not watches_file_descriptors(loop):
+        raise ValueError("tls= (TLS in Rust) needs an event loop with add_reader; pass ssl= (Python's) on this one")
     if tls is not None:
         server.server = await loop.create_server(server.hand_over, host, port)
     else:

@@ -1,5 +1,6 @@
 """Microphone and speaker through the Rust core (cpal): no GIL, no allocation and no locks in
-the audio callbacks; captured frames reach asyncio through a socket watched by the loop.
+the audio callbacks; captured frames reach asyncio through a socket the loop watches, or, on a
+loop that cannot watch one (Windows' Proactor loop), from a thread that waits in Rust.
 
     async with Capture(sample_rate_hz=16000) as mic:
         async for frame in mic:
@@ -16,6 +17,7 @@ import asyncio
 import contextlib
 import os
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -24,6 +26,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from geminilive._loop import watches_file_descriptors
 from geminilive._native import CaptureStream, EchoReference, PlaybackStream, PlayoutStats
 from geminilive._native import list_devices as _list_devices
 from geminilive.errors import AudioDeviceError
@@ -94,6 +97,41 @@ def list_devices(*, backend_messages: bool = False) -> list[DeviceInfo]:
         return [msgspec.convert(d, DeviceInfo) for d in _list_devices()]
 
 
+class _WakeupThread:
+    """For a loop without ``add_reader``: a thread waits for frames in Rust (no GIL held) and
+    has the loop call ``deliver``; it waits for that call before it waits again."""
+
+    def __init__(self, stream: CaptureStream, loop: asyncio.AbstractEventLoop, deliver: Any) -> None:
+        self._stream, self._loop, self._deliver = stream, loop, deliver
+        self._delivered = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="geminilive-capture-wakeups", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping:
+            if not self._stream.wait_for_frames(CHECK_INTERVAL_S):
+                continue
+            self._delivered.clear()
+            try:
+                self._loop.call_soon_threadsafe(self._deliver_once)
+            except RuntimeError:  # the loop is closed
+                return
+            self._delivered.wait(CHECK_INTERVAL_S)
+
+    def _deliver_once(self) -> None:
+        try:
+            self._deliver()
+        finally:
+            self._delivered.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._stream.release_waiters()
+        self._delivered.set()
+        self._thread.join()
+
+
 class CapturedFrame(msgspec.Struct, frozen=True):
     samples: np.ndarray
     timestamp: float
@@ -126,7 +164,8 @@ class Capture:
         self._stream: CaptureStream | None = None
         self._frames: deque[CapturedFrame] = deque()
         self._waiter: asyncio.Future[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # set while it watches the fd
+        self._wakeups: _WakeupThread | None = None  # else this
 
     def open(self) -> Capture:
         self._opened_at = self._progress_at = time.monotonic()
@@ -157,6 +196,11 @@ class Capture:
     def _on_readable(self) -> None:
         assert self._stream is not None
         self._stream.drain_wakeups()
+        self._take_frames()
+
+    def _take_frames(self) -> None:
+        if self._stream is None:  # closed meanwhile
+            return
         for samples, timestamp, index in self._stream.take_frames():
             self._frames.append(CapturedFrame(samples, timestamp, index, self.sample_rate_hz))
         if self._waiter is not None and not self._waiter.done():
@@ -165,8 +209,12 @@ class Capture:
     async def __aenter__(self) -> Capture:
         self.open()
         assert self._stream is not None
-        self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self._stream.fileno(), self._on_readable)
+        loop = asyncio.get_running_loop()
+        if watches_file_descriptors(loop):
+            self._loop = loop
+            loop.add_reader(self._stream.fileno(), self._on_readable)
+        else:
+            self._wakeups = _WakeupThread(self._stream, loop, self._take_frames)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -177,6 +225,10 @@ class Capture:
             return
         if self._loop is not None:
             self._loop.remove_reader(self._stream.fileno())
+            self._loop = None
+        if self._wakeups is not None:
+            self._wakeups.stop()
+            self._wakeups = None
         self._stream.close()
         self._stream = None
 

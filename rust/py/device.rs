@@ -1,9 +1,7 @@
 //! `CaptureStream`, `PlaybackStream`, `list_devices`: thin handles over `crate::device`.
 
-use std::io::Read;
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use numpy::PyArray1;
 use pyo3::prelude::*;
@@ -12,7 +10,8 @@ use pyo3::types::PyDict;
 use super::audio_device_error;
 use super::pcm::{extract_samples, with_s16le, Samples};
 use crate::device::{
-    self, CaptureConfig, CaptureStream, DeviceError, EchoReference, PlaybackConfig, PlaybackStream,
+    self, loop_wake, CaptureConfig, CaptureStream, DeviceError, EchoReference, FrameWaiter,
+    PlaybackConfig, PlaybackStream,
 };
 use crate::pcm::{s16le_to_f32_into, PcmError};
 
@@ -54,7 +53,9 @@ pub(crate) struct PyEchoReference {
 #[pyclass(name = "CaptureStream", module = "geminilive._native")]
 pub(crate) struct PyCaptureStream {
     inner: CaptureStream,
-    wake: UnixStream,
+    #[cfg_attr(not(unix), allow(dead_code))] // Unix only: the socket behind fileno()
+    wake: loop_wake::End,
+    waiter: FrameWaiter,
 }
 
 #[pymethods]
@@ -89,16 +90,37 @@ impl PyCaptureStream {
             max_queued_frames,
         };
         let (inner, wake) = py.allow_threads(|| CaptureStream::open(&config, clock_s, echo))?;
-        Ok(Self { inner, wake })
+        let waiter = inner.waiter();
+        Ok(Self {
+            inner,
+            wake,
+            waiter,
+        })
+    }
+
+    /// Wait (without the GIL) up to `timeout_s` for frames; true if some are queued. For a
+    /// loop that cannot watch `fileno()`: a thread waits here and wakes the loop.
+    fn wait_for_frames(&self, py: Python<'_>, timeout_s: f64) -> bool {
+        let waiter = &self.waiter;
+        py.allow_threads(|| waiter.wait(Duration::from_secs_f64(timeout_s.max(0.0))))
+    }
+
+    /// Make `wait_for_frames` return at once, now and from now on (before `close`).
+    fn release_waiters(&self) {
+        self.waiter.release();
     }
 
     /// The socket the worker writes a byte to per frame (for `loop.add_reader`).
+    #[cfg(unix)]
     fn fileno(&self) -> i32 {
+        use std::os::fd::AsRawFd;
         self.wake.as_raw_fd()
     }
 
     /// Read pending wake-up bytes; returns how many there were.
+    #[cfg(unix)]
     fn drain_wakeups(&mut self) -> usize {
+        use std::io::Read;
         let mut buf = [0u8; 256];
         let mut total = 0;
         while let Ok(n) = self.wake.read(&mut buf) {
