@@ -1139,7 +1139,10 @@ mod tests {
     fn frame_waiter_wakes_on_frames_and_on_release() {
         let shared = shared_for_test();
         let waiter = FrameWaiter(Arc::clone(&shared));
-        assert!(!waiter.wait(Duration::from_millis(20)), "no frames: times out");
+        assert!(
+            !waiter.wait(Duration::from_millis(20)),
+            "no frames: times out"
+        );
         let producer = {
             let shared = Arc::clone(&shared);
             std::thread::spawn(move || {
@@ -1168,7 +1171,10 @@ mod tests {
         assert!(!waiter.wait(Duration::from_secs(10)), "released, no frames");
         assert!(started.elapsed() < Duration::from_secs(5));
         releaser.join().unwrap();
-        assert!(!waiter.wait(Duration::from_secs(10)), "a released waiter stays released");
+        assert!(
+            !waiter.wait(Duration::from_secs(10)),
+            "a released waiter stays released"
+        );
     }
 
     #[test]
