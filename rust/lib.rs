@@ -3,6 +3,7 @@
 
 pub mod aec;
 pub mod device;
+pub mod g711;
 pub mod jitter;
 pub mod pcm;
 pub mod resample;

@@ -6,6 +6,8 @@ __all__ = [
     "CaptureStream",
     "EchoCanceller",
     "EchoReference",
+    "G711Decoder",
+    "G711Encoder",
     "PlaybackStream",
     "PlayoutBuffer",
     "PlayoutStats",
@@ -13,9 +15,12 @@ __all__ = [
     "TlsServerConfig",
     "TlsStream",
     "VoiceActivityDetector",
+    "__version__",
     "audio_frame",
     "f32_to_s16le",
     "from_mono",
+    "g711_decode",
+    "g711_encode",
     "input_audio",
     "list_devices",
     "model_audio",
@@ -342,3 +347,29 @@ class PlaybackStream:
     @property
     def period_frames(self) -> int: ...
     def close(self) -> None: ...
+
+def g711_encode(pcm: bytes | bytearray | memoryview | npt.NDArray[np.int16], law: str) -> bytes:
+    """G.711 codes ("mulaw" or "alaw") of 16-bit little-endian PCM."""
+
+def g711_decode(codes: bytes | bytearray | memoryview, law: str) -> bytes:
+    """16-bit little-endian PCM of G.711 codes."""
+
+@final
+class G711Decoder:
+    """8 kHz G.711 codes to 16-bit PCM at `output_rate_hz` (resampled, state kept)."""
+
+    def __new__(cls, law: str, output_rate_hz: int = 16000) -> G711Decoder: ...
+    def process(self, codes: bytes | bytearray | memoryview) -> bytes: ...
+    def flush(self) -> bytes: ...
+    @property
+    def delay_ms(self) -> float: ...
+
+@final
+class G711Encoder:
+    """16-bit PCM at `input_rate_hz` to 8 kHz G.711 codes (anti-aliased, state kept)."""
+
+    def __new__(cls, law: str, input_rate_hz: int = 24000) -> G711Encoder: ...
+    def process(self, pcm: bytes | bytearray | memoryview | npt.NDArray[np.int16]) -> bytes: ...
+    def flush(self) -> bytes: ...
+    @property
+    def delay_ms(self) -> float: ...

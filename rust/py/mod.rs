@@ -8,6 +8,7 @@ use pyo3::types::PyType;
 
 mod aec;
 mod device;
+mod g711;
 mod jitter;
 mod pcm;
 mod resample;
@@ -73,6 +74,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     aec::register(m)?;
     device::register(m)?;
+    g711::register(m)?;
     pcm::register(m)?;
     resample::register(m)?;
     #[cfg(unix)]
