@@ -115,3 +115,15 @@ async def until(condition: Callable[[], bool], timeout_s: float, what: str, *, p
         if time.monotonic() > deadline:
             raise TimeoutError(f"no {what} within {timeout_s:.0f} s")
         await asyncio.sleep(poll_s)
+
+
+def level_db(signal: np.ndarray, rate: int, freq: float, reference: float = 0.5) -> float:
+    """Level of `freq` by projection on the middle half (edges hold the filter's ramps),
+    Hann-windowed so a strong tone elsewhere does not leak into the measurement."""
+    n = len(signal)
+    idx = np.arange(n // 4, n - n // 4)
+    window = np.hanning(len(idx))
+    part = signal[idx].astype(np.float64) * window
+    phase = 2 * np.pi * freq * idx / rate
+    amp = 2 * np.hypot(part @ np.sin(phase), part @ np.cos(phase)) / window.sum()
+    return 20 * np.log10(max(amp, 1e-15) / reference)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from audio_util import chirp
+from audio_util import chirp, level_db
 from geminilive import Resampler
 from geminilive.errors import AudioFormatError
 from geminilive.pcm import f32_to_s16le, s16le_to_f32
@@ -87,16 +87,6 @@ def test_any_chunking_gives_the_same_bytes_both_ways(setup, sizes: list[int], se
     pcm_cuts = [2 * s for s in sizes]  # whole samples
     encoder = lambda: G711Encoder(law, rate)  # noqa: E731
     assert through(encoder, pcm, pcm_cuts) == whole(encoder, pcm)
-
-
-def level_db(x: np.ndarray, rate: int, freq: float) -> float:
-    n = len(x)
-    idx = np.arange(n // 4, n - n // 4)
-    window = np.hanning(len(idx))
-    part = x[idx].astype(np.float64) * window
-    phase = 2 * np.pi * freq * idx / rate
-    amplitude = 2 * np.hypot(part @ np.sin(phase), part @ np.cos(phase)) / window.sum()
-    return 20 * np.log10(max(amplitude, 1e-15) / 0.5)
 
 
 def tone(rate: int, freq: float, seconds: float = 1.0) -> np.ndarray:

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from audio_util import level_db
 from geminilive import Resampler
 from geminilive.errors import AudioFormatError
 
@@ -25,18 +26,6 @@ STAGE_MIX = [(192000, 8000), (88200, 16000), (24000, 16000), (32000, 16000), (22
 def tone(rate: int, freq: float, seconds: float = 0.5, amplitude: float = 0.5) -> np.ndarray:
     t = np.arange(int(rate * seconds)) / rate
     return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-
-
-def level_db(signal: np.ndarray, rate: int, freq: float, reference: float = 0.5) -> float:
-    """Level of `freq` by projection on the middle half (edges hold the filter's ramps),
-    Hann-windowed so a strong tone elsewhere does not leak into the measurement."""
-    n = len(signal)
-    idx = np.arange(n // 4, n - n // 4)
-    window = np.hanning(len(idx))
-    part = signal[idx].astype(np.float64) * window
-    phase = 2 * np.pi * freq * idx / rate
-    amp = 2 * np.hypot(part @ np.sin(phase), part @ np.cos(phase)) / window.sum()
-    return 20 * np.log10(max(amp, 1e-15) / reference)
 
 
 def resample_all(r: Resampler, x: np.ndarray) -> np.ndarray:
