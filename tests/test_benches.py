@@ -14,6 +14,7 @@ EXPECTED = {
     "bench_resample.py": ["soxr HQ", "libsamplerate best", "scipy resample_poly", "worst alias dB"],
     "bench_protocol.py": ["send 20 ms", "receive 40 ms audio", "google-genai"],
     "bench_pcm.py": ["f32 -> s16le", "numpy"],
+    "bench_g711.py": ["24 kHz PCM -> 8 kHz mu-law", "audioop + soxr HQ", "audioop.ratecv"],
     "bench_abi3.py": ["abi3/cp3", "send a 20 ms chunk", "resample 48k->16k"],
     "bench_faults.py": ["audio lost             0 chunks", "audio duplicated       0 chunks"],
     "bench_scale.py": ["geminilive", "transport", "google-genai", "KiB/sess"],
