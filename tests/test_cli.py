@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import wave
@@ -79,3 +82,29 @@ def test_echo_cancellation_is_refused_with_wav_files(tmp_path) -> None:
     result = geminilive("talk", "--input-wav", str(tmp_path / "none.wav"), "--echo-cancellation")
     assert result.returncode == 2
     assert "--echo-cancellation works between the microphone and the speaker" in result.stderr
+
+
+def test_phone_serves_the_webhook_and_media_streams_with_the_emulator_by_default() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
+    command = [sys.executable, "-m", "geminilive", "phone", "--port", "0", "--webhook-port", "0",
+               "--public-url", "wss://example.org/media"]  # fmt: skip
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as server:
+        _talk_to_the_phone_server(server)
+
+
+def _talk_to_the_phone_server(server: subprocess.Popen) -> None:
+    try:
+        assert server.stdout is not None
+        lines = [server.stdout.readline() for _ in range(3)]
+        assert "local emulator" in lines[0]
+        media_port = int(re.search(r"ws://127.0.0.1:(\d+)", lines[1]).group(1))
+        webhook_port = int(re.search(r"http://127.0.0.1:(\d+)", lines[2]).group(1))
+        with socket.create_connection(("127.0.0.1", webhook_port), timeout=10) as conn:
+            conn.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            answer = b"".join(iter(lambda: conn.recv(4096), b""))
+        assert b'<Stream url="wss://example.org/media" />' in answer
+        with socket.create_connection(("127.0.0.1", media_port), timeout=10):
+            pass  # the media port listens
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=20) in (0, 130)

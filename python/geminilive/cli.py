@@ -183,6 +183,36 @@ def _devices(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _phone(args: argparse.Namespace) -> int:
+    from geminilive.telephony.server import PhoneServer
+
+    use_service = bool(os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY")) and not args.emulator
+    emulator = None
+    if not use_service:
+        print("No GEMINI_API_KEY: calls talk to the local emulator (model 'echo').")
+        emulator = await LiveEmulator(model="echo").start()
+    kwargs = _connect_kwargs(args, emulator)
+    phone = PhoneServer(
+        lambda: geminilive.connect(**kwargs),
+        host=args.host,
+        port=args.port,
+        webhook_port=args.webhook_port,
+        public_url=args.public_url,
+        max_calls=args.max_calls,
+    )
+    await phone.start()
+    print(f"Twilio media streams on ws://{args.host}:{phone.port} (Stream url: {phone.stream_url})")
+    if phone.webhook_port is not None:
+        print(f"Voice webhook (TwiML <Connect><Stream>) on http://{args.host}:{phone.webhook_port}/")
+    try:
+        await phone.serve_forever()
+    finally:
+        await phone.stop()
+        if emulator is not None:
+            await emulator.stop()
+    return 0
+
+
 async def _serve(args: argparse.Namespace) -> int:
     emulator = LiveEmulator(
         args.host,
@@ -271,6 +301,23 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--speed", type=float, default=4.0, help="reply streaming speed vs real time")
     serve.add_argument("--chunk-ms", type=int, default=40, help="reply audio chunk length")
 
+    phone = sub.add_parser(
+        "phone",
+        help="bridge phone calls to the model (Twilio media streams)",
+        description="Serve Twilio media streams, each call bridged to its own Live session (the service "
+        "with GEMINI_API_KEY, else the emulator), and the voice webhook that connects a call to them.",
+    )
+    phone.add_argument("--provider", default="twilio", choices=["twilio"])
+    phone.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback, behind a tunnel)")
+    phone.add_argument("--port", type=int, default=8080, help="media stream WebSocket port")
+    phone.add_argument("--webhook-port", type=int, default=None, help="also answer Twilio's voice webhook here")
+    phone.add_argument("--public-url", help="the wss:// URL Twilio reaches the media port at (for the TwiML)")
+    phone.add_argument("--max-calls", type=int, default=100, help="calls at once; more are refused")
+    phone.add_argument("--emulator", action="store_true", help="use the local emulator even with an API key")
+    phone.add_argument("--model", help="model name")
+    phone.add_argument("--voice", help="prebuilt voice")
+    phone.add_argument("--system", help="system instruction")
+
     bench = sub.add_parser("bench", help="run the benchmarks and print their tables")
     bench.add_argument("--only", help="run only benches whose name contains this")
     bench.add_argument("--quick", action="store_true", help="shorter runs")
@@ -287,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
             return _devices(args)
         if args.command == "serve":
             return run(_serve(args))
+        if args.command == "phone":
+            return run(_phone(args))
         return _bench(args)
     except KeyboardInterrupt:
         return 130

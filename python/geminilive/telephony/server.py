@@ -1,0 +1,143 @@
+"""The phone server: Twilio's media streams on one port, each call bridged to its own Live
+session, and the webhook that answers a call with the TwiML that connects it to the stream.
+
+    async with PhoneServer(open_session, port=8080, public_url="wss://example.org/media") as phone:
+        await phone.serve_forever()
+
+Calls beyond ``max_calls`` are refused (closed 1013, "try again later") before a session is
+opened. The webhook is a minimal HTTP/1.1 responder (GET or POST, any path): Twilio needs
+nothing else from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from xml.sax.saxutils import quoteattr
+
+from geminilive._websocket import WebSocket, WebSocketServer, serve_websockets
+from geminilive.session import Session
+from geminilive.telephony.bridge import CallBridge, CallStats
+
+__all__ = ["PhoneServer", "twiml"]
+
+_log = logging.getLogger("geminilive.telephony")
+MAX_REQUEST_BYTES = 64 * 1024
+
+
+def twiml(stream_url: str) -> str:
+    """The answer to Twilio's voice webhook: connect the call to the media stream at
+    ``stream_url`` (``wss://``), both ways."""
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        f"<Response><Connect><Stream url={quoteattr(stream_url)} /></Connect></Response>"
+    )
+
+
+class PhoneServer:
+    """Media streams on ``host:port`` (loopback by default: put a TLS proxy or tunnel in
+    front, Twilio connects with wss://); the webhook on ``webhook_port`` if given."""
+
+    def __init__(
+        self,
+        open_session: Callable[[], AbstractAsyncContextManager[Session]],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        webhook_port: int | None = None,
+        public_url: str | None = None,
+        max_calls: int = 100,
+        start_timeout_s: float = 10.0,
+    ) -> None:
+        self.open_session = open_session
+        self.host, self._port, self._webhook_port = host, port, webhook_port
+        self.public_url = public_url
+        self.max_calls = max_calls
+        self.start_timeout_s = start_timeout_s
+        self.active: set[CallBridge] = set()
+        self.finished: list[CallStats] = []
+        self.refused = 0
+        self._server: WebSocketServer | None = None
+        self._webhook: asyncio.Server | None = None
+
+    async def start(self) -> PhoneServer:
+        self._server = await serve_websockets(self._call, self.host, self._port)
+        if self._webhook_port is not None:
+            self._webhook = await asyncio.start_server(self._answer, self.host, self._webhook_port)
+        return self
+
+    async def stop(self) -> None:
+        if self._webhook is not None:
+            self._webhook.close()
+            await self._webhook.wait_closed()
+        if self._server is not None:
+            await self._server.close(1001, "the phone server is stopping")
+
+    async def __aenter__(self) -> PhoneServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def serve_forever(self) -> None:
+        assert self._server is not None
+        await self._server.serve_forever()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    @property
+    def webhook_port(self) -> int | None:
+        return self._webhook.sockets[0].getsockname()[1] if self._webhook is not None else None
+
+    @property
+    def stream_url(self) -> str:
+        return self.public_url or f"ws://{self.host}:{self.port}/media"
+
+    async def _call(self, ws: WebSocket) -> None:
+        if len(self.active) >= self.max_calls:
+            self.refused += 1
+            await ws.close(1013, f"at capacity ({self.max_calls} calls)")
+            return
+        bridge = CallBridge(ws, self.open_session, start_timeout_s=self.start_timeout_s)
+        self.active.add(bridge)
+        try:
+            self.finished.append(await bridge.run())
+        finally:
+            self.active.discard(bridge)
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One webhook request: read it (headers and a body up to its length), answer TwiML."""
+        try:
+            async with asyncio.timeout(10):
+                head = await reader.readuntil(b"\r\n\r\n")
+                if len(head) > MAX_REQUEST_BYTES:
+                    raise ValueError("request head too large")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = min(int(value.strip()), MAX_REQUEST_BYTES)
+                await reader.readexactly(length)
+            method = head.split(b" ", 1)[0]
+            if method in (b"GET", b"POST"):
+                body = twiml(self.stream_url).encode()
+                status, kind = b"200 OK", b"text/xml"
+            else:
+                body, status, kind = b"GET or POST\n", b"405 Method Not Allowed", b"text/plain"
+            writer.write(
+                b"HTTP/1.1 " + status + b"\r\nContent-Type: " + kind + b"\r\nContent-Length: "
+                + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body
+            )  # fmt: skip
+            await writer.drain()
+        except (TimeoutError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError) as exc:
+            _log.warning("bad webhook request: %s", exc)
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()

@@ -1,0 +1,270 @@
+"""Phone calls through the Twilio bridge, against the emulator, with a caller written here
+from Twilio's Media Streams documentation (plain ``websockets``): paced 20 ms μ-law frames,
+marks echoed once the audio before them has "played", ``clear`` obeyed."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+
+import numpy as np
+import pytest
+import websockets
+from websockets.asyncio.client import connect as ws_connect
+
+import geminilive
+from audio_util import run, speak
+from geminilive import LiveConfig, Resampler
+from geminilive.emulator import LiveEmulator
+from geminilive.pcm import f32_to_s16le
+from geminilive.telephony import decode, encode
+from geminilive.telephony.server import PhoneServer, twiml
+from geminilive.telephony.twilio import CallerAudio, TwilioProtocolError, TwilioStream
+
+FRAME = 160  # 20 ms at 8 kHz
+
+
+class Caller:
+    """One simulated call: what it heard (μ-law), the clears and marks it got, and when."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.heard = bytearray()
+        self.clears: list[float] = []
+        self.marks_echoed: list[str] = []
+        self._played_until = 0.0  # the playback clock: when what was received has played
+        self._pending_marks: list[tuple[float, str]] = []
+
+    async def __aenter__(self) -> Caller:
+        self.ws = await ws_connect(self.url)
+        self.listener = asyncio.create_task(self._listen())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.listener.cancel()
+        await asyncio.gather(self.listener, return_exceptions=True)
+        await self.ws.close()
+
+    async def send(self, message: dict) -> None:
+        await self.ws.send(json.dumps(message))
+
+    async def start(self, **parameters: str) -> None:
+        await self.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        start = {
+            "accountSid": "ACtest", "streamSid": "MZtest", "callSid": "CAtest", "tracks": ["inbound"],
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            "customParameters": parameters,
+        }  # fmt: skip
+        await self.send({"event": "start", "sequenceNumber": "1", "start": start, "streamSid": "MZtest"})
+
+    async def speak(self, codes: bytes) -> None:
+        """Paced as a phone line: a 20 ms frame every 20 ms."""
+        t0 = time.monotonic()
+        for n, i in enumerate(range(0, len(codes), FRAME)):
+            payload = base64.b64encode(codes[i : i + FRAME]).decode()
+            media = {"track": "inbound", "payload": payload}
+            await self.send({"event": "media", "streamSid": "MZtest", "media": media})
+            await asyncio.sleep(max(0.0, t0 + (n + 1) * 0.02 - time.monotonic()))
+
+    async def _listen(self) -> None:
+        ticker = asyncio.create_task(self._echo_marks())
+        try:
+            async for raw in self.ws:
+                message = json.loads(raw)
+                assert message["streamSid"] == "MZtest"
+                now = time.monotonic()
+                if message["event"] == "media":
+                    codes = base64.b64decode(message["media"]["payload"])
+                    self.heard += codes
+                    self._played_until = max(self._played_until, now) + len(codes) / 8000
+                elif message["event"] == "mark":
+                    self._pending_marks.append((self._played_until, message["mark"]["name"]))
+                elif message["event"] == "clear":
+                    self.clears.append(now)
+                    self._played_until = now  # what was held is dropped: marks come back at once
+                    self._pending_marks = [(now, name) for _, name in self._pending_marks]
+        finally:
+            ticker.cancel()
+
+    async def _echo_marks(self) -> None:
+        while True:
+            now = time.monotonic()
+            while self._pending_marks and self._pending_marks[0][0] <= now:
+                _, name = self._pending_marks.pop(0)
+                self.marks_echoed.append(name)
+                await self.send({"event": "mark", "streamSid": "MZtest", "mark": {"name": name}})
+            await asyncio.sleep(0.01)
+
+
+def phone_line(speech: np.ndarray) -> bytes:
+    """16 kHz speech as a caller's μ-law at 8 kHz, with a second of silence after it."""
+    at_8k = speech[::2]  # espeak's speech has nothing above 4 kHz worth keeping here
+    return encode(f32_to_s16le(np.concatenate([at_8k, np.zeros(8000, np.float32)])))
+
+
+def config() -> LiveConfig:
+    return LiveConfig(output_audio_transcription=True, input_audio_transcription=True)
+
+
+async def until(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def hello(tmp_path_factory) -> bytes:
+    return phone_line(speak("Hello, I would like to book a table for two.", tmp_path_factory.mktemp("s") / "h.wav"))
+
+
+def test_a_call_speaks_to_the_model_hears_the_reply_and_hangs_up(hello: bytes) -> None:
+    async def scenario():
+        async with LiveEmulator(model="echo", record_input=True) as emu:
+            opener = lambda: geminilive.connect(endpoint=emu.url, config=config())  # noqa: E731
+            async with PhoneServer(opener) as phone, Caller(phone.stream_url) as caller:
+                await caller.start(language="en")
+                await caller.speak(hello)
+                await until(lambda: len(caller.heard) > 8000, 15, "the reply")  # a second of it
+                await until(lambda: caller.marks_echoed, 10, "a mark to come back")
+                await caller.send({"event": "dtmf", "streamSid": "MZtest", "dtmf": {"track": "inbound_track", "digit": "5"}})  # noqa: E501
+                await until(lambda: any(m.realtime_input and m.realtime_input.text for m in emu.connections[0].received), 5, "the digit")  # noqa: E501
+                await caller.send({"event": "stop", "streamSid": "MZtest", "stop": {"callSid": "CAtest"}})
+                await until(lambda: phone.finished, 5, "the call to end")
+                texts = [m.realtime_input.text for m in emu.connections[0].received if m.realtime_input and m.realtime_input.text]  # noqa: E501
+                return phone.finished[0], bytes(caller.heard), texts, emu.connections[0], len(emu.input_audio())
+
+    stats, heard, texts, connection, consumed = run(scenario())
+    assert stats.ended_by == "the caller hung up" and stats.stream_sid == "MZtest"
+    assert abs(stats.caller_audio_ms - len(hello) / 8) < 1
+    # Every 8 kHz byte reached the session as two 16 kHz samples, but the resampler's delay.
+    assert consumed == len(hello) * 4 - 2 * round(Resampler(8000, 16000).delay_samples)
+    reply = np.frombuffer(decode(heard), "<i2").astype(np.float32) / 32768
+    assert len(reply) / 8000 > 1.0 and np.sqrt(np.mean(reply**2)) > 0.01, "the echo of the speech came back"
+    assert stats.marks_sent >= 1 and stats.marks_played >= 1 and 0 < stats.heard_ms <= stats.model_audio_ms
+    assert stats.digits == "5" and any("pressed 5" in t for t in texts)
+    assert not connection.open, "the hang-up closed the Live session"
+
+
+def test_talking_over_the_reply_clears_what_twilio_holds(hello: bytes) -> None:
+    async def scenario():
+        async with LiveEmulator(model="echo", speed=8.0) as emu:
+            opener = lambda: geminilive.connect(endpoint=emu.url, config=config())  # noqa: E731
+            async with PhoneServer(opener) as phone, Caller(phone.stream_url) as caller:
+                await caller.start()
+                await caller.speak(hello)
+                await until(lambda: len(caller.heard) > 1600, 15, "the reply to start")
+                await caller.speak(hello)  # the caller talks over it
+                await until(lambda: caller.clears, 10, "clear")
+                await caller.send({"event": "stop", "streamSid": "MZtest", "stop": {}})
+                await until(lambda: phone.finished, 5, "the call to end")
+                return phone.finished[0], caller
+
+    stats, caller = run(scenario())
+    assert stats.clears >= 1 and len(caller.clears) == stats.clears
+    assert stats.marks_played >= 1, "marks pending at the clear came back"
+
+
+def test_bad_messages_are_dropped_and_the_call_goes_on(hello: bytes) -> None:
+    async def scenario():
+        async with LiveEmulator(model="echo") as emu:
+            opener = lambda: geminilive.connect(endpoint=emu.url, config=config())  # noqa: E731
+            async with PhoneServer(opener) as phone, Caller(phone.stream_url) as caller:
+                payload = base64.b64encode(bytes(FRAME)).decode()
+                await caller.send({"event": "media", "media": {"payload": payload}})  # before start
+                await caller.ws.send("{not json")
+                await caller.start()
+                await caller.send({"event": "media", "media": {"payload": "!!not base64!!"}})
+                await caller.send({"event": "media", "media": {"payload": ""}})
+                await caller.send({"event": "media", "media": {"payload": base64.b64encode(bytes(100_000)).decode()}})
+                await caller.send({"event": "media"})
+                await caller.send({"event": "dtmf", "dtmf": {"digit": "55"}})
+                await caller.send({"event": "new-kind-of-event", "x": 1})
+                await caller.speak(hello)
+                await until(lambda: len(caller.heard) > 4000, 15, "the reply")
+                await caller.send({"event": "stop", "stop": {}})
+                await until(lambda: phone.finished, 5, "the call to end")
+                return phone.finished[0]
+
+    stats = run(scenario())
+    assert stats.dropped_messages == 7 and stats.unknown_events == 1
+    assert stats.ended_by == "the caller hung up"
+
+
+def test_a_stream_that_never_starts_is_closed_and_opens_no_session() -> None:
+    async def scenario():
+        async with LiveEmulator(model="echo") as emu:
+            opener = lambda: geminilive.connect(endpoint=emu.url)  # noqa: E731
+            async with PhoneServer(opener, start_timeout_s=0.5) as phone, Caller(phone.stream_url) as caller:
+                await caller.send({"event": "connected"})
+                with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                    async with asyncio.timeout(5):
+                        await caller.ws.wait_closed()
+                        await caller.ws.recv()
+                return closed.value, phone.finished, len(emu.connections)
+
+    closed, finished, sessions = run(scenario())
+    assert closed.rcvd is not None and closed.rcvd.code == 1008
+    assert finished[0].ended_by == "no start message" and sessions == 0
+
+
+def test_a_caller_that_vanishes_ends_the_session_and_calls_over_the_limit_are_refused(hello: bytes) -> None:
+    async def scenario():
+        async with LiveEmulator(model="echo") as emu:
+            opener = lambda: geminilive.connect(endpoint=emu.url)  # noqa: E731
+            async with PhoneServer(opener, max_calls=2) as phone:
+                async with Caller(phone.stream_url) as first, Caller(phone.stream_url) as second:
+                    await first.start()
+                    await second.start()
+                    await until(lambda: len(emu.connections) == 2, 5, "two sessions")
+                    async with Caller(phone.stream_url) as third:
+                        with pytest.raises(websockets.exceptions.ConnectionClosed) as refused:
+                            async with asyncio.timeout(5):
+                                await third.ws.recv()
+                    first.ws.transport.abort()  # the caller's side vanishes, no close frame
+                    await until(lambda: len(phone.finished) == 1, 10, "the vanished call to end")
+                    await until(lambda: not emu.connections[0].open, 5, "its session to close")
+                return refused.value, phone
+
+    refused, phone = run(scenario())
+    assert refused.rcvd is not None and refused.rcvd.code == 1013
+    assert phone.refused == 1 and phone.finished[0].ended_by == "the caller's stream closed"
+    assert len(phone.active) == 0, "nothing left behind"
+
+
+def test_the_webhook_answers_with_twiml_that_connects_the_stream() -> None:
+    async def scenario():
+        async with PhoneServer(lambda: None, webhook_port=0, public_url="wss://example.org/media?a=1&b=2") as phone:  # type: ignore[arg-type,return-value]
+            reader, writer = await asyncio.open_connection("127.0.0.1", phone.webhook_port)
+            body = b"CallSid=CA1&From=%2B15550001111"
+            writer.write(b"POST /voice HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            answer = await reader.read()
+            writer.close()
+            return answer
+
+    answer = run(scenario())
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK") and b"text/xml" in head
+    assert body.decode() == twiml("wss://example.org/media?a=1&b=2")
+    assert '<Stream url="wss://example.org/media?a=1&amp;b=2" />' in body.decode()
+
+
+def test_the_twilio_wire_state_machine() -> None:
+    stream = TwilioStream()
+    with pytest.raises(TwilioProtocolError):
+        stream.media(b"x")  # nothing to send to before start
+    assert stream.receive(json.dumps({"event": "connected"})) == []
+    with pytest.raises(TwilioProtocolError, match="audio/x-mulaw"):
+        stream.receive(json.dumps({"event": "start", "streamSid": "MZ", "start": {"mediaFormat": {"encoding": "audio/l16", "sampleRate": 16000}}}))  # noqa: E501
+    [started] = stream.receive(json.dumps({"event": "start", "streamSid": "MZ", "start": {"callSid": "CA"}}))
+    assert started.stream_sid == "MZ"
+    [audio] = stream.receive(json.dumps({"event": "media", "media": {"payload": base64.b64encode(b"\x7f" * 160).decode()}}))  # noqa: E501
+    assert audio == CallerAudio(b"\x7f" * 160)
+    assert stream.receive(json.dumps({"event": "media", "media": {"track": "outbound", "payload": "AA=="}})) == []
+    assert json.loads(stream.clear()) == {"event": "clear", "streamSid": "MZ"}
+    name, mark = stream.mark()
+    assert json.loads(mark) == {"event": "mark", "streamSid": "MZ", "mark": {"name": name}}
+    assert json.loads(stream.media(b"\xff\x00"))["media"]["payload"] == "/wA="
