@@ -272,6 +272,8 @@ class Conversation:
             self.sink.end_of_turn()
             self._duck(False)
             self._finish_turn()
+            if self.tools is not None:
+                self.tools.new_turn()
         elif isinstance(event, ev.InputTranscription):
             self._current.input_transcript += event.text
             await self._call(self.on_transcript, "user", event.text, event.finished)

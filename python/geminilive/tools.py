@@ -1,16 +1,24 @@
 """A registry of Python functions the model may call; the conversation answers ``toolCall``
-with their results and cancels them on ``toolCallCancellation``."""
+with their results and cancels them on ``toolCallCancellation``.
+
+Hygiene the service needs from a client: a call repeated within a turn (same function and
+arguments under a new id; models do this, the 3.8 guide calls them "redundant sweeps") is
+answered with the first call's result, not run again; a function that raises answers with a
+structured error (``{"error": {"type", "message", "retryable"}}``) instead of leaving the
+call unanswered, which would stall the model.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from geminilive.messages import FunctionCall, FunctionDeclaration, FunctionResponse, Tool
 
-__all__ = ["ToolRegistry"]
+__all__ = ["ToolError", "ToolRegistry"]
 
 _SCHEMA_TYPES: dict[Any, str] = {str: "STRING", int: "INTEGER", float: "NUMBER", bool: "BOOLEAN", dict: "OBJECT"}
 
@@ -29,6 +37,24 @@ def _schema(annotation: Any) -> dict[str, Any]:
     return {"type": _SCHEMA_TYPES.get(annotation, "STRING")}
 
 
+class ToolError(Exception):
+    """Raise from a tool to tell the model what went wrong, and whether trying again may help
+    (other exceptions count as retryable only for timeouts and connection errors)."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+def _error(kind: str, message: str, *, retryable: bool) -> dict[str, Any]:
+    return {"error": {"type": kind, "message": message, "retryable": retryable}}
+
+
+def _call_key(call: FunctionCall) -> str:
+    """What makes two calls the same call: the function and its arguments."""
+    return json.dumps([call.name, call.args or {}], sort_keys=True, default=str)
+
+
 class ToolRegistry:
     """Functions (sync or async) the model can call.
 
@@ -40,10 +66,14 @@ class ToolRegistry:
         return {"sky": "clear"}
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, answer_duplicates: bool = True) -> None:
         self._functions: dict[str, Callable[..., Any]] = {}
         self._declarations: list[FunctionDeclaration] = []
         self._running: dict[str, asyncio.Task[None]] = {}
+        self.answer_duplicates = answer_duplicates
+        # This turn's calls by (name, arguments): the first one's result, when it comes.
+        self._this_turn: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.duplicates_answered = 0
 
     def register(
         self, function: Callable[..., Any] | None = None, *, behavior: Literal["BLOCKING", "NON_BLOCKING"] | None = None
@@ -72,31 +102,73 @@ class ToolRegistry:
         return [Tool(function_declarations=list(self._declarations))] if self._declarations else []
 
     async def call(self, call: FunctionCall) -> FunctionResponse:
-        """Run one call; errors become ``{"error": ...}`` responses, as the API expects."""
+        """Run one call; an exception becomes a structured error response (see the module)."""
+        return FunctionResponse(id=call.id, name=call.name, response=await self._result(call))
+
+    async def _result(self, call: FunctionCall) -> dict[str, Any]:
         function = self._functions.get(call.name)
         if function is None:
-            return FunctionResponse(id=call.id, name=call.name, response={"error": f"unknown function {call.name}"})
+            return _error("UnknownFunction", f"no function {call.name!r}", retryable=False)
         try:
             result = function(**(call.args or {}))
             if isinstance(result, Awaitable):
                 result = await result
+        except ToolError as exc:
+            return _error(type(exc).__name__, str(exc), retryable=exc.retryable)
         except Exception as exc:  # the model should hear about a failing tool, not crash the loop
-            return FunctionResponse(id=call.id, name=call.name, response={"error": f"{type(exc).__name__}: {exc}"})
-        return FunctionResponse(
-            id=call.id, name=call.name, response=result if isinstance(result, dict) else {"output": result}
-        )
+            retryable = isinstance(exc, (TimeoutError, ConnectionError))
+            return _error(type(exc).__name__, str(exc), retryable=retryable)
+        return result if isinstance(result, dict) else {"output": result}
+
+    def new_turn(self) -> None:
+        """A turn ended: calls from now on are not duplicates of earlier ones."""
+        self._this_turn.clear()
 
     def start(self, calls: list[FunctionCall], respond: Callable[[FunctionResponse], Awaitable[None]]) -> None:
-        """Run calls concurrently; each answers through ``respond`` when done."""
+        """Run calls concurrently; each answers through ``respond`` when done. A duplicate of a
+        call of this turn waits for that call's result instead of running (if that call is
+        cancelled, the duplicate runs itself)."""
         for call in calls:
+            key = _call_key(call)
+            first = self._this_turn.get(key) if self.answer_duplicates else None
+            task = self._run(call, respond) if first is None else self._run_duplicate(call, first, respond)
+            if first is None:
+                self._this_turn[key] = asyncio.get_running_loop().create_future()
+            self._running[call.id or call.name] = asyncio.create_task(task)
 
-            async def run(call: FunctionCall = call) -> None:
-                try:
-                    await respond(await self.call(call))
-                finally:
-                    self._running.pop(call.id or call.name, None)
+    async def _run(self, call: FunctionCall, respond: Callable[[FunctionResponse], Awaitable[None]]) -> None:
+        outcome = self._this_turn.get(_call_key(call))
+        try:
+            try:
+                result = await self._result(call)
+            except asyncio.CancelledError:
+                if outcome is not None and not outcome.done():
+                    outcome.cancel()
+                raise
+            if outcome is not None and not outcome.done():
+                outcome.set_result(result)
+            await respond(FunctionResponse(id=call.id, name=call.name, response=result))
+        finally:
+            self._running.pop(call.id or call.name, None)
 
-            self._running[call.id or call.name] = asyncio.create_task(run())
+    async def _run_duplicate(
+        self,
+        call: FunctionCall,
+        first: asyncio.Future[dict[str, Any]],
+        respond: Callable[[FunctionResponse], Awaitable[None]],
+    ) -> None:
+        try:
+            try:
+                result = await asyncio.shield(first)
+                self.duplicates_answered += 1
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # this call itself was cancelled
+                result = await self._result(call)  # the first one was: run this one
+            await respond(FunctionResponse(id=call.id, name=call.name, response=result))
+        finally:
+            self._running.pop(call.id or call.name, None)
 
     def cancel(self, ids: list[str]) -> None:
         for call_id in ids:

@@ -400,6 +400,8 @@ class _Connection:
         self._reply_task: asyncio.Task[None] | None = None
         self._timers: list[asyncio.Task[None]] = []
         self._tool_waiter: asyncio.Future[list[FunctionResponse]] | None = None
+        self._tool_awaited: set[str | None] = set()  # ids of the blocking toolCall not answered yet
+        self._tool_answers: list[FunctionResponse] = []
         self._tool_call_sent_at = 0.0
         self.profile: ModelProfile = LEGACY
         self._pending_calls: dict[str, FunctionCall] = {}
@@ -808,8 +810,12 @@ class _Connection:
         for response in answered:
             if not response.will_continue:
                 self._pending_calls.pop(response.id or "", None)
-        if answered and self._tool_waiter is not None and not self._tool_waiter.done():
-            self._tool_waiter.set_result(answered)
+        # A blocking toolCall goes on once every call in it is answered (in one message or
+        # one message per call, as a client running them concurrently sends them).
+        self._tool_answers.extend(answered)
+        self._tool_awaited.difference_update(r.id for r in answered)
+        if answered and not self._tool_awaited and self._tool_waiter is not None and not self._tool_waiter.done():
+            self._tool_waiter.set_result(self._tool_answers)
         unanswered = [r for r in responses if r not in answered]
         if unanswered:
             self._turn_text.append(", ".join(f"{r.name} returned {r.response}" for r in unanswered))
@@ -888,6 +894,7 @@ class _Connection:
         blocking = self._blocking(numbered)
         loop = asyncio.get_running_loop()
         self._tool_waiter = loop.create_future() if blocking else None
+        self._tool_awaited, self._tool_answers = {c.id for c in numbered}, []
         await self.send(ServerMessage(tool_call=ToolCall(function_calls=numbered)))
         self._tool_call_sent_at = time.monotonic()
         if self._tool_waiter is None:
