@@ -8,6 +8,7 @@ from geminilive.messages import FunctionCall, UsageMetadata
 
 __all__ = [
     "AudioChunk",
+    "ContextWindowWarning",
     "Event",
     "GenerationComplete",
     "GoAway",
@@ -121,6 +122,15 @@ class SessionResumptionUpdate(Event, frozen=True):
 
 class Usage(Event, frozen=True):
     usage: UsageMetadata
+
+
+class ContextWindowWarning(Event, frozen=True):
+    """The context the model reads each turn has reached 90% of the compression trigger:
+    the service will soon compress it (older turns dropped) or, without compression, end the
+    session at its limit."""
+
+    prompt_tokens: int
+    trigger_tokens: int
 
 
 class VoiceActivity(Event, frozen=True):

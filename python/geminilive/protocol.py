@@ -63,6 +63,7 @@ from geminilive.messages import (
     encode_client,
     parse_duration_s,
 )
+from geminilive.usage import UsageTracker
 
 __all__ = ["INPUT_RATE_HZ", "OUTPUT_RATE_HZ", "LiveProtocol", "State", "pcm_mime_type", "rate_from_mime"]
 
@@ -160,6 +161,8 @@ class LiveProtocol:
         self._blocking_functions = _blocking_functions(setup)
         self.turns_completed = 0
         self.connections = 0
+        compression = setup.context_window_compression
+        self.usage = UsageTracker(compression.trigger_tokens if compression is not None else None)
         self._start_connection()
 
     def _start_connection(self) -> None:
@@ -471,6 +474,9 @@ class LiveProtocol:
         if message.usage_metadata is not None:
             # Before the content: a caller that stops at turnComplete still sees the usage.
             out.append(ev.Usage(usage=message.usage_metadata))
+            if self.usage.add(message.usage_metadata):
+                trigger = self.usage.compression_trigger_tokens or 0
+                out.append(ev.ContextWindowWarning(prompt_tokens=self.usage.context_tokens, trigger_tokens=trigger))
         if content is not None:
             self._content_events(content, out)
         if message.tool_call is not None:

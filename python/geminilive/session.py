@@ -42,6 +42,7 @@ from geminilive.errors import (
 )
 from geminilive.messages import Content, FunctionResponse, Setup
 from geminilive.protocol import INPUT_RATE_HZ, LiveProtocol
+from geminilive.usage import UsageTracker
 
 __all__ = ["Endpoint", "ReconnectPolicy", "Session", "SessionStats", "connect"]
 
@@ -353,6 +354,11 @@ class Session:
     @property
     def reconnects(self) -> int:
         return self._stats.reconnects
+
+    @property
+    def usage(self) -> UsageTracker:
+        """Tokens per turn and in total, by modality, across every connection; ``cost(prices)``."""
+        return self._protocol.usage
 
     @property
     def stats(self) -> SessionStats:
