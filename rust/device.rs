@@ -433,6 +433,21 @@ struct CaptureShared {
     error: ErrorSlot,
 }
 
+impl CaptureShared {
+    fn new() -> Self {
+        Self {
+            frames: Mutex::new(VecDeque::new()),
+            frames_ready: Condvar::new(),
+            waiters_released: AtomicBool::new(false),
+            callbacks: AtomicU64::new(0),
+            overruns: AtomicU64::new(0),
+            dropped_frames: AtomicU64::new(0),
+            frames_made: AtomicU64::new(0),
+            error: ErrorSlot::default(),
+        }
+    }
+}
+
 /// Capture settings.
 #[derive(Debug, Clone)]
 pub struct CaptureConfig {
@@ -705,16 +720,7 @@ impl CaptureStream {
             }
         })?;
         let (wake, python_end) = loop_wake::pair().map_err(backend)?;
-        let shared = Arc::new(CaptureShared {
-            frames: Mutex::new(VecDeque::new()),
-            frames_ready: Condvar::new(),
-            waiters_released: AtomicBool::new(false),
-            callbacks: AtomicU64::new(0),
-            overruns: AtomicU64::new(0),
-            dropped_frames: AtomicU64::new(0),
-            frames_made: AtomicU64::new(0),
-            error: ErrorSlot::default(),
-        });
+        let shared = Arc::new(CaptureShared::new());
         // One second of device audio between the callback and the worker.
         let (samples_tx, samples_rx) =
             rtrb::RingBuffer::new(device_rate as usize * channels as usize);
@@ -1122,22 +1128,9 @@ mod tests {
         assert_sync::<FrameWaiter>();
     }
 
-    fn shared_for_test() -> Arc<CaptureShared> {
-        Arc::new(CaptureShared {
-            frames: Mutex::new(VecDeque::new()),
-            frames_ready: Condvar::new(),
-            waiters_released: AtomicBool::new(false),
-            callbacks: AtomicU64::new(0),
-            overruns: AtomicU64::new(0),
-            dropped_frames: AtomicU64::new(0),
-            frames_made: AtomicU64::new(0),
-            error: ErrorSlot::default(),
-        })
-    }
-
     #[test]
     fn frame_waiter_wakes_on_frames_and_on_release() {
-        let shared = shared_for_test();
+        let shared = Arc::new(CaptureShared::new());
         let waiter = FrameWaiter(Arc::clone(&shared));
         assert!(
             !waiter.wait(Duration::from_millis(20)),

@@ -84,15 +84,19 @@ def _connect_kwargs(args: argparse.Namespace, emulator: LiveEmulator | None) -> 
     return kwargs
 
 
+async def _emulator_unless_key(args: argparse.Namespace, model: str, who: str) -> LiveEmulator | None:
+    """The local emulator, started, when no API key is set or ``--emulator`` asks for it."""
+    if (os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY")) and not args.emulator:
+        return None
+    print(f"No GEMINI_API_KEY: {who} the local emulator (model '{model}').", flush=True)
+    return await LiveEmulator(model=model).start()
+
+
 async def _talk(args: argparse.Namespace) -> int:
     if args.echo_cancellation and (args.input_wav or args.output_wav):
         print("--echo-cancellation works between the microphone and the speaker, not WAV files", file=sys.stderr)
         return 2
-    use_service = bool(os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY")) and not args.emulator
-    emulator = None
-    if not use_service:
-        print(f"No GEMINI_API_KEY: talking to the local emulator (model '{args.emulator_model}').")
-        emulator = await LiveEmulator(model=args.emulator_model).start()
+    emulator = await _emulator_unless_key(args, args.emulator_model, "talking to")
     try:
         async with geminilive.connect(**_connect_kwargs(args, emulator)) as session:
             source = WavSource(args.input_wav) if args.input_wav else MicrophoneSource(args.input_device)
@@ -186,11 +190,7 @@ def _devices(args: argparse.Namespace) -> int:
 async def _phone(args: argparse.Namespace) -> int:
     from geminilive.telephony.server import PhoneServer
 
-    use_service = bool(os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY")) and not args.emulator
-    emulator = None
-    if not use_service:
-        print("No GEMINI_API_KEY: calls talk to the local emulator (model 'echo').")
-        emulator = await LiveEmulator(model="echo").start()
+    emulator = await _emulator_unless_key(args, "echo", "calls talk to")
     kwargs = _connect_kwargs(args, emulator)
     phone = PhoneServer(
         lambda: geminilive.connect(**kwargs),
