@@ -344,7 +344,7 @@ class Session:
 
     @property
     def protocol(self) -> LiveProtocol:
-        """The current connection's protocol state (pending calls, handle, indices)."""
+        """The session's protocol state, over all its connections (pending calls, handle, queues)."""
         return self._protocol
 
     @property
