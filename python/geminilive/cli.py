@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -204,8 +206,16 @@ async def _phone(args: argparse.Namespace) -> int:
     print(f"Twilio media streams on ws://{args.host}:{phone.port} (Stream url: {phone.stream_url})")
     if phone.webhook_port is not None:
         print(f"Voice webhook (TwiML <Connect><Stream>) on http://{args.host}:{phone.webhook_port}/")
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows' loop
+        loop.add_signal_handler(signal.SIGTERM, stopping.set)
     try:
-        await phone.serve_forever()
+        serving = asyncio.create_task(phone.serve_forever())
+        await stopping.wait()
+        print(f"SIGTERM: draining {len(phone.active)} call(s), up to {args.drain_s:g} s", flush=True)
+        await phone.drain(args.drain_s)
+        serving.cancel()
     finally:
         await phone.stop()
         if emulator is not None:
@@ -313,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     phone.add_argument("--webhook-port", type=int, default=None, help="also answer Twilio's voice webhook here")
     phone.add_argument("--public-url", help="the wss:// URL Twilio reaches the media port at (for the TwiML)")
     phone.add_argument("--max-calls", type=int, default=100, help="calls at once; more are refused")
+    phone.add_argument("--drain-s", type=float, default=30.0, help="on SIGTERM, how long running calls may go on")
     phone.add_argument("--emulator", action="store_true", help="use the local emulator even with an API key")
     phone.add_argument("--model", help="model name")
     phone.add_argument("--voice", help="prebuilt voice")

@@ -5,8 +5,11 @@ session, and the webhook that answers a call with the TwiML that connects it to 
         await phone.serve_forever()
 
 Calls beyond ``max_calls`` are refused (closed 1013, "try again later") before a session is
-opened. The webhook is a minimal HTTP/1.1 responder (GET or POST, any path): Twilio needs
-nothing else from it.
+opened. :meth:`PhoneServer.drain` (the CLI runs it on SIGTERM) refuses new calls, lets running
+ones finish up to a deadline, then ends them politely. The webhook port is a minimal HTTP/1.1
+responder: ``/healthz`` (503 while draining), ``/metrics`` (Prometheus, with
+``prometheus-client`` installed: ``pip install 'geminilive[phone]'``), and TwiML for any other
+GET or POST, which is all Twilio needs.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class PhoneServer:
         self.active: set[CallBridge] = set()
         self.finished: list[CallStats] = []
         self.refused = 0
+        self.draining = False
         self._server: WebSocketServer | None = None
         self._webhook: asyncio.Server | None = None
 
@@ -99,10 +103,20 @@ class PhoneServer:
     def stream_url(self) -> str:
         return self.public_url or f"ws://{self.host}:{self.port}/media"
 
+    async def drain(self, deadline_s: float = 30.0) -> None:
+        """Take no new calls; wait up to ``deadline_s`` for the running ones to end, then end
+        those left (1001, "going away": Twilio ends the call's stream, each session closes)."""
+        self.draining = True
+        deadline = asyncio.get_running_loop().time() + deadline_s
+        while self.active and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        for bridge in list(self.active):
+            await bridge.ws.close(1001, "the phone server is shutting down")
+
     async def _call(self, ws: WebSocket) -> None:
-        if len(self.active) >= self.max_calls:
+        if self.draining or len(self.active) >= self.max_calls:
             self.refused += 1
-            await ws.close(1013, f"at capacity ({self.max_calls} calls)")
+            await ws.close(1013, "shutting down" if self.draining else f"at capacity ({self.max_calls} calls)")
             return
         bridge = CallBridge(ws, self.open_session, start_timeout_s=self.start_timeout_s)
         self.active.add(bridge)
@@ -110,6 +124,28 @@ class PhoneServer:
             self.finished.append(await bridge.run())
         finally:
             self.active.discard(bridge)
+
+    def _metrics(self) -> tuple[bytes, bytes, bytes]:
+        """Prometheus' text format: calls now and in all, refused, audio both ways, clears."""
+        try:
+            from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+            from prometheus_client.exposition import CONTENT_TYPE_LATEST
+        except ImportError:
+            return b"501 Not Implemented", b"text/plain", b"install prometheus-client for /metrics\n"
+        registry = CollectorRegistry()
+        Gauge("geminilive_phone_active_calls", "Calls in progress", registry=registry).set(len(self.active))
+        Gauge("geminilive_phone_draining", "1 while draining", registry=registry).set(int(self.draining))
+        calls = [*self.finished, *(bridge.stats for bridge in self.active)]
+        for name, doc, value in (
+            ("calls_finished", "Calls that ended", len(self.finished)),
+            ("calls_refused", "Calls refused (over max_calls or draining)", self.refused),
+            ("caller_audio_seconds", "Audio from callers", sum(c.caller_audio_ms for c in calls) / 1000),
+            ("model_audio_seconds", "Audio sent to callers", sum(c.model_audio_ms for c in calls) / 1000),
+            ("clears", "clear messages sent on barge-in", sum(c.clears for c in calls)),
+            ("dropped_messages", "Malformed or misplaced messages from Twilio", sum(c.dropped_messages for c in calls)),
+        ):
+            Counter(f"geminilive_phone_{name}", doc, registry=registry).inc(value)
+        return b"200 OK", CONTENT_TYPE_LATEST.encode(), generate_latest(registry)
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One webhook request: read it (headers and a body up to its length), answer TwiML."""
@@ -124,12 +160,18 @@ class PhoneServer:
                     if name.strip().lower() == b"content-length":
                         length = min(int(value.strip()), MAX_REQUEST_BYTES)
                 await reader.readexactly(length)
-            method = head.split(b" ", 1)[0]
-            if method in (b"GET", b"POST"):
+            method, _, rest = head.partition(b" ")
+            path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
+            if method not in (b"GET", b"POST"):
+                body, status, kind = b"GET or POST\n", b"405 Method Not Allowed", b"text/plain"
+            elif path == b"/healthz":
+                status = b"503 Service Unavailable" if self.draining else b"200 OK"
+                body, kind = (b"draining\n" if self.draining else b"ok\n"), b"text/plain"
+            elif path == b"/metrics":
+                status, kind, body = self._metrics()
+            else:
                 body = twiml(self.stream_url).encode()
                 status, kind = b"200 OK", b"text/xml"
-            else:
-                body, status, kind = b"GET or POST\n", b"405 Method Not Allowed", b"text/plain"
             writer.write(
                 b"HTTP/1.1 " + status + b"\r\nContent-Type: " + kind + b"\r\nContent-Length: "
                 + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body
