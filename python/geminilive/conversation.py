@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -26,11 +27,14 @@ from geminilive._native import Resampler, VoiceActivityDetector, f32_to_s16le, s
 from geminilive.audio_io import AudioSink, AudioSource, DuckableSink, MicrophoneSource, SpeakerSink
 from geminilive.messages import FunctionResponse
 from geminilive.tools import ToolRegistry
+from geminilive.watchdog import ModelWatchdog, WatchdogConfig
 
 if TYPE_CHECKING:
     from geminilive.session import Session
 
 __all__ = ["Conversation", "TurnMetrics"]
+
+_log = logging.getLogger("geminilive.conversation")
 
 INPUT_RATE_HZ = 16000
 EVENTS_KEPT = 1000
@@ -89,6 +93,9 @@ class Conversation:
             (AEC3 in the capture thread), so that on open speakers the model does not hear,
             and interrupt, itself. Needs the device source and sink (``MicrophoneSource``,
             ``SpeakerSink``); with it, ``local_barge_in`` works without headphones too.
+        watchdog: how the model's silent failures are noticed (:mod:`geminilive.watchdog`;
+            ``None``: not watched). Each is an ``events.ModelFailure`` to ``on_event``, kept
+            in ``failures`` and counted in ``session.stats.model_failures``.
     """
 
     def __init__(
@@ -103,6 +110,7 @@ class Conversation:
         local_barge_in: Literal["off", "stop", "duck"] = "off",
         duck_gain: float = 0.25,
         echo_cancellation: bool = False,
+        watchdog: WatchdogConfig | None = WatchdogConfig(),  # noqa: B008 (frozen: one is fine)
     ) -> None:
         if local_barge_in not in ("off", "stop", "duck"):
             raise ValueError(f"local_barge_in is 'off', 'stop' or 'duck', not {local_barge_in!r}")
@@ -122,6 +130,8 @@ class Conversation:
         self.local_barge_in = local_barge_in
         self.duck_gain = duck_gain
         self._ducked = False
+        self.watchdog = ModelWatchdog(watchdog) if watchdog is not None else None
+        self.failures: list[ev.ModelFailure] = []
         self.metrics: list[TurnMetrics] = []
         # The latest events (bounded: audio chunks would otherwise pile up for the whole call).
         self.events: collections.deque[ev.Event] = collections.deque(maxlen=EVENTS_KEPT)
@@ -157,6 +167,8 @@ class Conversation:
             asyncio.create_task(self._receive_loop(), name="geminilive-receive"),
             asyncio.create_task(self._play_monitor(), name="geminilive-play-monitor"),
         ]
+        if self.watchdog is not None:
+            self._tasks.append(asyncio.create_task(self._watch(), name="geminilive-watchdog"))
         for task in self._tasks:
             task.add_done_callback(self._on_task_done)
         return self
@@ -227,6 +239,8 @@ class Conversation:
             when = timestamp - (self._heard_samples - at) / INPUT_RATE_HZ
             if kind == "end":
                 self._speech_end_at = when
+                if self.watchdog is not None:
+                    self.watchdog.user_turn_ended(when)
                 self._duck(False)  # the user stopped and the server did not cut the model off
             elif kind == "start" and self.sink.stats.depth > 0:
                 if self.local_barge_in == "stop":
@@ -249,6 +263,11 @@ class Conversation:
     async def _handle(self, event: ev.Event) -> None:
         self.events.append(event)
         now = time.monotonic()
+        if self.watchdog is not None:
+            if isinstance(event, ev.InputTranscription) and event.finished:
+                self.watchdog.user_turn_ended(now)
+            for failure in self.watchdog.on_event(event, now):
+                await self._failed(failure)
         if isinstance(event, ev.AudioChunk):
             if self._first_audio_index is None:
                 self._first_audio_index = self._pushed
@@ -297,6 +316,24 @@ class Conversation:
 
     async def _respond(self, response: FunctionResponse) -> None:
         await self.session.send_tool_response(response)
+
+    async def _watch(self) -> None:
+        assert self.watchdog is not None
+        while True:
+            await asyncio.sleep(0.25)
+            for failure in self.watchdog.check(time.monotonic()):
+                await self._failed(failure)
+
+    async def _failed(self, failure: ev.ModelFailure) -> None:
+        """Report a failure of the model's; with ``recovery="reprompt"``, ask again."""
+        assert self.watchdog is not None
+        _log.warning("the model failed silently: %s (%s)", failure.kind, failure.detail)
+        self.failures.append(failure)
+        self.session.count_model_failure()
+        self.events.append(failure)
+        await self._call(self.on_event, failure)
+        if self.watchdog.config.recovery == "reprompt":
+            await self.session.send_client_content(self.watchdog.config.reprompt_text)
 
     @staticmethod
     async def _call(callback: Callable[..., Any] | None, *args: Any) -> None:

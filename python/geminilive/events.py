@@ -16,6 +16,7 @@ __all__ = [
     "InputTranscription",
     "Interrupted",
     "MalformedMessage",
+    "ModelFailure",
     "OutputTranscription",
     "Reconnecting",
     "Resumed",
@@ -175,3 +176,11 @@ class MalformedMessage(Event, frozen=True):
     session goes on."""
 
     error: str
+
+
+class ModelFailure(Event, frozen=True):
+    """The model failed without an error (see :mod:`geminilive.watchdog`): ``kind`` is
+    ``"no_reply"``, ``"rejected"``, ``"empty_turn"`` or ``"near_silent"``."""
+
+    kind: str
+    detail: str

@@ -95,6 +95,7 @@ class SessionStats(msgspec.Struct, kw_only=True):
     resumed: int = 0
     fresh_starts: int = 0
     replayed_messages: int = 0
+    model_failures: int = 0  # silent failures a Conversation's watchdog noticed
     dropped_audio_frames: int = 0
     replay_overflow_frames: int = 0
     malformed_messages: int = 0
@@ -354,6 +355,10 @@ class Session:
     @property
     def reconnects(self) -> int:
         return self._stats.reconnects
+
+    def count_model_failure(self) -> None:
+        """Count a silent failure of the model's in ``stats`` (a watchdog calls this)."""
+        self._stats.model_failures += 1
 
     @property
     def usage(self) -> UsageTracker:

@@ -28,6 +28,12 @@ class Faults(msgspec.Struct, kw_only=True):
         stall_setup_s: read the setup, then read and answer nothing for this long (a close
             frame neither), then close 1011: a resume that hangs, for the client's setup
             timeout to fire first.
+
+    The model's own silent failures (the most reported problems with the service), on the
+    first ``silent_failure_turns`` user turns of the connection:
+        failure: ``"no_reply"`` (nothing at all comes back), ``"rejected"`` (an empty turn,
+            ``turnCompleteReason: RESPONSE_REJECTED``), ``"near_silent"`` (the reply's audio
+            at about -60 dBFS, RMS ~30 where speech is thousands).
     """
 
     close_after_client_messages: int | None = None
@@ -44,3 +50,5 @@ class Faults(msgspec.Struct, kw_only=True):
     refuse_setup_code: int | None = None
     drop_at_setup: bool = False
     stall_setup_s: float = 0.0
+    failure: str | None = None
+    silent_failure_turns: int = 1

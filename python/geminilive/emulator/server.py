@@ -400,6 +400,8 @@ class _Connection:
         self._reply_task: asyncio.Task[None] | None = None
         self._timers: list[asyncio.Task[None]] = []
         self._tool_waiter: asyncio.Future[list[FunctionResponse]] | None = None
+        self._replies_started = 0
+        self._reply_gain = 1.0  # Faults.failure "near_silent" turns the reply down to about -60 dBFS
         self._tool_awaited: set[str | None] = set()  # ids of the blocking toolCall not answered yet
         self._tool_answers: list[FunctionResponse] = []
         self._tool_call_sent_at = 0.0
@@ -849,8 +851,27 @@ class _Connection:
         default = "BLOCKING" if self.profile.calls_block_by_default else "NON_BLOCKING"
         return any((behaviours.get(c.name) or default) == "BLOCKING" for c in calls)
 
+    def _silent_failure(self) -> str | None:
+        """The silent failure this reply suffers, if any (``Faults.failure``)."""
+        f = self.faults
+        if f.failure is None or self._replies_started > f.silent_failure_turns:
+            return None
+        if f.failure not in ("no_reply", "rejected", "near_silent"):
+            raise ValueError(f"unknown Faults.failure {f.failure!r}")
+        return f.failure
+
     async def _reply(self, turn: UserTurn) -> None:
         assert self.record is not None and self.setup is not None
+        self._replies_started += 1
+        failure = self._silent_failure()
+        if failure == "no_reply":
+            return
+        if failure == "rejected":
+            rejected = ServerContent(turn_complete=True, turn_complete_reason="RESPONSE_REJECTED")
+            await self.send(ServerMessage(server_content=rejected))
+            self.turns_completed += 1
+            return
+        self._reply_gain = 0.01 if failure == "near_silent" else 1.0
         conversation = self.record.conversation
         self._model_speaking = True
         started = time.monotonic()
@@ -921,7 +942,11 @@ class _Connection:
         assert self.setup is not None
         rate = 24000
         chunk_bytes = rate * self.server.chunk_ms // 1000 * 2
-        chunks = [item.pcm[i : i + chunk_bytes] for i in range(0, len(item.pcm), chunk_bytes)]
+        pcm = item.pcm
+        if self._reply_gain != 1.0:
+            quiet = np.frombuffer(pcm, "<i2").astype(np.float32) * self._reply_gain
+            pcm = np.round(quiet).astype("<i2").tobytes()
+        chunks = [pcm[i : i + chunk_bytes] for i in range(0, len(pcm), chunk_bytes)]
         words = (item.transcript or "").split()
         transcribe = self.setup.output_audio_transcription is not None and words
         per_chunk = max(1, -(-len(words) // max(len(chunks), 1))) if words else 0

@@ -1,0 +1,107 @@
+"""Notices the model's silent failures, the most reported problem with the Live API: a user
+turn that gets no reply, a turn the service closes as rejected or with nothing in it, reply
+audio at near-zero amplitude. A pure state machine (events and times in, failures out);
+:class:`geminilive.conversation.Conversation` drives it and reports each failure as
+``events.ModelFailure``.
+
+The defaults are far from what a working conversation does (a reply starts within a second
+or two; speech is around -20 dBFS), so that a normal conversation never trips them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import msgspec
+import numpy as np
+
+from geminilive import events as ev
+
+__all__ = ["ModelWatchdog", "WatchdogConfig"]
+
+
+class WatchdogConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Args:
+    reply_timeout_s: a finished user turn with no model output (audio, text, a tool call)
+        for this long is a ``no_reply``.
+    silent_dbfs: reply audio whose level over its first ``silent_after_s`` stays under this
+        is ``near_silent`` (healthy speech is about -20 dBFS; the reported failure about -65).
+    recovery: ``"reprompt"`` sends ``reprompt_text`` as a user turn after a failure (off by
+        default: a client that speaks for the user should be asked for).
+    """
+
+    reply_timeout_s: float = 10.0
+    silent_dbfs: float = -50.0
+    silent_after_s: float = 1.0
+    recovery: Literal["none", "reprompt"] = "none"
+    reprompt_text: str = "(Your last answer did not come through. Please answer again.)"
+
+
+class ModelWatchdog:
+    def __init__(self, config: WatchdogConfig | None = None) -> None:
+        self.config = config or WatchdogConfig()
+        self._waiting_since: float | None = None  # a user turn ended, no model output since
+        self._turn_output = False
+        self._turn_interrupted = False
+        self._audio_samples = 0
+        self._audio_energy = 0.0
+        self._level_judged = False
+
+    def user_turn_ended(self, now: float) -> None:
+        if self._waiting_since is None:
+            self._waiting_since = now
+
+    def on_event(self, event: ev.Event, now: float) -> list[ev.ModelFailure]:
+        """Failures this event shows (``near_silent`` once per turn, as soon as knowable)."""
+        if isinstance(event, ev.AudioChunk):
+            self._output()
+            return self._hear(event)
+        if isinstance(event, (ev.TextChunk, ev.ToolCall)):
+            self._output()
+        elif isinstance(event, ev.Interrupted):
+            self._turn_interrupted = True
+        elif isinstance(event, ev.TurnComplete):
+            failures = []
+            if event.reason == "RESPONSE_REJECTED":
+                failures.append(ev.ModelFailure(kind="rejected", detail="the service rejected the response"))
+            elif not self._turn_output and not (self._turn_interrupted or event.interrupted):
+                failures.append(ev.ModelFailure(kind="empty_turn", detail="a turn ended with nothing in it"))
+            if failures:
+                self._waiting_since = None  # reported; the next user turn starts the clock
+            self._new_turn()
+            return failures
+        return []
+
+    def check(self, now: float) -> list[ev.ModelFailure]:
+        """Failures due by ``now`` (call it a few times a second)."""
+        since = self._waiting_since
+        if since is not None and now - since >= self.config.reply_timeout_s:
+            self._waiting_since = None
+            return [ev.ModelFailure(kind="no_reply", detail=f"no reply {now - since:.1f} s after the user's turn")]
+        return []
+
+    def _output(self) -> None:
+        self._waiting_since = None
+        self._turn_output = True
+
+    def _new_turn(self) -> None:
+        self._turn_output = self._turn_interrupted = self._level_judged = False
+        self._audio_samples, self._audio_energy = 0, 0.0
+
+    def _hear(self, chunk: ev.AudioChunk) -> list[ev.ModelFailure]:
+        """The reply's level over its first ``silent_after_s`` (then no more work per chunk)."""
+        if self._level_judged:
+            return []
+        samples = np.frombuffer(chunk.data, "<i2").astype(np.float64)
+        self._audio_samples += len(samples)
+        self._audio_energy += float(samples @ samples)
+        if self._audio_samples < self.config.silent_after_s * chunk.sample_rate_hz:
+            return []
+        self._level_judged = True
+        rms = math.sqrt(self._audio_energy / self._audio_samples)
+        dbfs = 20 * math.log10(max(rms, 1e-3) / 32768)
+        if dbfs < self.config.silent_dbfs:
+            detail = f"reply audio at {dbfs:.0f} dBFS (RMS {rms:.0f}) over its first {self.config.silent_after_s:g} s"
+            return [ev.ModelFailure(kind="near_silent", detail=detail)]
+        return []

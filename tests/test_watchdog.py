@@ -1,0 +1,92 @@
+"""The model's silent failures, injected by the emulator, noticed by the conversation's
+watchdog within bounded time; and no false alarm in a conversation that works."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+import geminilive
+from audio_util import run, speak
+from geminilive import LiveConfig
+from geminilive import events as ev
+from geminilive.audio_io import ArraySource, CallbackSink
+from geminilive.conversation import Conversation
+from geminilive.emulator import Faults, LiveEmulator
+from geminilive.watchdog import ModelWatchdog, WatchdogConfig
+
+
+def chunk(level: float, seconds: float = 0.04, rate: int = 24000) -> ev.AudioChunk:
+    x = level * np.sin(2 * np.pi * 300 * np.arange(int(seconds * rate)) / rate)
+    return ev.AudioChunk(data=np.round(x * 32767).astype("<i2").tobytes(), sample_rate_hz=rate)
+
+
+def test_the_watchdog_state_machine() -> None:
+    dog = ModelWatchdog(WatchdogConfig(reply_timeout_s=2.0))
+    dog.user_turn_ended(10.0)
+    assert dog.check(11.9) == []
+    [late] = dog.check(12.0)
+    assert late.kind == "no_reply" and dog.check(20.0) == [], "once per user turn"
+    dog.user_turn_ended(30.0)
+    assert dog.on_event(chunk(0.3), 30.5) == [] and dog.check(40.0) == [], "a reply started in time"
+    healthy = [f for _ in range(30) for f in dog.on_event(chunk(0.3), 31.0)]
+    assert healthy == [] and dog.on_event(ev.TurnComplete(), 32.0) == []
+    quiet = [f for _ in range(30) for f in dog.on_event(chunk(0.0005), 33.0)]
+    assert [f.kind for f in quiet] == ["near_silent"], "once, after the first second"
+    dog.on_event(ev.TurnComplete(), 34.0)
+    [rejected] = dog.on_event(ev.TurnComplete(reason="RESPONSE_REJECTED"), 35.0)
+    assert rejected.kind == "rejected"
+    [empty] = dog.on_event(ev.TurnComplete(), 36.0)
+    assert empty.kind == "empty_turn"
+    dog.on_event(ev.Interrupted(), 37.0)
+    assert dog.on_event(ev.TurnComplete(interrupted=True), 37.1) == [], "an interrupted turn may be empty"
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory) -> np.ndarray:
+    return speak("Could you tell me the opening hours today?", tmp_path_factory.mktemp("w") / "q.wav")
+
+
+async def converse(speech: np.ndarray, faults: Faults | None, watchdog: WatchdogConfig, turns: int, timeout: float):
+    async with LiveEmulator(model="echo", speed=8.0, faults=[faults] if faults else None) as emu:
+        async with geminilive.connect(endpoint=emu.url, config=LiveConfig(silence_duration_ms=400)) as session:
+            seen: list[ev.Event] = []
+            conversation = Conversation(
+                session, source=ArraySource(speech, 16000, trailing_silence_s=timeout + 1),
+                sink=CallbackSink(lambda x: None), watchdog=watchdog, on_event=seen.append,
+            )  # fmt: skip
+            async with conversation:
+                with_deadline = asyncio.create_task(conversation.wait(turns=turns, timeout=timeout))
+                await asyncio.gather(with_deadline, return_exceptions=True)
+                await asyncio.sleep(0.5)
+            received = list(emu.connections[0].received)
+            return conversation, session.stats, seen, received
+
+
+@pytest.mark.parametrize("failure", ["no_reply", "rejected", "near_silent"])
+def test_each_injected_failure_is_noticed_and_counted(speech: np.ndarray, failure: str) -> None:
+    watchdog = WatchdogConfig(reply_timeout_s=2.0)
+    turns = 0 if failure == "no_reply" else 1
+    conversation, stats, seen, _ = run(converse(speech, Faults(failure=failure), watchdog, turns or 99, 6.0))
+    kinds = [f.kind for f in conversation.failures]
+    assert kinds == [failure], kinds
+    assert stats.model_failures == 1
+    assert any(isinstance(e, ev.ModelFailure) and e.kind == failure for e in seen), "reported to on_event"
+
+
+def test_reprompting_after_no_reply_gets_the_answer(speech: np.ndarray) -> None:
+    watchdog = WatchdogConfig(reply_timeout_s=1.5, recovery="reprompt")
+    conversation, stats, _, received = run(converse(speech, Faults(failure="no_reply"), watchdog, 1, 10.0))
+    assert stats.model_failures == 1
+    assert [f.kind for f in conversation.failures] == ["no_reply"]
+    prompts = [m.client_content for m in received if m.client_content is not None]
+    assert prompts and "did not come through" in prompts[0].turns[0].parts[0].text
+    assert len(conversation.metrics) == 1, "the model answered the reprompt"
+
+
+def test_a_working_conversation_raises_no_alarm(speech: np.ndarray) -> None:
+    conversation, stats, _, _ = run(converse(speech, None, WatchdogConfig(), 1, 10.0))
+    assert len(conversation.metrics) == 1 and conversation.metrics[0].audio_received_s > 1.0
+    assert conversation.failures == [] and stats.model_failures == 0
