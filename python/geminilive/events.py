@@ -164,11 +164,13 @@ class Resumed(Event, frozen=True):
 
 class ResumptionFailed(Event, frozen=True):
     """The session could not be resumed (``reason``: no handle yet, or the service rejected
-    it) and a fresh one was started on the new connection: the model's context is gone, but
-    the audio held while reconnecting was sent to the new session."""
+    it) and a fresh one was started on the new connection: the model's own context is gone,
+    but it was given the conversation so far as text (``seeded_turns`` turns, within the
+    session's ``remember_chars``), and the audio held while reconnecting was sent after it."""
 
     reason: str
     replayed_messages: int = 0
+    seeded_turns: int = 0
 
 
 class MalformedMessage(Event, frozen=True):

@@ -63,6 +63,7 @@ from geminilive.messages import (
     encode_client,
     parse_duration_s,
 )
+from geminilive.transcript import Transcript
 from geminilive.usage import UsageTracker
 
 __all__ = ["INPUT_RATE_HZ", "OUTPUT_RATE_HZ", "LiveProtocol", "State", "pcm_mime_type", "rate_from_mime"]
@@ -129,6 +130,8 @@ class LiveProtocol:
             ``dropped_audio_frames``; other messages are never dropped.
         max_replay_bytes: bound on frames kept for a resumed connection to replay. Over it the
             oldest are forgotten and counted in ``replay_overflow_frames``.
+        remember_chars: how much of the conversation, as text, seeds a fresh session when a
+            resume is refused (:class:`geminilive.transcript.Transcript`; 0: none).
 
     Replay (``unconsumed_frames``) keeps what the service may not have taken into the state of
     the newest resumption handle: with transparent resumption, the frames after the
@@ -144,6 +147,7 @@ class LiveProtocol:
         max_frame_bytes: int = 16 * 1024 * 1024,
         max_pending_bytes: int = 4 * 1024 * 1024,
         max_replay_bytes: int = 16 * 1024 * 1024,
+        remember_chars: int = 8000,
     ) -> None:
         if not setup.model:
             raise LocalProtocolError("setup needs a model")
@@ -163,6 +167,10 @@ class LiveProtocol:
         self.connections = 0
         compression = setup.context_window_compression
         self.usage = UsageTracker(compression.trigger_tokens if compression is not None else None)
+        self.transcript = Transcript(remember_chars)
+        # Model text from the output transcription when the setup asks for one, else text parts.
+        self._transcribed_output = setup.output_audio_transcription is not None
+        self.seeded_turns = 0  # of the transcript, in the last fresh start
         self._start_connection()
 
     def _start_connection(self) -> None:
@@ -210,6 +218,11 @@ class LiveProtocol:
         if handle is None:
             self.pending_tool_calls.clear()
         self._start_connection()
+        self.seeded_turns = 0
+        seed = self.transcript.turns() if handle is None and self.transcript.max_chars else []
+        if seed:  # a fresh session: the conversation so far, as context (no reply asked for)
+            self._queue(encode_client(ClientMessage(client_content=ClientContent(turns=seed, turn_complete=False))))
+            self.seeded_turns = len(seed)
         for frame in carried:
             self._queue(frame)
         return len(carried)
@@ -343,7 +356,9 @@ class LiveProtocol:
 
     def send_text(self, text: str) -> int | None:
         """Realtime text: part of the live stream, counts as user activity."""
-        return self.send_realtime(RealtimeInput(text=text))
+        index = self.send_realtime(RealtimeInput(text=text))
+        self.transcript.user(text)
+        return index
 
     def activity_start(self) -> int | None:
         return self.send_realtime(RealtimeInput(activity_start=ActivityStart()))
@@ -361,7 +376,12 @@ class LiveProtocol:
         if isinstance(turns, str):
             turns = [Content(role="user", parts=[Part(text=turns)])]
         content = ClientContent(turns=list(turns) if turns is not None else None, turn_complete=turn_complete)
-        return self.send(ClientMessage(client_content=content))
+        index = self.send(ClientMessage(client_content=content))
+        for turn in content.turns or ():
+            text = "".join(part.text for part in turn.parts or () if part.text)
+            if text:
+                (self.transcript.model if turn.role == "model" else self.transcript.user)(text)
+        return index
 
     def send_tool_response(self, responses: Iterable[FunctionResponse]) -> int | None:
         """Answer pending calls (each response's ``id`` must be a pending call's).
@@ -515,12 +535,16 @@ class LiveProtocol:
                     out.append(self._audio_chunk(blob.mime_type, blob.data))
                 elif part.text is not None:
                     out.append(ev.TextChunk(text=part.text, thought=bool(part.thought)))
+                    if not part.thought and not self._transcribed_output:
+                        self.transcript.model(part.text)
         if content.input_transcription is not None:
             t = content.input_transcription
             out.append(ev.InputTranscription(text=t.text or "", finished=bool(t.finished)))
+            self.transcript.user(t.text or "")
         if content.output_transcription is not None:
             t = content.output_transcription
             out.append(ev.OutputTranscription(text=t.text or "", finished=bool(t.finished)))
+            self.transcript.model(t.text or "")
         if content.grounding_metadata is not None:
             out.append(ev.GroundingMetadata(metadata=content.grounding_metadata))
         if content.interrupted:
@@ -532,6 +556,7 @@ class LiveProtocol:
         if content.turn_complete:
             self.model_turn_active = False
             self.turns_completed += 1
+            self.transcript.end_turn()
             out.append(
                 ev.TurnComplete(
                     reason=content.turn_complete_reason,

@@ -192,6 +192,10 @@ class Session:
       audio is dropped and counted in ``stats.dropped_audio_frames``, other messages never).
       The same bound applies to what is kept for replay (``stats.replay_overflow_frames``).
 
+    When the service refuses to resume and a fresh session starts, that session is first given
+    the conversation so far as text, the newest ``remember_chars`` of it (0: nothing), so the
+    user does not start over (:class:`~geminilive.events.ResumptionFailed` says how much).
+
     A server frame that does not decode is dropped, counted, and reported as
     :class:`~geminilive.events.MalformedMessage`; the session goes on.
     """
@@ -209,6 +213,7 @@ class Session:
         setup_timeout_s: float = 15.0,
         max_buffered_audio_s: float = 60.0,
         allow_insecure: bool = False,
+        remember_chars: int = 8000,
     ) -> None:
         parts = urlsplit(endpoint.url)
         if parts.scheme == "ws" and not allow_insecure and not is_loopback(parts.hostname):
@@ -233,6 +238,7 @@ class Session:
             max_frame_bytes=max_frame_bytes,
             max_pending_bytes=self._max_pending_bytes,
             max_replay_bytes=self._max_pending_bytes,
+            remember_chars=remember_chars,
         )
         self._events: deque[ev.Event] = deque()
         self._flushing = False
@@ -672,7 +678,11 @@ class Session:
         self._stats.replayed_messages += r.replayed
         if r.handle is None:
             self._stats.fresh_starts += 1
-            self._events.append(ev.ResumptionFailed(reason=r.failure or "", replayed_messages=r.replayed))
+            self._events.append(
+                ev.ResumptionFailed(
+                    reason=r.failure or "", replayed_messages=r.replayed, seeded_turns=self._protocol.seeded_turns
+                )
+            )
         else:
             self._stats.resumed += 1
             self._events.append(ev.Resumed(replayed_messages=r.replayed, downtime_s=time.monotonic() - r.started))
@@ -731,7 +741,8 @@ class connect:  # lower case: used as `async with geminilive.connect(...)`, like
             default TLS runs in Rust (rustls, less CPU per message) and verifies certificates
             and host names against the system's CAs (``SSL_CERT_FILE``/``SSL_CERT_DIR`` as
             with OpenSSL).
-        auto_resume, reconnect, setup_timeout_s, max_buffered_audio_s: see :class:`Session`.
+        auto_resume, reconnect, setup_timeout_s, max_buffered_audio_s, remember_chars: see
+            :class:`Session`.
         allow_insecure: allow plain ``ws://`` to a host that is not this machine.
     """
 
@@ -754,6 +765,7 @@ class connect:  # lower case: used as `async with geminilive.connect(...)`, like
         setup_timeout_s: float = 15.0,
         max_buffered_audio_s: float = 60.0,
         allow_insecure: bool = False,
+        remember_chars: int = 8000,
     ) -> None:
         if isinstance(endpoint, Endpoint):
             resolved = endpoint
@@ -791,6 +803,7 @@ class connect:  # lower case: used as `async with geminilive.connect(...)`, like
             setup_timeout_s=setup_timeout_s,
             max_buffered_audio_s=max_buffered_audio_s,
             allow_insecure=allow_insecure,
+            remember_chars=remember_chars,
         )
 
     async def __aenter__(self) -> Session:
