@@ -305,3 +305,53 @@ def test_a_vanished_audio_server_ends_the_conversation_with_a_device_error(tmp_p
 
     with doomed_pulse_server(tmp_path / "runtime") as kill_server:
         run(scenario(kill_server), loop=loop)
+
+
+@pytest.mark.parametrize("tell", [False, True])
+def test_an_interruption_splits_the_reply_into_what_was_heard_and_what_was_not(tell: bool) -> None:
+    words = " ".join(f"w{i}" for i in range(40))  # spread over 4 s of reply audio
+
+    async def scenario():
+        async with LiveEmulator(model=ToneModel(duration_s=4.0, transcript=words), speed=1.5) as emu:
+            config = LiveConfig(silence_duration_ms=200, output_audio_transcription=True)
+            async with geminilive.connect(endpoint=emu.url, config=config) as session:
+                played: list[np.ndarray] = []
+                sink = BufferedSink(played.append)
+                speech = np.concatenate([silence(0.2, 16000), chirp(0.4, 16000)])
+
+                async def frames():
+                    await session.send_text("tell me a long story")
+                    while sum(np.count_nonzero(p) for p in played) < 24000:  # a second of the reply heard
+                        yield np.zeros(320, np.float32)
+                        await asyncio.sleep(0.02)
+                    for i in range(0, len(speech), 320):
+                        yield speech[i : i + 320]
+                        await asyncio.sleep(0.02)
+                    for _ in range(50):
+                        yield np.zeros(320, np.float32)
+                        await asyncio.sleep(0.02)
+
+                seen: list[ev.Event] = []
+                conversation = Conversation(session, source=IteratorSource(frames(), 16000), sink=sink,
+                                            on_event=seen.append, tell_model_cut_off=tell)  # fmt: skip
+                async with conversation:
+                    await conversation.wait(turns=1, timeout=20)
+                    await asyncio.sleep(0.3)
+                return conversation, seen, list(emu.connections[0].received)
+
+    conversation, seen, received = run(scenario())
+    [turn] = conversation.metrics[:1]
+    assert turn.interrupted
+    heard, unheard = turn.heard_transcript.split(), turn.unheard_transcript.split()
+    assert heard and unheard, (heard, unheard)
+    assert heard + unheard == turn.output_transcript.split(), "a split of what was transcribed, in order"
+    assert heard == words.split()[: len(heard)], "what was heard is the start of the reply"
+    assert 5 <= len(heard) <= 35
+    [split] = [e for e in seen if isinstance(e, ev.HeardBeforeInterruption)]
+    assert split.heard.split() == heard
+    notes = [m.client_content for m in received if m.client_content is not None]
+    if tell:
+        [note] = notes
+        assert note.turn_complete is False and f'heard only: "{" ".join(heard)}"' in note.turns[0].parts[0].text
+    else:
+        assert notes == []

@@ -53,6 +53,9 @@ class TurnMetrics(msgspec.Struct, kw_only=True):
     interrupted: bool = False
     input_transcript: str = ""
     output_transcript: str = ""
+    # On an interrupted turn: the output transcript split where playback stopped.
+    heard_transcript: str = ""
+    unheard_transcript: str = ""
 
     def row(self) -> str:
         def ms(v: float | None) -> str:
@@ -96,6 +99,11 @@ class Conversation:
         watchdog: how the model's silent failures are noticed (:mod:`geminilive.watchdog`;
             ``None``: not watched). Each is an ``events.ModelFailure`` to ``on_event``, kept
             in ``failures`` and counted in ``session.stats.model_failures``.
+        tell_model_cut_off: when the user interrupts, tell the model (as context, no turn)
+            which part of its reply was heard: it knows only what it generated, and picks up
+            where the user stopped listening. What was heard is worked out anyway (the output
+            transcript against the sink's playout position): ``events.HeardBeforeInterruption``
+            and the turn's ``heard_transcript``/``unheard_transcript``.
     """
 
     def __init__(
@@ -111,6 +119,7 @@ class Conversation:
         duck_gain: float = 0.25,
         echo_cancellation: bool = False,
         watchdog: WatchdogConfig | None = WatchdogConfig(),  # noqa: B008 (frozen: one is fine)
+        tell_model_cut_off: bool = False,
     ) -> None:
         if local_barge_in not in ("off", "stop", "duck"):
             raise ValueError(f"local_barge_in is 'off', 'stop' or 'duck', not {local_barge_in!r}")
@@ -132,6 +141,9 @@ class Conversation:
         self._ducked = False
         self.watchdog = ModelWatchdog(watchdog) if watchdog is not None else None
         self.failures: list[ev.ModelFailure] = []
+        self.tell_model_cut_off = tell_model_cut_off
+        # This turn's output transcript, each piece with how much audio had come with it.
+        self._said: list[tuple[int, str]] = []
         self.metrics: list[TurnMetrics] = []
         # The latest events (bounded: audio chunks would otherwise pile up for the whole call).
         self.events: collections.deque[ev.Event] = collections.deque(maxlen=EVENTS_KEPT)
@@ -278,6 +290,7 @@ class Conversation:
             self._pushed += len(event.data) // 2
             self._current.audio_received_s += event.duration_s
         elif isinstance(event, ev.Interrupted):
+            await self._split_what_was_heard(self.sink.played_time()[0])
             self.sink.clear()
             self._duck(False)  # what was ducked is gone; the next reply plays at full level
             self._current.interrupted = True
@@ -298,6 +311,7 @@ class Conversation:
             await self._call(self.on_transcript, "user", event.text, event.finished)
         elif isinstance(event, ev.OutputTranscription):
             self._current.output_transcript += event.text
+            self._said.append((self._pushed, event.text))
             await self._call(self.on_transcript, "model", event.text, event.finished)
         elif isinstance(event, ev.ToolCall) and self.tools is not None:
             self.tools.start(event.function_calls, self._respond)
@@ -316,6 +330,21 @@ class Conversation:
 
     async def _respond(self, response: FunctionResponse) -> None:
         await self.session.send_tool_response(response)
+
+    async def _split_what_was_heard(self, played: int) -> None:
+        """At an interruption: which words of the reply played (their audio had all played
+        before the sink stopped) and which did not."""
+        heard = "".join(text for pushed, text in self._said if pushed <= played)
+        unheard = "".join(text for pushed, text in self._said if pushed > played)
+        self._said.clear()
+        turn = self._current
+        turn.heard_transcript, turn.unheard_transcript = heard, unheard
+        event = ev.HeardBeforeInterruption(heard=heard, not_heard=unheard)
+        self.events.append(event)
+        await self._call(self.on_event, event)
+        if self.tell_model_cut_off and unheard.strip():
+            note = f'(The user interrupted you. Of your last reply they heard only: "{heard.strip()}")'
+            await self.session.send_client_content(note, turn_complete=False)
 
     async def _watch(self) -> None:
         assert self.watchdog is not None
@@ -382,6 +411,7 @@ class Conversation:
         self._first_audio_index = None
         self._speech_end_at = None
         self._send_delays = []
+        self._said.clear()
 
     def latency_table(self) -> str:
         return "\n".join([TurnMetrics.header(), *(m.row() for m in self.metrics)])

@@ -13,6 +13,7 @@ __all__ = [
     "GenerationComplete",
     "GoAway",
     "GroundingMetadata",
+    "HeardBeforeInterruption",
     "InputTranscription",
     "Interrupted",
     "MalformedMessage",
@@ -186,3 +187,11 @@ class ModelFailure(Event, frozen=True):
 
     kind: str
     detail: str
+
+
+class HeardBeforeInterruption(Event, frozen=True):
+    """The user interrupted the model: of its reply's output transcript, ``heard`` had played
+    when playback stopped, ``not_heard`` had not (from a Conversation, which knows playout)."""
+
+    heard: str
+    not_heard: str
