@@ -54,6 +54,22 @@ def test_wav_in_wav_out_echo_with_real_speech(tmp_path) -> None:
     assert "end->play" in conversation.latency_table()
 
 
+async def talk_over_the_reply(session, played: list[np.ndarray], *, after_s: float):
+    """Microphone frames: silence while the model is asked for a long story and ``after_s`` of
+    its reply plays (into ``played``), then speech over it, then silence."""
+    speech = np.concatenate([silence(0.2, 16000), chirp(0.4, 16000)])
+    await session.send_text("tell me a long story")
+    while sum(np.count_nonzero(p) for p in played) < after_s * 24000:
+        yield np.zeros(320, np.float32)
+        await asyncio.sleep(0.02)
+    for i in range(0, len(speech), 320):
+        yield speech[i : i + 320]
+        await asyncio.sleep(0.02)
+    for _ in range(50):
+        yield np.zeros(320, np.float32)
+        await asyncio.sleep(0.02)
+
+
 def test_interruption_clears_the_sink() -> None:
     played = []
 
@@ -62,22 +78,8 @@ def test_interruption_clears_the_sink() -> None:
             config = LiveConfig(silence_duration_ms=200)
             async with geminilive.connect(endpoint=emu.url, config=config) as session:
                 sink = BufferedSink(played.append)
-                speech = np.concatenate([silence(0.2, 16000), chirp(0.4, 16000)])
-
-                async def frames():
-                    await session.send_text("tell me a long story")
-                    while not any(np.any(p) for p in played):
-                        yield np.zeros(320, np.float32)
-                        await asyncio.sleep(0.02)
-                    await asyncio.sleep(0.5)
-                    for i in range(0, len(speech), 320):
-                        yield speech[i : i + 320]
-                        await asyncio.sleep(0.02)
-                    for _ in range(50):
-                        yield np.zeros(320, np.float32)
-                        await asyncio.sleep(0.02)
-
-                conversation = Conversation(session, source=IteratorSource(frames(), 16000), sink=sink)
+                frames = talk_over_the_reply(session, played, after_s=0.5)
+                conversation = Conversation(session, source=IteratorSource(frames, 16000), sink=sink)
                 async with conversation:
                     await conversation.wait(turns=1, timeout=20)
                     await asyncio.sleep(0.2)
@@ -317,22 +319,9 @@ def test_an_interruption_splits_the_reply_into_what_was_heard_and_what_was_not(t
             async with geminilive.connect(endpoint=emu.url, config=config) as session:
                 played: list[np.ndarray] = []
                 sink = BufferedSink(played.append)
-                speech = np.concatenate([silence(0.2, 16000), chirp(0.4, 16000)])
-
-                async def frames():
-                    await session.send_text("tell me a long story")
-                    while sum(np.count_nonzero(p) for p in played) < 24000:  # a second of the reply heard
-                        yield np.zeros(320, np.float32)
-                        await asyncio.sleep(0.02)
-                    for i in range(0, len(speech), 320):
-                        yield speech[i : i + 320]
-                        await asyncio.sleep(0.02)
-                    for _ in range(50):
-                        yield np.zeros(320, np.float32)
-                        await asyncio.sleep(0.02)
-
+                frames = talk_over_the_reply(session, played, after_s=1.0)
                 seen: list[ev.Event] = []
-                conversation = Conversation(session, source=IteratorSource(frames(), 16000), sink=sink,
+                conversation = Conversation(session, source=IteratorSource(frames, 16000), sink=sink,
                                             on_event=seen.append, tell_model_cut_off=tell)  # fmt: skip
                 async with conversation:
                     await conversation.wait(turns=1, timeout=20)
