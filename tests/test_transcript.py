@@ -62,3 +62,34 @@ def test_remember_chars_0_starts_a_fresh_session_with_nothing() -> None:
     [failed] = [e for e in seen if isinstance(e, ev.ResumptionFailed)]
     assert failed.seeded_turns == 0
     assert received[2][0].client_content.turns[0].parts[0].text == "what is my name"
+
+
+def test_past_the_session_time_limit_the_refused_handle_starts_a_session_that_remembers() -> None:
+    """The service closes a session at its age limit (1011) and refuses its handles after
+    (1007): the client starts afresh, seeded with the conversation, and goes on."""
+
+    async def scenario():
+        async with LiveEmulator(model="echo", session_time_limit_s=1.0, **FAST) as emu:
+            config = LiveConfig(response_modalities=["TEXT"], transparent_resumption=True)
+            async with geminilive.connect(endpoint=emu.url, model=TEXT_MODEL, config=config) as session:
+                seen = []
+                await session.send_client_content("my name is Ada")
+                async for event in session:
+                    seen.append(event)
+                    if isinstance(event, ev.ResumptionFailed):
+                        break
+                await session.send_client_content("what is my name")
+                async for event in session:
+                    seen.append(event)
+                    if isinstance(event, ev.TurnComplete):
+                        break
+                return seen, [(c.ws.close_code, list(c.received)) for c in emu.connections], session.stats
+
+    seen, connections, stats = run(scenario())
+    codes = [code for code, _ in connections]
+    assert codes[:2] == [1011, 1007], codes
+    [failed] = [e for e in seen if isinstance(e, ev.ResumptionFailed)]
+    assert "refused" in failed.reason and failed.seeded_turns == 2
+    seeded = connections[2][1][0].client_content
+    assert seeded.turns[0].parts[0].text == "my name is Ada"
+    assert isinstance(seen[-1], ev.TurnComplete) and stats.fresh_starts == 1

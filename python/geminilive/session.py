@@ -34,6 +34,7 @@ from geminilive.errors import (
     AudioFormatError,
     ConnectionClosedOK,
     InsecureTransportError,
+    InvalidArgumentError,
     LocalProtocolError,
     PolicyViolationError,
     RemoteProtocolError,
@@ -639,8 +640,10 @@ class Session:
         r = self._reconnect
         assert r is not None
         r.attempt += 1
-        if r.handle is not None and isinstance(exc, PolicyViolationError):
-            # An unknown or expired handle (1008 "session not found"): start afresh.
+        if r.handle is not None and isinstance(exc, PolicyViolationError | InvalidArgumentError):
+            # An unknown or expired handle (1008 "session not found"), or a session past its
+            # time limit (1007 for its handles): start afresh. A 1007 on the fresh setup too is
+            # the setup's own fault, and final.
             r.failure = f"the service refused the resumption handle: {exc.reason or exc}"
             r.handle = None
         elif exc.code in FATAL_CLOSE_CODES or isinstance(exc, PolicyViolationError):

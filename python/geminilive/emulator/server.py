@@ -132,6 +132,8 @@ class _SessionRecord:
         self.conversation = conversation
         self.connection: _Connection | None = None
         self.expires_at = time.monotonic() + 2 * 3600
+        self.started = time.monotonic()
+        self.over_age = False  # past the session time limit: its handles are refused (1007)
         self.input_audio: bytearray | None = bytearray() if record_input else None
 
 
@@ -153,7 +155,10 @@ class LiveEmulator:
         max_sessions: resumable sessions remembered at most (expired ones go first).
         connection_time_limit_s: after this the connection gets ``goAway`` (``go_away_lead_s``
             before) and is closed with 1011, as the service does after about 10 minutes.
-        session_time_limit_s: the audio session cap without context compression (15 min).
+        session_time_limit_s: the audio session cap without context compression (15 min),
+            counted from the session's start across its connections: then the connection
+            closes with 1011, and resuming that session is refused with 1007, as reported of
+            the service after long sessions.
         realtime_playback: hold ``turnComplete`` until the reply's audio would have played
             out in real time (the service does: barge-in can land after ``generationComplete``).
         record_input: keep every audio byte each session consumed (``input_audio(...)``), as
@@ -337,6 +342,8 @@ class LiveEmulator:
         record, covered = self._sessions.get(handle, (None, 0))
         if record is None or record.expires_at < time.monotonic():
             raise _Closed(1008, "BidiGenerateContent session not found")
+        if record.over_age:
+            raise _Closed(1007, INVALID_ARGUMENT)
         held_by = record.connection
         if held_by is not None and held_by.open and held_by.ws.state is WsState.OPEN:
             raise _Closed(1011, "Internal error encountered.")
@@ -607,7 +614,9 @@ class _Connection:
         await self.close(1011, "Deadline expired before operation could complete.")
 
     async def _session_limit(self, limit_s: float) -> None:
-        await asyncio.sleep(limit_s)
+        assert self.record is not None
+        await asyncio.sleep(max(0.0, self.record.started + limit_s - time.monotonic()))
+        self.record.over_age = True
         await self.close(1011, "Session time limit exceeded.")
 
     async def _resumption_update(self, *, resumable: bool) -> None:
