@@ -3,6 +3,8 @@ reconnects, priced; and the warning before the context window's compression trig
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 import geminilive
@@ -64,3 +66,26 @@ def test_a_session_counts_every_turn_across_a_reconnect_and_warns_before_the_tri
     assert usage.total.prompt_by_modality == {"TEXT": usage.total.prompt}
     assert len(warnings) == 1, "once, when the context first reached 90% of the trigger"
     assert warnings[0].trigger_tokens == 40 and warnings[0].prompt_tokens >= 36
+
+
+def test_the_session_says_once_when_it_is_getting_old() -> None:
+    async def scenario():
+        async with LiveEmulator(model="echo", **FAST) as emu:
+            config = LiveConfig(response_modalities=["TEXT"])
+            async with geminilive.connect(
+                endpoint=emu.url, model=TEXT_MODEL, config=config, session_age_warning_s=0.3
+            ) as session:
+                warnings = []
+                for n in range(3):
+                    if n == 1:
+                        await asyncio.sleep(0.4)
+                    await session.send_client_content(f"turn {n}")
+                    async for event in session:
+                        if isinstance(event, ev.SessionAgeWarning):
+                            warnings.append((n, event.age_s))
+                        if isinstance(event, ev.TurnComplete):
+                            break
+                return warnings, session.age_s
+
+    warnings, age = run(scenario())
+    assert len(warnings) == 1 and warnings[0][0] == 1 and 0.3 <= warnings[0][1] <= age

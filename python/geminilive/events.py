@@ -22,6 +22,7 @@ __all__ = [
     "Reconnecting",
     "Resumed",
     "ResumptionFailed",
+    "SessionAgeWarning",
     "SessionResumptionUpdate",
     "SetupComplete",
     "TextChunk",
@@ -195,3 +196,9 @@ class HeardBeforeInterruption(Event, frozen=True):
 
     heard: str
     not_heard: str
+
+
+class SessionAgeWarning(Event, frozen=True):
+    """The session has been running for ``age_s`` (``session_age_warning_s`` asked to be told)."""
+
+    age_s: float

@@ -193,6 +193,10 @@ class Session:
       audio is dropped and counted in ``stats.dropped_audio_frames``, other messages never).
       The same bound applies to what is kept for replay (``stats.replay_overflow_frames``).
 
+    With ``session_age_warning_s``, :class:`~geminilive.events.SessionAgeWarning` comes once the
+    session is that old (with the next message from the service), before a limit such as the
+    15 minutes of an audio session without context compression.
+
     When the service refuses to resume and a fresh session starts, that session is first given
     the conversation so far as text, the newest ``remember_chars`` of it (0: nothing), so the
     user does not start over (:class:`~geminilive.events.ResumptionFailed` says how much).
@@ -215,6 +219,7 @@ class Session:
         max_buffered_audio_s: float = 60.0,
         allow_insecure: bool = False,
         remember_chars: int = 8000,
+        session_age_warning_s: float | None = None,
     ) -> None:
         parts = urlsplit(endpoint.url)
         if parts.scheme == "ws" and not allow_insecure and not is_loopback(parts.hostname):
@@ -249,6 +254,9 @@ class Session:
         self._go_away_deadline: float | None = None
         self._stats = SessionStats()
         self.session_id: str | None = None
+        self._started = time.monotonic()
+        # When to say the session is getting old (once): SessionAgeWarning.
+        self._age_warning_at = None if session_age_warning_s is None else self._started + session_age_warning_s
 
     def __repr__(self) -> str:
         return f"Session({self.endpoint!r}, model={self.setup.model!r}, session_id={self.session_id!r})"
@@ -362,6 +370,12 @@ class Session:
     @property
     def reconnects(self) -> int:
         return self._stats.reconnects
+
+    @property
+    def age_s(self) -> float:
+        """Seconds since the session started (over all its connections): with
+        ``usage.cost(prices)``, what it costs per minute."""
+        return time.monotonic() - self._started
 
     def count_model_failure(self) -> None:
         """Count a silent failure of the model's in ``stats`` (a watchdog calls this)."""
@@ -542,6 +556,9 @@ class Session:
             return False
         if protocol.has_queued_frames:  # realtime input released by a call's cancellation
             self._write_queued()  # no wait for a drain here: the next sender waits
+        if self._age_warning_at is not None and time.monotonic() >= self._age_warning_at:
+            self._age_warning_at = None
+            self._events.append(ev.SessionAgeWarning(age_s=self.age_s))
         return True
 
     async def receive(self) -> ev.Event:
@@ -744,8 +761,8 @@ class connect:  # lower case: used as `async with geminilive.connect(...)`, like
             default TLS runs in Rust (rustls, less CPU per message) and verifies certificates
             and host names against the system's CAs (``SSL_CERT_FILE``/``SSL_CERT_DIR`` as
             with OpenSSL).
-        auto_resume, reconnect, setup_timeout_s, max_buffered_audio_s, remember_chars: see
-            :class:`Session`.
+        auto_resume, reconnect, setup_timeout_s, max_buffered_audio_s, remember_chars,
+            session_age_warning_s: see :class:`Session`.
         allow_insecure: allow plain ``ws://`` to a host that is not this machine.
     """
 
@@ -769,6 +786,7 @@ class connect:  # lower case: used as `async with geminilive.connect(...)`, like
         max_buffered_audio_s: float = 60.0,
         allow_insecure: bool = False,
         remember_chars: int = 8000,
+        session_age_warning_s: float | None = None,
     ) -> None:
         if isinstance(endpoint, Endpoint):
             resolved = endpoint
@@ -807,6 +825,7 @@ class connect:  # lower case: used as `async with geminilive.connect(...)`, like
             max_buffered_audio_s=max_buffered_audio_s,
             allow_insecure=allow_insecure,
             remember_chars=remember_chars,
+            session_age_warning_s=session_age_warning_s,
         )
 
     async def __aenter__(self) -> Session:
