@@ -24,14 +24,17 @@ def chunk(level: float, seconds: float = 0.04, rate: int = 24000) -> ev.AudioChu
 
 
 def test_the_watchdog_state_machine() -> None:
-    dog = ModelWatchdog(WatchdogConfig(reply_timeout_s=2.0))
+    dog = ModelWatchdog(WatchdogConfig(reply_timeout_s=2.0, tone_share=0.9))
     dog.user_turn_ended(10.0)
     assert dog.check(11.9) == []
     [late] = dog.check(12.0)
     assert late.kind == "no_reply" and dog.check(20.0) == [], "once per user turn"
     dog.user_turn_ended(30.0)
     assert dog.on_event(chunk(0.3), 30.5) == [] and dog.check(40.0) == [], "a reply started in time"
-    healthy = [f for _ in range(30) for f in dog.on_event(chunk(0.3), 31.0)]
+    rng = np.random.default_rng(0)
+    noise = ev.AudioChunk(data=(rng.normal(0, 3000, 960)).astype("<i2").tobytes(), sample_rate_hz=24000)
+    healthy = [f for _ in range(30) for f in dog.on_event(noise, 31.0)]
+    dog.on_event(ev.GenerationComplete(), 31.9)
     assert healthy == [] and dog.on_event(ev.TurnComplete(), 32.0) == []
     quiet = [f for _ in range(30) for f in dog.on_event(chunk(0.0005), 33.0)]
     assert [f.kind for f in quiet] == ["near_silent"], "once, after the first second"
@@ -42,6 +45,14 @@ def test_the_watchdog_state_machine() -> None:
     assert empty.kind == "empty_turn"
     dog.on_event(ev.Interrupted(), 37.0)
     assert dog.on_event(ev.TurnComplete(interrupted=True), 37.1) == [], "an interrupted turn may be empty"
+    dog.on_event(ev.TextChunk(text="half a sen"), 38.0)
+    [cut] = dog.on_event(ev.TurnComplete(), 38.1)
+    assert cut.kind == "cut_off"
+    dog.on_event(ev.TextChunk(text="a whole sentence."), 39.0)
+    dog.on_event(ev.GenerationComplete(), 39.1)
+    assert dog.on_event(ev.TurnComplete(), 39.2) == []
+    tone = [f for _ in range(30) for f in dog.on_event(chunk(0.3), 40.0)]
+    assert [f.kind for f in tone] == ["tone"], "a steady 300 Hz tone is not speech"
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +76,9 @@ async def converse(speech: np.ndarray, faults: Faults | None, watchdog: Watchdog
             return conversation, session.stats, seen, received
 
 
-@pytest.mark.parametrize("failure", ["no_reply", "rejected", "near_silent"])
+@pytest.mark.parametrize("failure", ["no_reply", "rejected", "near_silent", "cut_off", "tone"])
 def test_each_injected_failure_is_noticed_and_counted(speech: np.ndarray, failure: str) -> None:
-    watchdog = WatchdogConfig(reply_timeout_s=2.0)
+    watchdog = WatchdogConfig(reply_timeout_s=2.0, tone_share=0.9)
     turns = 0 if failure == "no_reply" else 1
     conversation, stats, seen, _ = run(converse(speech, Faults(failure=failure), watchdog, turns or 99, 6.0))
     kinds = [f.kind for f in conversation.failures]
@@ -84,9 +95,11 @@ def test_reprompting_after_no_reply_gets_the_answer(speech: np.ndarray) -> None:
     prompts = [m.client_content for m in received if m.client_content is not None]
     assert prompts and "did not come through" in prompts[0].turns[0].parts[0].text
     assert len(conversation.metrics) == 1, "the model answered the reprompt"
+    assert len(prompts) == 1, "one reprompt in a row at most"
 
 
 def test_a_working_conversation_raises_no_alarm(speech: np.ndarray) -> None:
-    conversation, stats, _, _ = run(converse(speech, None, WatchdogConfig(), 1, 10.0))
+    # Every check on, the tone check too: the echo model says the user's speech back.
+    conversation, stats, _, _ = run(converse(speech, None, WatchdogConfig(tone_share=0.9), 1, 10.0))
     assert len(conversation.metrics) == 1 and conversation.metrics[0].audio_received_s > 1.0
     assert conversation.failures == [] and stats.model_failures == 0

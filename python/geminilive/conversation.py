@@ -361,7 +361,7 @@ class Conversation:
         self.session.count_model_failure()
         self.events.append(failure)
         await self._call(self.on_event, failure)
-        if self.watchdog.config.recovery == "reprompt":
+        if self.watchdog.may_reprompt():
             await self.session.send_client_content(self.watchdog.config.reprompt_text)
 
     @staticmethod

@@ -184,7 +184,8 @@ class MalformedMessage(Event, frozen=True):
 
 class ModelFailure(Event, frozen=True):
     """The model failed without an error (see :mod:`geminilive.watchdog`): ``kind`` is
-    ``"no_reply"``, ``"rejected"``, ``"empty_turn"`` or ``"near_silent"``."""
+    ``"no_reply"``, ``"rejected"``, ``"empty_turn"``, ``"cut_off"``, ``"near_silent"`` or
+    ``"tone"``."""
 
     kind: str
     detail: str

@@ -1,6 +1,8 @@
 """Notices the model's silent failures, the most reported problem with the Live API: a user
-turn that gets no reply, a turn the service closes as rejected or with nothing in it, reply
-audio at near-zero amplitude. A pure state machine (events and times in, failures out);
+turn that gets no reply, a turn the service closes as rejected or with nothing in it, a reply
+cut off (``turnComplete`` without ``generationComplete`` and without ``interrupted``: the
+service sends ``generationComplete`` before ``turnComplete`` unless interrupted), reply audio
+at near-zero amplitude, or a tone where speech should be. A pure state machine (events and times in, failures out);
 :class:`geminilive.conversation.Conversation` drives it and reports each failure as
 ``events.ModelFailure``.
 
@@ -27,26 +29,35 @@ class WatchdogConfig(msgspec.Struct, frozen=True, kw_only=True):
         for this long is a ``no_reply``.
     silent_dbfs: reply audio whose level over its first ``silent_after_s`` stays under this
         is ``near_silent`` (healthy speech is about -20 dBFS; the reported failure about -65).
+    tone_share: reply audio whose first ``silent_after_s`` has this share of its energy at one
+        frequency (within 10 Hz) is a ``tone`` (speech spreads it: well under a third; 0.9 is
+        a good value). Off by default: the emulator's own models answer in tones.
     recovery: ``"reprompt"`` sends ``reprompt_text`` as a user turn after a failure (off by
-        default: a client that speaks for the user should be asked for).
+        default: a client that speaks for the user should be asked for), at most
+        ``max_reprompts`` times in a row (a turn without failure starts the count again).
     """
 
     reply_timeout_s: float = 10.0
     silent_dbfs: float = -50.0
     silent_after_s: float = 1.0
+    tone_share: float | None = None
     recovery: Literal["none", "reprompt"] = "none"
     reprompt_text: str = "(Your last answer did not come through. Please answer again.)"
+    max_reprompts: int = 1
 
 
 class ModelWatchdog:
     def __init__(self, config: WatchdogConfig | None = None) -> None:
         self.config = config or WatchdogConfig()
         self._waiting_since: float | None = None  # a user turn ended, no model output since
+        self._turn_failed = False  # the turn's audio failed a check
         self._turn_output = False
         self._turn_interrupted = False
+        self._audio: list[np.ndarray] = []  # the reply's first silent_after_s, to judge it
         self._audio_samples = 0
-        self._audio_energy = 0.0
         self._level_judged = False
+        self._generation_complete = False
+        self.reprompts_in_a_row = 0
 
     def user_turn_ended(self, now: float) -> None:
         if self._waiting_since is None:
@@ -61,14 +72,22 @@ class ModelWatchdog:
             self._output()
         elif isinstance(event, ev.Interrupted):
             self._turn_interrupted = True
+        elif isinstance(event, ev.GenerationComplete):
+            self._generation_complete = True
         elif isinstance(event, ev.TurnComplete):
             failures = []
+            interrupted = self._turn_interrupted or event.interrupted
             if event.reason == "RESPONSE_REJECTED":
                 failures.append(ev.ModelFailure(kind="rejected", detail="the service rejected the response"))
-            elif not self._turn_output and not (self._turn_interrupted or event.interrupted):
+            elif not self._turn_output and not interrupted:
                 failures.append(ev.ModelFailure(kind="empty_turn", detail="a turn ended with nothing in it"))
+            elif self._turn_output and not interrupted and not self._generation_complete:
+                detail = "turnComplete without generationComplete or interrupted: the reply stopped midway"
+                failures.append(ev.ModelFailure(kind="cut_off", detail=detail))
             if failures:
                 self._waiting_since = None  # reported; the next user turn starts the clock
+            elif self._turn_output and not self._turn_failed:
+                self.reprompts_in_a_row = 0
             self._new_turn()
             return failures
         return []
@@ -85,23 +104,45 @@ class ModelWatchdog:
         self._waiting_since = None
         self._turn_output = True
 
+    def may_reprompt(self) -> bool:
+        """Whether recovery may reprompt now (counts the reprompt when it may)."""
+        if self.config.recovery != "reprompt" or self.reprompts_in_a_row >= self.config.max_reprompts:
+            return False
+        self.reprompts_in_a_row += 1
+        return True
+
     def _new_turn(self) -> None:
-        self._turn_output = self._turn_interrupted = self._level_judged = False
-        self._audio_samples, self._audio_energy = 0, 0.0
+        self._turn_failed = False
+        self._turn_output = self._turn_interrupted = self._level_judged = self._generation_complete = False
+        self._audio, self._audio_samples = [], 0
 
     def _hear(self, chunk: ev.AudioChunk) -> list[ev.ModelFailure]:
-        """The reply's level over its first ``silent_after_s`` (then no more work per chunk)."""
+        """Judge the reply's first ``silent_after_s``: its level, and whether it is one tone
+        (then no more work per chunk)."""
         if self._level_judged:
             return []
         samples = np.frombuffer(chunk.data, "<i2").astype(np.float64)
+        self._audio.append(samples)
         self._audio_samples += len(samples)
-        self._audio_energy += float(samples @ samples)
-        if self._audio_samples < self.config.silent_after_s * chunk.sample_rate_hz:
+        rate = chunk.sample_rate_hz
+        if self._audio_samples < self.config.silent_after_s * rate:
             return []
         self._level_judged = True
-        rms = math.sqrt(self._audio_energy / self._audio_samples)
+        audio, self._audio = np.concatenate(self._audio), []
+        rms = math.sqrt(float(audio @ audio) / len(audio))
         dbfs = 20 * math.log10(max(rms, 1e-3) / 32768)
         if dbfs < self.config.silent_dbfs:
+            self._turn_failed = True
             detail = f"reply audio at {dbfs:.0f} dBFS (RMS {rms:.0f}) over its first {self.config.silent_after_s:g} s"
             return [ev.ModelFailure(kind="near_silent", detail=detail)]
+        if self.config.tone_share is None:
+            return []
+        power = np.abs(np.fft.rfft(audio * np.hanning(len(audio)))) ** 2
+        peak = int(np.argmax(power))
+        near = max(1, round(10 * len(audio) / rate))  # bins within 10 Hz
+        share = float(power[max(0, peak - near) : peak + near + 1].sum() / power.sum())
+        if share > self.config.tone_share:
+            self._turn_failed = True
+            detail = f"{share:.0%} of the reply's energy at {peak * rate / len(audio):.0f} Hz: a tone, not speech"
+            return [ev.ModelFailure(kind="tone", detail=detail)]
         return []

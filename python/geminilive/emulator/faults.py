@@ -33,7 +33,9 @@ class Faults(msgspec.Struct, kw_only=True):
     first ``silent_failure_turns`` user turns of the connection:
         failure: ``"no_reply"`` (nothing at all comes back), ``"rejected"`` (an empty turn,
             ``turnCompleteReason: RESPONSE_REJECTED``), ``"near_silent"`` (the reply's audio
-            at about -60 dBFS, RMS ~30 where speech is thousands).
+            at about -60 dBFS, RMS ~30 where speech is thousands), ``"cut_off"``
+            (``turnComplete`` after half the reply, no ``generationComplete``), ``"tone"``
+            (a 440 Hz tone instead of the reply's audio).
     """
 
     close_after_client_messages: int | None = None

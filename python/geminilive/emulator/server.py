@@ -56,6 +56,7 @@ from geminilive.emulator.models import (
     ReplyToolCall,
     UserTurn,
     load_model,
+    tone_pcm,
 )
 from geminilive.emulator.profiles import INVALID_ARGUMENT, LEGACY, PROFILES, ModelProfile, profile_for
 from geminilive.errors import RemoteProtocolError
@@ -409,6 +410,7 @@ class _Connection:
         self._tool_waiter: asyncio.Future[list[FunctionResponse]] | None = None
         self._replies_started = 0
         self._reply_gain = 1.0  # Faults.failure "near_silent" turns the reply down to about -60 dBFS
+        self._reply_failure: str | None = None  # "cut_off" or "tone" act on the reply's audio
         self._tool_awaited: set[str | None] = set()  # ids of the blocking toolCall not answered yet
         self._tool_answers: list[FunctionResponse] = []
         self._tool_call_sent_at = 0.0
@@ -865,7 +867,7 @@ class _Connection:
         f = self.faults
         if f.failure is None or self._replies_started > f.silent_failure_turns:
             return None
-        if f.failure not in ("no_reply", "rejected", "near_silent"):
+        if f.failure not in ("no_reply", "rejected", "near_silent", "cut_off", "tone"):
             raise ValueError(f"unknown Faults.failure {f.failure!r}")
         return f.failure
 
@@ -881,6 +883,7 @@ class _Connection:
             self.turns_completed += 1
             return
         self._reply_gain = 0.01 if failure == "near_silent" else 1.0
+        self._reply_failure = failure
         conversation = self.record.conversation
         self._model_speaking = True
         started = time.monotonic()
@@ -907,7 +910,8 @@ class _Connection:
                     out_chars += len(item.transcript or "")
                 elif isinstance(item, ReplyToolCall):
                     to_send = await self._call_tools(item.calls)
-            await self._content(generation_complete=True)
+            if self._reply_failure != "cut_off":  # cut off: turnComplete comes alone
+                await self._content(generation_complete=True)
             if self.server.realtime_playback:
                 await asyncio.sleep(max(0.0, started + audio_s - time.monotonic()))
             conversation.replies += 1
@@ -952,6 +956,10 @@ class _Connection:
         rate = 24000
         chunk_bytes = rate * self.server.chunk_ms // 1000 * 2
         pcm = item.pcm
+        if self._reply_failure == "tone":
+            pcm = tone_pcm(440.0, len(pcm) / 2 / 24000)
+        elif self._reply_failure == "cut_off":
+            pcm = pcm[: len(pcm) // 4 * 2]  # half of it, whole samples
         if self._reply_gain != 1.0:
             quiet = np.frombuffer(pcm, "<i2").astype(np.float32) * self._reply_gain
             pcm = np.round(quiet).astype("<i2").tobytes()
