@@ -29,20 +29,20 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop
 
-Path_ = Callable[[bytes], bytes]
+Coder = Callable[[bytes], bytes]
 
 
-def to_phone_paths() -> dict[str, Callable[[], Path_]]:
+def to_phone_paths() -> dict[str, Callable[[], Coder]]:
     """Factories of 24 kHz 16-bit PCM -> 8 kHz mu-law paths (each keeps its own state)."""
 
-    def ours() -> Path_:
+    def ours() -> Coder:
         return G711Encoder("mulaw", 24000).process
 
-    def with_soxr() -> Path_:
+    def with_soxr() -> Coder:
         stream = soxr.ResampleStream(24000, 8000, 1, dtype="int16", quality="HQ")
         return lambda pcm: audioop.lin2ulaw(stream.resample_chunk(np.frombuffer(pcm, "<i2")).tobytes(), 2)
 
-    def with_ratecv() -> Path_:
+    def with_ratecv() -> Coder:
         state = None
 
         def run(pcm: bytes) -> bytes:
@@ -55,17 +55,17 @@ def to_phone_paths() -> dict[str, Callable[[], Path_]]:
     return {"geminilive": ours, "audioop + soxr HQ": with_soxr, "audioop.ratecv": with_ratecv}
 
 
-def from_phone_paths() -> dict[str, Callable[[], Path_]]:
+def from_phone_paths() -> dict[str, Callable[[], Coder]]:
     """Factories of 8 kHz mu-law -> 16 kHz 16-bit PCM paths."""
 
-    def ours() -> Path_:
+    def ours() -> Coder:
         return G711Decoder("mulaw", 16000).process
 
-    def with_soxr() -> Path_:
+    def with_soxr() -> Coder:
         stream = soxr.ResampleStream(8000, 16000, 1, dtype="int16", quality="HQ")
         return lambda codes: stream.resample_chunk(np.frombuffer(audioop.ulaw2lin(codes, 2), "<i2")).tobytes()
 
-    def with_ratecv() -> Path_:
+    def with_ratecv() -> Coder:
         state = None
 
         def run(codes: bytes) -> bytes:
@@ -78,7 +78,7 @@ def from_phone_paths() -> dict[str, Callable[[], Path_]]:
     return {"geminilive": ours, "audioop + soxr HQ": with_soxr, "audioop.ratecv": with_ratecv}
 
 
-def stream(path: Path_, data: bytes, chunk: int) -> bytes:
+def stream(path: Coder, data: bytes, chunk: int) -> bytes:
     return b"".join(path(data[i : i + chunk]) for i in range(0, len(data), chunk))
 
 
@@ -86,7 +86,7 @@ def pcm16(x: np.ndarray) -> bytes:
     return np.round(np.clip(x, -1, 1) * 32767).astype("<i2").tobytes()
 
 
-def worst_alias_db(make: Callable[[], Path_]) -> float:
+def worst_alias_db(make: Callable[[], Coder]) -> float:
     rate = 24000
     t = np.arange(rate) / rate
     worst = -300.0
@@ -98,7 +98,7 @@ def worst_alias_db(make: Callable[[], Path_]) -> float:
     return worst
 
 
-def held_back_ms(make: Callable[[], Path_], rate_in: int, rate_out: int, coded_input: bool) -> float:
+def held_back_ms(make: Callable[[], Coder], rate_in: int, rate_out: int, coded_input: bool) -> float:
     """How much audio the path holds back while streaming: the input's length less the
     output's, after half a second in 20 ms frames (a path aligned in time but holding samples
     back delays them by exactly that)."""
@@ -109,7 +109,7 @@ def held_back_ms(make: Callable[[], Path_], rate_in: int, rate_out: int, coded_i
     return (samples / rate_in - out_samples / rate_out) * 1000
 
 
-def per_frame_us(make: Callable[[], Path_], frame: bytes, number: int) -> float:
+def per_frame_us(make: Callable[[], Coder], frame: bytes, number: int) -> float:
     path = make()
     return statistics.median(timeit.repeat(lambda: path(frame), number=number, repeat=5)) / number * 1e6
 

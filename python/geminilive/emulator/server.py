@@ -409,8 +409,8 @@ class _Connection:
         self._timers: list[asyncio.Task[None]] = []
         self._tool_waiter: asyncio.Future[list[FunctionResponse]] | None = None
         self._replies_started = 0
-        self._reply_gain = 1.0  # Faults.failure "near_silent" turns the reply down to about -60 dBFS
-        self._reply_failure: str | None = None  # "cut_off" or "tone" act on the reply's audio
+        # Faults.failure of the reply under way: "near_silent", "cut_off" and "tone" change its audio.
+        self._reply_failure: str | None = None
         self._tool_awaited: set[str | None] = set()  # ids of the blocking toolCall not answered yet
         self._tool_answers: list[FunctionResponse] = []
         self._tool_call_sent_at = 0.0
@@ -882,7 +882,6 @@ class _Connection:
             await self.send(ServerMessage(server_content=rejected))
             self.turns_completed += 1
             return
-        self._reply_gain = 0.01 if failure == "near_silent" else 1.0
         self._reply_failure = failure
         conversation = self.record.conversation
         self._model_speaking = True
@@ -960,8 +959,8 @@ class _Connection:
             pcm = tone_pcm(440.0, len(pcm) / 2 / 24000)
         elif self._reply_failure == "cut_off":
             pcm = pcm[: len(pcm) // 4 * 2]  # half of it, whole samples
-        if self._reply_gain != 1.0:
-            quiet = np.frombuffer(pcm, "<i2").astype(np.float32) * self._reply_gain
+        if self._reply_failure == "near_silent":  # about -60 dBFS
+            quiet = np.frombuffer(pcm, "<i2").astype(np.float32) * 0.01
             pcm = np.round(quiet).astype("<i2").tobytes()
         chunks = [pcm[i : i + chunk_bytes] for i in range(0, len(pcm), chunk_bytes)]
         words = (item.transcript or "").split()

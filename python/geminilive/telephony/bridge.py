@@ -22,6 +22,7 @@ import websockets
 
 from geminilive import events as ev
 from geminilive._websocket import WebSocket
+from geminilive.protocol import INPUT_RATE_HZ
 from geminilive.session import Session
 from geminilive.telephony.g711 import G711Decoder, G711Encoder
 from geminilive.telephony.twilio import (
@@ -38,7 +39,6 @@ from geminilive.telephony.twilio import (
 __all__ = ["CallBridge", "CallStats"]
 
 _log = logging.getLogger("geminilive.telephony")
-SESSION_RATE_HZ = 16000
 
 
 class CallStats(msgspec.Struct, kw_only=True):
@@ -73,7 +73,7 @@ class CallBridge:
         self.start_timeout_s = start_timeout_s
         self.stream = TwilioStream()
         self.stats = CallStats()
-        self._decoder = G711Decoder("mulaw", SESSION_RATE_HZ)
+        self._decoder = G711Decoder("mulaw", INPUT_RATE_HZ)
         self._encoder: G711Encoder | None = None
         self._encoder_rate = 0
         self._marks: deque[tuple[str, float]] = deque()  # sent, not yet played: (name, audio ms)
@@ -142,7 +142,7 @@ class CallBridge:
             for event in self._handle(frame):
                 if isinstance(event, CallerAudio):
                     self.stats.caller_audio_ms += len(event.codes) / 8
-                    await session.send_audio(self._decoder.process(event.codes), SESSION_RATE_HZ)
+                    await session.send_audio(self._decoder.process(event.codes), INPUT_RATE_HZ)
                 elif isinstance(event, Digit):
                     self.stats.digits += event.digit
                     await session.send_text(f"(The caller pressed {event.digit} on the keypad.)")
