@@ -241,10 +241,13 @@ def test_a_capture_cancelled_as_its_frame_arrives_stops(loop: str) -> None:
     async def scenario():
         async with Capture(sample_rate_hz=16000) as mic:
             await mic.__anext__()
-            mic._frames.clear()
-            waiting = asyncio.create_task(mic.__anext__())
-            while mic._waiter is None or mic._waiter.done():
-                await asyncio.sleep(0)
+            while True:  # until the task waits: a frame delivered before it ran ends it at once
+                mic._frames.clear()
+                waiting = asyncio.create_task(mic.__anext__())
+                while not waiting.done() and (mic._waiter is None or mic._waiter.done()):
+                    await asyncio.sleep(0)
+                if not waiting.done():
+                    break
             mic._waiter.set_result(None)  # the stream's wake-up...
             waiting.cancel()  # ...and a cancel in the same turn
             with pytest.raises(asyncio.CancelledError):
