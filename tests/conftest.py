@@ -7,6 +7,9 @@ from hypothesis import HealthCheck, settings
 
 from pulse import pulse_server
 
+# tests/frameworks runs in a venv of its own (`make test-frameworks`, see its conftest).
+collect_ignore = [] if os.environ.get("GEMINILIVE_FRAMEWORK_TESTS") else ["frameworks"]
+
 settings.register_profile("fast", max_examples=50, deadline=None)
 settings.register_profile("ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "fast"))

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from geminilive import events as ev
-from geminilive.errors import RemoteProtocolError
+from geminilive.errors import LocalProtocolError, RemoteProtocolError
 from geminilive.messages import (
     Blob,
     ClientContent,
@@ -34,6 +34,7 @@ from geminilive.messages import (
     decode_server,
     encode_client,
     encode_server,
+    from_json_tree,
 )
 from geminilive.protocol import LiveProtocol
 from recordings import all_recordings
@@ -302,3 +303,37 @@ def test_client_messages_round_trip(message: ClientMessage) -> None:
 def test_server_messages_round_trip(message: ServerMessage, pretty: bool) -> None:
     assert decode_server(encode_server(message, pretty=pretty)) == message
     assert msgspec.json.decode(encode_server(message)) == msgspec.json.decode(encode_client(message))
+
+
+def _snake(tree):
+    if isinstance(tree, dict):
+        return {re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), k): _snake(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_snake(v) for v in tree]
+    return tree
+
+
+@given(
+    texts=st.lists(st.text(max_size=20), max_size=3),
+    data=st.binary(max_size=64),
+    args=st.dictionaries(st.sampled_from(["city", "max_rows", "sortOrder"]), st.integers(), max_size=3),
+)
+def test_a_json_tree_in_either_key_style_converts_to_the_same_wire_struct(texts, data, args) -> None:
+    """What google-genai's ``model_dump()`` gives (snake_case, URL-safe base64) and what the JS
+    SDK sends (camelCase) are one Content; function arguments keep their keys as given."""
+    parts = [Part(text=t) for t in texts] + [
+        Part(inline_data=Blob(mime_type="audio/pcm;rate=16000", data=data)),
+        Part(function_call=FunctionCall(name="lookup", args=args, id="c1")),
+    ]
+    content = Content(parts=parts, role="user")
+    camel = msgspec.json.decode(msgspec.json.encode(content))
+    snake = _snake(camel)
+    snake["parts"][len(texts)]["inline_data"]["data"] = base64.urlsafe_b64encode(data).decode().rstrip("=")
+    snake["parts"][len(texts) + 1]["function_call"]["args"] = args
+    assert from_json_tree(camel, Content) == content
+    assert from_json_tree([snake], list[Content]) == [content]
+
+
+def test_a_json_tree_of_the_wrong_shape_is_a_local_protocol_error() -> None:
+    with pytest.raises(LocalProtocolError, match="invalid"):
+        from_json_tree({"parts": "not a list"}, Content)

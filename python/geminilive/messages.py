@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from geminilive.errors import RemoteProtocolError
+from geminilive.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "ActivityEnd",
@@ -65,6 +65,7 @@ __all__ = [
     "decode_server",
     "encode_client",
     "encode_server",
+    "from_json_tree",
     "parse_duration_s",
 ]
 
@@ -467,6 +468,20 @@ def _decode_frame(frame: bytes | str, decoder: msgspec.json.Decoder, cls: type) 
         return msgspec.convert(_normalise(tree), cls, strict=False)
     except msgspec.ValidationError as exc:
         raise RemoteProtocolError(f"invalid {cls.__name__}: {exc}") from exc
+
+
+def from_json_tree(tree: Any, cls: Any) -> Any:
+    """``cls`` (a wire struct, or a ``list[...]`` of them) from decoded JSON with keys in
+    either style, as the service takes them (google-genai's ``model_dump()`` gives
+    snake_case, the JS SDK camelCase).
+
+    Raises:
+        LocalProtocolError: a field of the wrong type.
+    """
+    try:
+        return msgspec.convert(_normalise(tree), cls, strict=False)
+    except msgspec.ValidationError as exc:
+        raise LocalProtocolError(f"invalid {getattr(cls, '__name__', cls)}: {exc}") from exc
 
 
 def decode_client(frame: bytes | str) -> ClientMessage:

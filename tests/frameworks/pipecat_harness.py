@@ -1,0 +1,92 @@
+"""A real Pipecat pipeline around one service, driven the way Pipecat's own test utilities
+(``pipecat.tests.utils``) drive one: a source and a sink ``QueuedFrameProcessor`` on either
+side, a ``PipelineWorker`` run by a ``WorkerRunner``; frames go in with ``queue_frame``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+
+from pipecat.frames.frames import EndFrame, Frame, InputAudioRawFrame
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.tests.utils import QueuedFrameProcessor
+from pipecat.workers.runner import WorkerRunner
+
+
+class Run:
+    """A running pipeline: what came out downstream (``down``) and upstream (``up``)."""
+
+    def __init__(self, worker: PipelineWorker, down: asyncio.Queue[Frame], up: asyncio.Queue[Frame]) -> None:
+        self.worker = worker
+        self._queues = {"down": down, "up": up}
+        self.down: list[Frame] = []
+        self.up: list[Frame] = []
+
+    def _drain(self) -> None:
+        for name, queue in self._queues.items():
+            while not queue.empty():
+                getattr(self, name).append(queue.get_nowait())
+
+    def frames(self, kind: type | tuple[type, ...], *, direction: str = "down") -> list:
+        self._drain()
+        return [f for f in getattr(self, direction) if isinstance(f, kind)]
+
+    async def until(self, condition: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            await asyncio.sleep(0.01)
+
+    async def send(self, frame: Frame) -> None:
+        await self.worker.queue_frame(frame)
+
+    async def send_audio(self, chunks: list[bytes], *, rate: int = 16000, pace_s: float = 0.005) -> None:
+        """User audio, one frame per chunk, ``pace_s`` apart."""
+        for chunk in chunks:
+            await self.send(InputAudioRawFrame(audio=chunk, sample_rate=rate, num_channels=1))
+            await asyncio.sleep(pace_s)
+
+
+@contextlib.asynccontextmanager
+async def pipeline(
+    service: FrameProcessor, *, audio_out_rate: int = 24000, enable_metrics: bool = False
+) -> AsyncIterator[Run]:
+    down: asyncio.Queue[Frame] = asyncio.Queue()
+    up: asyncio.Queue[Frame] = asyncio.Queue()
+    source = QueuedFrameProcessor(queue=up, queue_direction=FrameDirection.UPSTREAM)
+    sink = QueuedFrameProcessor(queue=down, queue_direction=FrameDirection.DOWNSTREAM)
+    worker = PipelineWorker(
+        Pipeline([source, service, sink]),
+        cancel_on_idle_timeout=False,
+        params=PipelineParams(
+            audio_in_sample_rate=16000,
+            audio_out_sample_rate=audio_out_rate,
+            enable_metrics=enable_metrics,
+            enable_usage_metrics=enable_metrics,
+        ),
+    )
+    started = asyncio.Event()
+
+    @worker.event_handler("on_pipeline_started")
+    async def _started(worker: PipelineWorker, frame: Frame) -> None:
+        started.set()
+
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    running = asyncio.create_task(runner.run())
+    try:
+        async with asyncio.timeout(15):
+            await started.wait()
+        yield Run(worker, down, up)
+        await worker.queue_frame(EndFrame())
+        async with asyncio.timeout(15):
+            await running
+    finally:
+        if not running.done():
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
