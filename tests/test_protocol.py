@@ -502,16 +502,22 @@ def test_only_a_resumable_handle_moves_the_replay_point() -> None:
     assert texts(p.unconsumed_frames()) == ["2", "3", "4", "5"]
 
 
-def test_without_transparent_resumption_replay_starts_after_the_newest_handle() -> None:
+def test_without_transparent_resumption_a_handle_covers_what_was_sent_before_the_message_ahead_of_it() -> None:
+    """A handle without an index was issued after the server message before it: what the
+    client sent once that message was in may not be covered, and is kept for a resume (the
+    service sends a handle right behind setupComplete, before it reads anything more)."""
     p = opened()
     for i in range(3):
         p.send_text(str(i))
     p.data_to_send()
     assert texts(p.unconsumed_frames()) == ["0", "1", "2"], "no handle yet: all of them"
-    p.receive_data(update("h1", None))
-    assert p.unconsumed_frames() == []
+    p.receive_data(update("h1", None))  # right behind setupComplete
+    assert texts(p.unconsumed_frames()) == ["0", "1", "2"], "issued before any of them was read"
+    p.receive_data(json.dumps({"serverContent": {"turnComplete": True}}).encode())
     p.send_text("3")
     p.data_to_send()
+    p.receive_data(update("h2", None))
+    assert texts(p.unconsumed_frames()) == ["3"], "sent after the turnComplete that came before h2"
     p.send_text("4")  # not handed to the socket yet
     assert texts(p.unconsumed_frames()) == ["3", "4"]
 

@@ -182,8 +182,10 @@ class LiveProtocol:
         # Frames queued but not yet handed to the socket (held until setupComplete).
         self._pending: list[bytes] = []
         self._pending_bytes = 0
-        # Index of the last frame handed to the socket (setup is 0).
+        # Index of the last frame handed to the socket (setup is 0), and what it was when the
+        # latest server message came in (what a handle without an index can cover at most).
         self._handed_index = -1
+        self._handed_before_last_message = 0
         # Handed-out frames the newest handle may not include; the first has index
         # `_unconsumed_first` (indices are consecutive).
         self._unconsumed: deque[bytes] = deque()
@@ -471,12 +473,14 @@ class LiveProtocol:
             audio = model_audio(frame)
             if audio is not None:
                 self.model_turn_active = True
+                self._handed_before_last_message = self._handed_index
                 return [self._audio_chunk(*audio)]
         message = decode_server(frame)
         if self.state is State.AWAITING_SETUP_COMPLETE and message.setup_complete is None:
             raise RemoteProtocolError("the first server message must be setupComplete")
         out: list[ev.Event] = []
         self._events(message, out)
+        self._handed_before_last_message = self._handed_index
         return out
 
     def _events(self, message: ServerMessage, out: list[ev.Event]) -> None:
@@ -587,7 +591,11 @@ class LiveProtocol:
             if index is not None:
                 self._forget_consumed(int(index))
             elif not self.transparent:
-                self._forget_consumed(self._handed_index)
+                # Without an index the handle covers at most what had been sent when the
+                # message before it came: the service issues it after that one (right after
+                # setupComplete, before reading what the client sent on, for one), so what
+                # went out since may not be in it and is kept for a resume.
+                self._forget_consumed(self._handed_before_last_message)
         return ev.SessionResumptionUpdate(
             handle=update.new_handle or None,
             resumable=self.resumable,

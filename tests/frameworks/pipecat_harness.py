@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from pipecat.frames.frames import EndFrame, Frame, InputAudioRawFrame
 from pipecat.pipeline.pipeline import Pipeline
@@ -17,19 +17,35 @@ from pipecat.tests.utils import QueuedFrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
 
+class _ArrivalQueue(asyncio.Queue):
+    """A queue that notes when each item came (``QueuedFrameProcessor`` puts frames in it)."""
+
+    async def put(self, item: Frame) -> None:
+        await super().put((time.monotonic(), item))
+
+
 class Run:
     """A running pipeline: what came out downstream (``down``) and upstream (``up``)."""
 
-    def __init__(self, worker: PipelineWorker, down: asyncio.Queue[Frame], up: asyncio.Queue[Frame]) -> None:
+    def __init__(self, worker: PipelineWorker, down: _ArrivalQueue, up: _ArrivalQueue) -> None:
         self.worker = worker
         self._queues = {"down": down, "up": up}
         self.down: list[Frame] = []
         self.up: list[Frame] = []
+        self._arrived: list[float] = []  # when each downstream frame reached the sink
 
     def _drain(self) -> None:
         for name, queue in self._queues.items():
             while not queue.empty():
-                getattr(self, name).append(queue.get_nowait())
+                arrived, frame = queue.get_nowait()
+                getattr(self, name).append(frame)
+                if name == "down":
+                    self._arrived.append(arrived)
+
+    def arrival_times(self, kind: type) -> list[float]:
+        """When the downstream frames of ``kind`` reached the sink (``time.monotonic()``)."""
+        self._drain()
+        return [t for f, t in zip(self.down, self._arrived, strict=True) if isinstance(f, kind)]
 
     def frames(self, kind: type | tuple[type, ...], *, direction: str = "down") -> list:
         self._drain()
@@ -54,14 +70,18 @@ class Run:
 
 @contextlib.asynccontextmanager
 async def pipeline(
-    service: FrameProcessor, *, audio_out_rate: int = 24000, enable_metrics: bool = False
+    service: FrameProcessor,
+    *,
+    audio_out_rate: int = 24000,
+    enable_metrics: bool = False,
+    after: Sequence[FrameProcessor] = (),
 ) -> AsyncIterator[Run]:
-    down: asyncio.Queue[Frame] = asyncio.Queue()
-    up: asyncio.Queue[Frame] = asyncio.Queue()
+    """``service`` then the processors ``after`` it, between a source and a sink."""
+    down, up = _ArrivalQueue(), _ArrivalQueue()
     source = QueuedFrameProcessor(queue=up, queue_direction=FrameDirection.UPSTREAM)
     sink = QueuedFrameProcessor(queue=down, queue_direction=FrameDirection.DOWNSTREAM)
     worker = PipelineWorker(
-        Pipeline([source, service, sink]),
+        Pipeline([source, service, *after, sink]),
         cancel_on_idle_timeout=False,
         params=PipelineParams(
             audio_in_sample_rate=16000,

@@ -82,6 +82,18 @@ __all__ = ["GeminiLiveService"]
 
 _log = logging.getLogger("geminilive.integrations.pipecat")
 
+# Pipecat's generic LLM settings that a LiveConfig holds instead (None here: "not used").
+_SETTINGS_THE_CONFIG_HOLDS = (
+    "temperature",
+    "max_tokens",
+    "top_p",
+    "top_k",
+    "frequency_penalty",
+    "presence_penalty",
+    "seed",
+    "user_turn_completion_config",
+)
+
 
 class GeminiLiveService(LLMService):
     """Pipecat's Gemini Live service, on geminilive.
@@ -121,7 +133,10 @@ class GeminiLiveService(LLMService):
         **kwargs: Any,
     ) -> None:
         settings = kwargs.pop("settings", None) or LLMSettings(
-            model=model or DEFAULT_MODEL, system_instruction=system_instruction
+            model=model or DEFAULT_MODEL,
+            system_instruction=system_instruction,
+            **dict.fromkeys(_SETTINGS_THE_CONFIG_HOLDS),
+            filter_incomplete_user_turns=False,
         )
         super().__init__(settings=settings, **kwargs)
         base = config or LiveConfig(input_audio_transcription=True, output_audio_transcription=True)

@@ -1,0 +1,332 @@
+"""Pipecat, side by side in one run: the same pipeline with Pipecat's own
+``GeminiLiveLLMService`` (google-genai over wss) and with geminilive's ``GeminiLiveService``,
+against the same emulator.
+
+1. **User audio lost across faults**: 20 ms numbered chunks streamed at real-time pace while
+   the connection takes, in turn, a 1011 close, a silent TCP drop and a goAway (then the 1011
+   that follows it), ``--faults`` in all, ``--spacing-s`` apart (Pipecat's service gives up
+   after 3 failures within 10 s of each other, so the default spacing lets it recover from
+   every one). The emulator records every audio byte each session consumed; the chunk numbers
+   say what was lost.
+2. **End of user speech to the first bot audio frame** out of the service: the time the last
+   loud chunk of a turn went in to the first ``TTSAudioRawFrame`` of the reply at the sink
+   (the emulator's VAD and reply are the same for both), median and p95.
+3. **CPU per session-second** with 1, 10 and 50 pipelines in this process (``--steps``), each
+   streaming at real-time pace for ``--seconds``; the emulator runs in another process (TLS in
+   Rust). Both pipelines end at 48 kHz: geminilive's service resamples itself; Pipecat's
+   output transport would resample its 24 kHz frames with ``create_stream_resampler()``
+   (soxr VHQ), so its pipeline has a processor doing just that.
+4. **The delay the output resampling adds** (24 kHz to 48 kHz): an impulse fed in 1 ms
+   chunks, and how much input had gone in when its peak came out.
+
+Run in the frameworks' venv (``make test-frameworks`` makes it):
+
+    .venv-frameworks/bin/python benches/bench_frameworks.py [--faults 10] [--spacing-s 11]
+        [--steps 1,10,50] [--seconds 10] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+
+sys.path[:0] = [str(Path(__file__).resolve().parents[1] / d) for d in ("tests", "tests/frameworks")]
+
+from google.genai.types import HttpOptions  # noqa: E402
+from loguru import logger  # noqa: E402
+from pipecat.audio.utils import create_stream_resampler  # noqa: E402
+from pipecat.frames.frames import ErrorFrame, Frame, LLMContextFrame, TTSAudioRawFrame  # noqa: E402
+from pipecat.processors.aggregators.llm_context import LLMContext  # noqa: E402
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor  # noqa: E402
+from pipecat.services.google.gemini_live.llm import GeminiLiveLLMService  # noqa: E402
+from pipecat_harness import Run, pipeline  # noqa: E402
+
+import geminilive  # noqa: E402
+from fault_drill import chunk_numbers, numbered_chunk  # noqa: E402
+from geminilive import Resampler  # noqa: E402
+from geminilive.emulator import Faults, LiveEmulator  # noqa: E402
+from geminilive.integrations.pipecat import GeminiLiveService  # noqa: E402
+from geminilive.session import ReconnectPolicy  # noqa: E402
+from tls import LoopbackTls, loopback_tls  # noqa: E402
+
+MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
+KEY = "bench-key"
+OUT_RATE = 48000
+CHUNK_S = 0.02
+SERVICES = ("pipecat", "geminilive")
+
+
+class TransportResampler(FrameProcessor):
+    """What Pipecat's output transport does to the service's audio: soxr VHQ to its rate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._resampler = create_stream_resampler(clear_after_secs=None)
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, TTSAudioRawFrame) and frame.sample_rate != OUT_RATE:
+            audio = await self._resampler.resample(frame.audio, frame.sample_rate, OUT_RATE)
+            frame = TTSAudioRawFrame(audio=audio, sample_rate=OUT_RATE, num_channels=1)
+        await self.push_frame(frame, direction)
+
+
+class NoService(FrameProcessor):
+    """In the service's place for the ``framework`` series: the pipeline's own cost per
+    session-second (frames in and through, nothing sent anywhere)."""
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        await self.push_frame(frame, direction)
+
+
+def make_service(name: str, url: str, tls: LoopbackTls) -> Any:
+    """The service ``name`` connecting to the emulator at ``url`` (its full wss URL)."""
+    if name == "framework":
+        return NoService()
+    if name == "pipecat":
+        http = HttpOptions(base_url=f"https://{urlsplit(url).netloc}/", async_client_args={"ssl": tls.client()})
+        return GeminiLiveLLMService(
+            api_key=KEY,
+            http_options=http,
+            inference_on_context_initialization=False,
+            settings=GeminiLiveLLMService.Settings(model=f"models/{MODEL}"),
+        )
+    policy = ReconnectPolicy(initial_delay_s=0.05, max_delay_s=1.0)
+    return GeminiLiveService(
+        endpoint=url, api_key=KEY, model=MODEL, connect_options={"reconnect": policy}
+    )
+
+
+async def start_pipeline(name: str, url: str, tls: LoopbackTls, stack: Any) -> Run:
+    service = make_service(name, url, tls)
+    processors = [TransportResampler()] if name == "pipecat" else []
+    p = await stack.enter_async_context(pipeline(service, audio_out_rate=OUT_RATE, after=processors))
+    await p.send(LLMContextFrame(LLMContext()))  # Pipecat's service takes audio once it has a context
+    await asyncio.sleep(0.3)
+    return p
+
+
+class Stream:
+    """Numbered speech-like chunks at real-time pace into one pipeline; turn ends noted."""
+
+    def __init__(self, p: Run, seed: int) -> None:
+        self.p, self.rng = p, np.random.default_rng(seed)
+        self.sent = 0
+        self.late = 0
+        self.speech_ends: list[float] = []
+
+    async def run(self, seconds: float, on_chunk: Callable[[int], Any] | None = None) -> None:
+        start = time.monotonic()
+        for n in range(int(seconds / CHUNK_S)):
+            due = start + n * CHUNK_S
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif -delay > CHUNK_S:
+                self.late += 1
+            await self.p.send_audio([numbered_chunk(n, self.rng)], pace_s=0)
+            self.sent += 1
+            if n % 100 == 59:  # the last loud chunk of a turn (fault_drill's pattern)
+                self.speech_ends.append(time.monotonic())
+            if on_chunk is not None:
+                on_chunk(n)
+
+
+def first_audio_latencies_ms(p: Run, speech_ends: list[float]) -> list[float]:
+    arrivals = p.arrival_times(TTSAudioRawFrame)
+    out = []
+    for end in speech_ends:
+        later = [t for t in arrivals if t > end]
+        if later and later[0] - end < 1.9:  # before the next turn's speech ends
+            out.append((later[0] - end) * 1000)
+    return out
+
+
+# --- 1. loss across faults --------------------------------------------------------------------
+
+
+def fault_plan(count: int, spacing_s: float) -> list[Faults | None]:
+    """A 1011 close, a silent drop, a goAway (and its 1011), in turn, each ``spacing_s`` after
+    its connection opened (client messages come at 50 a second)."""
+    messages = int(spacing_s / CHUNK_S)
+    kinds = [
+        Faults(close_after_client_messages=messages, close_code=1011),
+        Faults(drop_after_client_messages=messages),
+        Faults(go_away_after_s=spacing_s, go_away_time_left_s=0.5),
+    ]
+    return [kinds[i % 3] for i in range(count)]
+
+
+async def loss_run(name: str, faults: int, spacing_s: float, tls: LoopbackTls) -> dict[str, Any]:
+    plan = fault_plan(faults, spacing_s)
+    emu = LiveEmulator(model="echo", ssl=tls.server(), record_input=True, realtime_playback=False, faults=plan)
+    async with emu, contextlib.AsyncExitStack() as stack:
+        p = await start_pipeline(name, emu.url, tls, stack)
+        stream = Stream(p, seed=1)
+        await stream.run(spacing_s * (faults + 1) + 2)
+        await asyncio.sleep(1.0)
+        numbers = chunk_numbers(emu.input_audio(every_session=True))
+        connections = len(emu.connections)
+        errors = len(p.frames(ErrorFrame, direction="up"))
+    seen = set(numbers)
+    lost = sum(1 for n in range(stream.sent) if n not in seen)
+    return {
+        "sent": stream.sent,
+        "lost_chunks": lost,
+        "lost_s": lost * CHUNK_S,
+        "duplicated": len(numbers) - len(seen),
+        "connections": connections,
+        "errors": errors,
+    }
+
+
+# --- 3. CPU -----------------------------------------------------------------------------------
+
+
+def emulator_process(tls: LoopbackTls, urls: Any) -> None:
+    async def main() -> None:
+        emu = LiveEmulator(model="echo", certfile=tls.chain, keyfile=tls.key, realtime_playback=False)
+        await emu.start()
+        urls.put(emu.url)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+async def cpu_run(name: str, count: int, seconds: float, url: str, tls: LoopbackTls) -> dict[str, Any]:
+    async with contextlib.AsyncExitStack() as stack:
+        pipes = [await start_pipeline(name, url, tls, stack) for _ in range(count)]
+        streams = [Stream(p, seed=i) for i, p in enumerate(pipes)]
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        await asyncio.gather(*(s.run(seconds) for s in streams))
+        cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+        latencies = first_audio_latencies_ms(pipes[0], streams[0].speech_ends)
+        reply_frames = sum(len(p.frames(TTSAudioRawFrame)) for p in pipes)
+    sent = sum(s.sent for s in streams)
+    return {
+        "cpu_ms_per_session_s": cpu * 1000 / (count * wall),
+        "late_frames_pct": 100 * sum(s.late for s in streams) / max(sent, 1),
+        "latencies_ms": latencies,
+        "reply_frames": reply_frames,
+    }
+
+
+# --- 4. resampling delay ----------------------------------------------------------------------
+
+
+async def delay_ms(resample: Callable[[bytes], Any]) -> float:
+    """Input that had gone in (ms) when an impulse at 100 ms came out, fed 1 ms at a time."""
+    chunk = 24
+    impulse_at = 2400
+    x = np.zeros(24000, "<i2")
+    x[impulse_at] = 30000
+    emitted = []
+    for start in range(0, len(x), chunk):
+        out = await resample(x[start : start + chunk].tobytes())
+        emitted.append(np.frombuffer(out, "<i2"))
+        if emitted[-1].size and np.abs(np.concatenate(emitted)).max() > 5000:
+            return (start + chunk - impulse_at) / 24.0
+    return float("nan")
+
+
+async def resampling_delays() -> dict[str, float]:
+    soxr_stream = create_stream_resampler(clear_after_secs=None)
+    ours = Resampler(24000, OUT_RATE)
+
+    async def pipecat_path(pcm: bytes) -> bytes:
+        return await soxr_stream.resample(pcm, 24000, OUT_RATE)
+
+    async def geminilive_path(pcm: bytes) -> bytes:
+        return (ours.process(np.frombuffer(pcm, "<i2").astype(np.float32) / 32768) * 32768).astype("<i2").tobytes()
+
+    return {"pipecat": await delay_ms(pipecat_path), "geminilive": await delay_ms(geminilive_path)}
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def p95(values: list[float]) -> float:
+    return float(np.percentile(values, 95)) if values else float("nan")
+
+
+async def main(args: argparse.Namespace) -> None:
+    logger.remove()  # Pipecat logs every frame at DEBUG
+    logger.add(sys.stderr, level="ERROR")
+    tls = loopback_tls(tempfile.mkdtemp(prefix="bench-frameworks-"))
+    os.environ["SSL_CERT_FILE"] = str(tls.ca)  # geminilive's TLS (Rust) trusts the system's CAs
+    print(f"Pipecat {version('pipecat-ai')}, geminilive {geminilive.__version__}")
+
+    delays = await resampling_delays()
+    print("\nOutput resampling 24 -> 48 kHz, delay (ms):")
+    for name in SERVICES:
+        print(f"  {name:11s} {delays[name]:6.2f}")
+    print(f"  ratio pipecat/geminilive: {delays['pipecat'] / delays['geminilive']:.1f}x")
+
+    print(f"\nUser audio lost across {args.faults} faults ({args.spacing_s:.0f} s apart, real-time pace):")
+    print(f"  {'service':11s} {'sent s':>7s} {'lost s':>7s} {'dup':>4s} {'conns':>5s} {'errors':>6s}")
+    for name in SERVICES:
+        r = await loss_run(name, args.faults, args.spacing_s, tls)
+        print(
+            f"  {name:11s} {r['sent'] * CHUNK_S:7.1f} {r['lost_s']:7.2f} {r['duplicated']:4d}"
+            f" {r['connections']:5d} {r['errors']:6d}"
+        )
+
+    spawn = multiprocessing.get_context("spawn")
+    urls = spawn.Queue()
+    emulator = spawn.Process(target=emulator_process, args=(tls, urls), daemon=True)
+    emulator.start()
+    url = urls.get(timeout=30)
+    try:
+        print(f"\nCPU per session-second (ms), {args.seconds:.0f} s at real-time pace (emulator in another process);")
+        print("  'above': what the service costs above the pipeline alone ('framework': no service in its place)")
+        print(
+            f"  {'sessions':>8s} {'framework':>9s} {'pipecat':>8s} {'geminilive':>10s} {'ratio':>6s}"
+            f" {'pipecat above':>13s} {'geminilive above':>16s} {'ratio':>6s} {'late % (p/g)':>12s}"
+        )
+        latency: dict[str, list[float]] = {}
+        for count in args.steps:
+            row = {name: await cpu_run(name, count, args.seconds, url, tls) for name in ("framework", *SERVICES)}
+            for name in SERVICES:
+                latency.setdefault(name, []).extend(row[name]["latencies_ms"] if count == args.steps[0] else [])
+            base = row["framework"]["cpu_ms_per_session_s"]
+            pc, gl = row["pipecat"]["cpu_ms_per_session_s"], row["geminilive"]["cpu_ms_per_session_s"]
+            print(
+                f"  {count:8d} {base:9.1f} {pc:8.1f} {gl:10.1f} {pc / gl:5.1f}x"
+                f" {pc - base:13.1f} {gl - base:16.1f} {(pc - base) / max(gl - base, 1e-9):5.1f}x"
+                f" {row['pipecat']['late_frames_pct']:6.1f}/{row['geminilive']['late_frames_pct']:.1f}"
+            )
+    finally:
+        emulator.kill()
+    print(f"\nEnd of user speech -> first bot audio frame at the sink ({args.steps[0]} session; ms):")
+    for name in SERVICES:
+        values = latency[name] or [float("nan")]
+        print(f"  {name:11s} median {statistics.median(values):6.1f}  p95 {p95(values):6.1f}  (turns: {len(values)})")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--faults", type=int, default=10)
+    parser.add_argument("--spacing-s", type=float, default=11.0)
+    parser.add_argument("--steps", default="1,10,50")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--quick", action="store_true", help="3 faults 3 s apart, steps 1,5, 4 s")
+    args = parser.parse_args()
+    if args.quick:
+        args.faults, args.spacing_s, args.steps, args.seconds = 3, 3.0, "1,5", 4.0
+    args.steps = [int(s) for s in args.steps.split(",")]
+    asyncio.run(main(args))
