@@ -57,10 +57,11 @@ def current_rss_mib() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def numbered_chunk(n: int, rng: np.random.Generator) -> bytes:
+def numbered_chunk(n: int, rng: np.random.Generator, *, speech: bool = True) -> bytes:
     """A 20 ms chunk: speech-like bursts (1.2 s of loud noise, 0.8 s quiet) so that the
-    emulator's VAD takes turns and replies, with the chunk number in the first two samples."""
-    loud = (n % 100) < 60
+    emulator's VAD takes turns and replies (or, without ``speech``, quiet all along: no turn
+    ever ends), with the chunk number in the first two samples."""
+    loud = speech and (n % 100) < 60
     x = rng.normal(0, 6000 if loud else 30, CHUNK).clip(-32768, 32767).astype("<i2")
     x[0], x[1] = n & 0x7FFF, n >> 15
     return x.tobytes()
@@ -115,10 +116,13 @@ async def drill(
     seed: int = 0,
     speedup: float = 25.0,
     server_tls: dict[str, Any] | None = None,
+    transparent: bool = True,
+    speech: bool = True,
 ) -> tuple[DrillReport, LiveEmulator]:
     """Stream ``chunks`` numbered chunks at ``speedup`` x real time through ``faults`` (over
     wss:// with ``server_tls``, the emulator's ``ssl`` or ``certfile``/``keyfile``: the client
-    trusts what the system's CA store holds)."""
+    trusts what the system's CA store holds), with transparent resumption (handles that say
+    what they cover) or without."""
     rng = np.random.default_rng(seed)
     sent = hashlib.sha256()  # what was sent, without holding it all
     sent_bytes = 0
@@ -130,7 +134,7 @@ async def drill(
         model="echo", faults=faults, speed=1.0, realtime_playback=False, record_input=True, **(server_tls or {})
     )
     async with emulator as emu:
-        config = LiveConfig(transparent_resumption=True, response_modalities=["AUDIO"])
+        config = LiveConfig(transparent_resumption=transparent or None, response_modalities=["AUDIO"])
         policy = ReconnectPolicy(initial_delay_s=0.01, max_delay_s=0.2)
         async with geminilive.connect(
             endpoint=emu.url, config=config, reconnect=policy, setup_timeout_s=SETUP_TIMEOUT_S
@@ -143,7 +147,7 @@ async def drill(
             receiver = asyncio.create_task(receive())
             start = time.monotonic()
             for n in range(chunks):
-                chunk = numbered_chunk(n, rng)
+                chunk = numbered_chunk(n, rng, speech=speech)
                 sent.update(chunk)
                 sent_bytes += len(chunk)
                 await session.send_audio(chunk)

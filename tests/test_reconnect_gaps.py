@@ -176,6 +176,18 @@ def test_sending_through_every_kind_of_failed_resume_in_a_row() -> None:
     assert (report.reconnects, report.fresh_starts) == (2, 1), report
 
 
+def test_without_transparent_resumption_a_resumed_connections_replay_is_kept_until_covered() -> None:
+    """A handle without an index covers what the server had read when it sent it: the one
+    right behind setupComplete covers none of the replay that follows. Taking it to cover all
+    that had been sent lost each resumed connection's replay (no turn ends in quiet audio, so
+    no later handle comes)."""
+    faults = [Faults(drop_after_client_messages=40), Faults(close_after_client_messages=60), None]
+    report, emu = run(drill(chunks=400, faults=planned(faults), transparent=False, speech=False))
+    assert len(emu.connections) == 3 and emu.connections[0].setup.session_resumption.transparent is None
+    assert report.identical and (report.lost, report.duplicated, report.reordered) == (0, 0, False), report
+    assert report.resumed == 2, report
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_randomized_drill_with_failed_and_stalled_resumes_loses_nothing(seed: int) -> None:
     """Seeded mixes of every fault kind: 1011 closes, silent drops, goAways with reply audio
