@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import geminilive
-from audio_util import LOOPS, chirp, run, silence, speak, xcorr_peak
+from audio_util import LOOPS, chirp, run, silence, speak, until, xcorr_peak
 from geminilive import LiveConfig
 from geminilive import events as ev
 from geminilive.audio_io import ArraySource, BufferedSink, CallbackSink, IteratorSource, WavSink, WavSource
@@ -247,14 +247,18 @@ def test_the_conversation_plays_on_through_a_reconnect(loop: str) -> None:
                 conversation = Conversation(
                     session, source=IteratorSource(frames(), 16000), sink=sink, on_event=seen.append
                 )
+                def turns_after_resume() -> int:
+                    kinds = [type(e) for e in seen]
+                    return kinds[kinds.index(ev.Resumed) :].count(ev.TurnComplete) if ev.Resumed in kinds else -1
+
                 async with conversation:
                     await session.send_text("talk")
-                    for _ in range(500):
-                        if any(isinstance(e, ev.Resumed) for e in seen):
-                            break
-                        await asyncio.sleep(0.01)
+                    # The close comes before any handle covers "talk": the resumed connection
+                    # sends it again, and its reply plays to the end before the next turn.
+                    await until(lambda: turns_after_resume() >= 0, 5.0, "the resume")
+                    await until(lambda: turns_after_resume() >= 1, 10.0, "a reply")
                     await session.send_text("again")
-                    await conversation.wait(turns=1, timeout=20)
+                    await until(lambda: turns_after_resume() >= 2, 10.0, "the next reply")
                     await asyncio.sleep(2.5)
                 return sink.stats
 

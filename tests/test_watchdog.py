@@ -15,6 +15,9 @@ from geminilive import events as ev
 from geminilive.audio_io import ArraySource, CallbackSink
 from geminilive.conversation import Conversation
 from geminilive.emulator import Faults, LiveEmulator
+from geminilive.emulator.models import ScriptModel, ScriptTurn, ToneModel
+from geminilive.messages import FunctionCall
+from geminilive.tools import ToolRegistry
 from geminilive.watchdog import ModelWatchdog, WatchdogConfig
 
 
@@ -103,3 +106,92 @@ def test_a_working_conversation_raises_no_alarm(speech: np.ndarray) -> None:
     conversation, stats, _, _ = run(converse(speech, None, WatchdogConfig(tone_share=0.9), 1, 10.0))
     assert len(conversation.metrics) == 1 and conversation.metrics[0].audio_received_s > 1.0
     assert conversation.failures == [] and stats.model_failures == 0
+
+
+def test_the_watchdog_notices_spurious_interruptions_and_repeated_calls() -> None:
+    dog = ModelWatchdog(manual_activity=True)
+    dog.on_event(chunk(0.3), 1.0, activity_starts=2)
+    [spurious] = dog.on_event(ev.Interrupted(), 1.5, activity_starts=2)
+    assert spurious.kind == "spurious_interruption"
+    dog.on_event(ev.TurnComplete(interrupted=True), 1.6, activity_starts=2)
+    dog.on_event(chunk(0.3), 2.0, activity_starts=2)
+    assert dog.on_event(ev.Interrupted(), 2.5, activity_starts=3) == [], "the user's activityStart interrupted"
+    assert ModelWatchdog().on_event(ev.Interrupted(), 3.0) == [], "automatic detection on: the server's call"
+    dog.on_event(ev.TurnComplete(interrupted=True), 3.1, activity_starts=3)
+
+    book = {"name": "book", "args": {"table": 3}}
+    other = FunctionCall(name="book", args={"table": 4}, id="b")
+    calls = ev.ToolCall(function_calls=[FunctionCall(**book, id="a"), other])
+    assert dog.on_event(calls, 4.0) == [], "two different calls"
+    [again] = dog.on_event(ev.ToolCall(function_calls=[FunctionCall(**book, id="c")]), 4.1)
+    assert again.kind == "duplicate_call" and "within the turn" in again.detail
+    dog.on_event(ev.TurnComplete(), 5.0)
+    [next_turn] = dog.on_event(ev.ToolCall(function_calls=[FunctionCall(**book, id="d")]), 6.0)
+    assert "previous turn" in next_turn.detail
+    lenient = ModelWatchdog(WatchdogConfig(duplicate_calls_across_turns=False))
+    lenient.on_event(ev.ToolCall(function_calls=[FunctionCall(**book, id="e")]), 7.0)
+    lenient.on_event(ev.TurnComplete(), 7.5)
+    assert lenient.on_event(ev.ToolCall(function_calls=[FunctionCall(**book, id="f")]), 8.0) == []
+
+
+async def manual_turns(faults: Faults | None, *, barge_in_after_s: float | None = None):
+    """Text turns with automatic activity detection off, against a 2 s tone reply."""
+    async with LiveEmulator(model=ToneModel(duration_s=2.0), speed=1.0, faults=[faults] if faults else None) as emu:
+        config = LiveConfig(automatic_activity_detection=False)
+        async with geminilive.connect(endpoint=emu.url, config=config) as session:
+            conversation = Conversation(session, source=ArraySource(np.zeros(0, np.float32), 16000),
+                                        sink=CallbackSink(lambda x: None))  # fmt: skip
+            async with conversation:
+                await session.send_text("tell me something")
+                if barge_in_after_s is not None:
+                    await asyncio.sleep(barge_in_after_s)
+                    await session.activity_start()
+                    await session.activity_end()
+                await conversation.wait(turns=1, timeout=10)
+                await asyncio.sleep(0.3)
+            return conversation, session.stats, [type(e).__name__ for e in conversation.events]
+
+
+def test_an_interruption_with_no_user_activity_behind_it_is_noticed() -> None:
+    conversation, stats, kinds = run(manual_turns(Faults(failure="spurious_interruption")))
+    assert "Interrupted" in kinds
+    assert [f.kind for f in conversation.failures] == ["spurious_interruption"] and stats.model_failures == 1
+
+
+def test_the_users_own_barge_in_with_manual_activity_is_no_alarm() -> None:
+    conversation, stats, kinds = run(manual_turns(None, barge_in_after_s=0.6))
+    assert "Interrupted" in kinds, "the activityStart interrupted the reply"
+    assert conversation.failures == [] and stats.model_failures == 0
+
+
+def test_calls_repeated_within_a_turn_and_in_the_next_are_noticed_and_run_once_per_turn() -> None:
+    tools = ToolRegistry()
+    runs: list[int] = []
+
+    @tools.register
+    async def book(table: int) -> dict:
+        """Book a table."""
+        runs.append(table)
+        return {"booked": table}
+
+    script = ScriptModel([ScriptTurn(text="booked", tool_calls=[FunctionCall(name="book", args={"table": 3})]),
+                          ScriptTurn(text="anything else?")])  # fmt: skip
+
+    async def scenario():
+        faults = [Faults(failure="duplicate_calls", silent_failure_turns=2)]
+        async with LiveEmulator(model=script, speed=float("inf"), realtime_playback=False, faults=faults) as emu:
+            async with geminilive.connect(endpoint=emu.url, config=LiveConfig(tools=tools.tools)) as session:
+                conversation = Conversation(session, source=ArraySource(np.zeros(0, np.float32), 16000),
+                                            sink=CallbackSink(lambda x: None), tools=tools)  # fmt: skip
+                async with conversation:
+                    for n, text in enumerate(["book table 3", "thanks"]):
+                        await session.send_text(text)
+                        await conversation.wait(turns=n + 1, timeout=10)
+                return conversation, session.stats
+
+    conversation, stats = run(scenario())
+    failures = [f.detail for f in conversation.failures if f.kind == "duplicate_call"]
+    assert len(failures) == 2 and "within the turn" in failures[0] and "previous turn" in failures[1]
+    assert stats.model_failures == 2
+    assert runs == [3, 3], "the repeat within the turn answered from the first run; the next turn's ran"
+    assert tools.duplicates_answered == 1

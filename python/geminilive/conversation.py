@@ -139,7 +139,10 @@ class Conversation:
         self.local_barge_in = local_barge_in
         self.duck_gain = duck_gain
         self._ducked = False
-        self.watchdog = ModelWatchdog(watchdog) if watchdog is not None else None
+        realtime = session.protocol.setup.realtime_input_config
+        detection = realtime.automatic_activity_detection if realtime else None
+        manual = bool(detection and detection.disabled)
+        self.watchdog = ModelWatchdog(watchdog, manual_activity=manual) if watchdog is not None else None
         self.failures: list[ev.ModelFailure] = []
         self.tell_model_cut_off = tell_model_cut_off
         # This turn's output transcript, each piece with how much audio had come with it.
@@ -278,7 +281,7 @@ class Conversation:
         if self.watchdog is not None:
             if isinstance(event, ev.InputTranscription) and event.finished:
                 self.watchdog.user_turn_ended(now)
-            for failure in self.watchdog.on_event(event, now):
+            for failure in self.watchdog.on_event(event, now, activity_starts=self.session.protocol.activity_starts):
                 await self._failed(failure)
         if isinstance(event, ev.AudioChunk):
             if self._first_audio_index is None:

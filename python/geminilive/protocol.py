@@ -171,6 +171,7 @@ class LiveProtocol:
         # Model text from the output transcription when the setup asks for one, else text parts.
         self._transcribed_output = setup.output_audio_transcription is not None
         self.seeded_turns = 0  # of the transcript, in the last fresh start
+        self.activity_starts = 0  # activityStart messages sent (automatic detection off)
         self._start_connection()
 
     def _start_connection(self) -> None:
@@ -363,6 +364,7 @@ class LiveProtocol:
         return index
 
     def activity_start(self) -> int | None:
+        self.activity_starts += 1
         return self.send_realtime(RealtimeInput(activity_start=ActivityStart()))
 
     def activity_end(self) -> int | None:

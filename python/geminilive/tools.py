@@ -50,7 +50,7 @@ def _error(kind: str, message: str, *, retryable: bool) -> dict[str, Any]:
     return {"error": {"type": kind, "message": message, "retryable": retryable}}
 
 
-def _call_key(call: FunctionCall) -> str:
+def call_key(call: FunctionCall) -> str:
     """What makes two calls the same call: the function and its arguments."""
     return json.dumps([call.name, call.args or {}], sort_keys=True, default=str)
 
@@ -129,7 +129,7 @@ class ToolRegistry:
         call of this turn waits for that call's result instead of running (if that call is
         cancelled, the duplicate runs itself)."""
         for call in calls:
-            key = _call_key(call)
+            key = call_key(call)
             first = self._this_turn.get(key) if self.answer_duplicates else None
             task = self._run(call, respond) if first is None else self._run_duplicate(call, first, respond)
             if first is None:
@@ -137,7 +137,7 @@ class ToolRegistry:
             self._running[call.id or call.name] = asyncio.create_task(task)
 
     async def _run(self, call: FunctionCall, respond: Callable[[FunctionResponse], Awaitable[None]]) -> None:
-        outcome = self._this_turn.get(_call_key(call))
+        outcome = self._this_turn.get(call_key(call))
         try:
             try:
                 result = await self._result(call)

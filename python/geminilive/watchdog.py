@@ -2,7 +2,10 @@
 turn that gets no reply, a turn the service closes as rejected or with nothing in it, a reply
 cut off (``turnComplete`` without ``generationComplete`` and without ``interrupted``: the
 service sends ``generationComplete`` before ``turnComplete`` unless interrupted), reply audio
-at near-zero amplitude, or a tone where speech should be. A pure state machine (events and times in, failures out);
+at near-zero amplitude, a tone where speech should be, an ``interrupted`` with no user activity
+behind it (automatic activity detection off: only the client's ``activityStart`` may
+interrupt), or a function call repeated under a new id (the same name and arguments, in the
+same turn or right in the next). A pure state machine (events and times in, failures out);
 :class:`geminilive.conversation.Conversation` drives it and reports each failure as
 ``events.ModelFailure``.
 
@@ -19,6 +22,7 @@ import msgspec
 import numpy as np
 
 from geminilive import events as ev
+from geminilive.tools import call_key
 
 __all__ = ["ModelWatchdog", "WatchdogConfig"]
 
@@ -35,6 +39,8 @@ class WatchdogConfig(msgspec.Struct, frozen=True, kw_only=True):
     recovery: ``"reprompt"`` sends ``reprompt_text`` as a user turn after a failure (off by
         default: a client that speaks for the user should be asked for), at most
         ``max_reprompts`` times in a row (a turn without failure starts the count again).
+    duplicate_calls_across_turns: a call repeating one of the previous turn counts as a
+        ``duplicate_call`` too (a user asking the same thing twice in a row would trip it).
     """
 
     reply_timeout_s: float = 10.0
@@ -44,11 +50,20 @@ class WatchdogConfig(msgspec.Struct, frozen=True, kw_only=True):
     recovery: Literal["none", "reprompt"] = "none"
     reprompt_text: str = "(Your last answer did not come through. Please answer again.)"
     max_reprompts: int = 1
+    duplicate_calls_across_turns: bool = True
 
 
 class ModelWatchdog:
-    def __init__(self, config: WatchdogConfig | None = None) -> None:
+    """``manual_activity``: the session's automatic activity detection is off (the client
+    marks turns with ``activityStart``/``activityEnd``)."""
+
+    def __init__(self, config: WatchdogConfig | None = None, *, manual_activity: bool = False) -> None:
         self.config = config or WatchdogConfig()
+        self.manual_activity = manual_activity
+        self._activity_starts = 0  # the client's activityStarts, as of the last event
+        self._activity_at_reply: int | None = None  # ... when the reply began
+        self._calls_this_turn: set[str] = set()
+        self._calls_last_turn: set[str] = set()
         self._waiting_since: float | None = None  # a user turn ended, no model output since
         self._turn_failed = False  # the turn's audio failed a check
         self._turn_output = False
@@ -63,15 +78,24 @@ class ModelWatchdog:
         if self._waiting_since is None:
             self._waiting_since = now
 
-    def on_event(self, event: ev.Event, now: float) -> list[ev.ModelFailure]:
-        """Failures this event shows (``near_silent`` once per turn, as soon as knowable)."""
+    def on_event(self, event: ev.Event, now: float, *, activity_starts: int = 0) -> list[ev.ModelFailure]:
+        """Failures this event shows (``near_silent`` once per turn, as soon as knowable);
+        ``activity_starts``: how many ``activityStart`` the client has sent so far."""
+        self._activity_starts = activity_starts
         if isinstance(event, ev.AudioChunk):
             self._output()
             return self._hear(event)
-        if isinstance(event, (ev.TextChunk, ev.ToolCall)):
+        if isinstance(event, ev.TextChunk):
             self._output()
+        elif isinstance(event, ev.ToolCall):
+            self._output()
+            return self._calls(event)
         elif isinstance(event, ev.Interrupted):
             self._turn_interrupted = True
+            if self.manual_activity and self._activity_at_reply == activity_starts:
+                self._turn_failed = True
+                detail = "interrupted with automatic activity detection off and no activityStart since the reply began"
+                return [ev.ModelFailure(kind="spurious_interruption", detail=detail)]
         elif isinstance(event, ev.GenerationComplete):
             self._generation_complete = True
         elif isinstance(event, ev.TurnComplete):
@@ -102,7 +126,24 @@ class ModelWatchdog:
 
     def _output(self) -> None:
         self._waiting_since = None
+        if not self._turn_output:
+            self._activity_at_reply = self._activity_starts
         self._turn_output = True
+
+    def _calls(self, event: ev.ToolCall) -> list[ev.ModelFailure]:
+        failures = []
+        for call in event.function_calls:
+            key = call_key(call)
+            if key in self._calls_this_turn:
+                where = "within the turn"
+            elif key in self._calls_last_turn and self.config.duplicate_calls_across_turns:
+                where = "of the previous turn"
+            else:
+                self._calls_this_turn.add(key)
+                continue
+            detail = f"{call.name}({call.args or {}}) again under a new id ({call.id}): a repeat {where}"
+            failures.append(ev.ModelFailure(kind="duplicate_call", detail=detail))
+        return failures
 
     def may_reprompt(self) -> bool:
         """Whether recovery may reprompt now (counts the reprompt when it may)."""
@@ -112,6 +153,8 @@ class ModelWatchdog:
         return True
 
     def _new_turn(self) -> None:
+        self._calls_last_turn, self._calls_this_turn = self._calls_this_turn, set()
+        self._activity_at_reply = None
         self._turn_failed = False
         self._turn_output = self._turn_interrupted = self._level_judged = self._generation_complete = False
         self._audio, self._audio_samples = [], 0

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["Faults"]
+__all__ = ["SILENT_FAILURES", "Faults"]
+
+# What Faults.failure can be.
+SILENT_FAILURES = (
+    "no_reply",
+    "rejected",
+    "near_silent",
+    "cut_off",
+    "tone",
+    "spurious_interruption",
+    "duplicate_calls",
+)
 
 
 class Faults(msgspec.Struct, kw_only=True):
@@ -35,7 +46,11 @@ class Faults(msgspec.Struct, kw_only=True):
             ``turnCompleteReason: RESPONSE_REJECTED``), ``"near_silent"`` (the reply's audio
             at about -60 dBFS, RMS ~30 where speech is thousands), ``"cut_off"``
             (``turnComplete`` after half the reply, no ``generationComplete``), ``"tone"``
-            (a 440 Hz tone instead of the reply's audio).
+            (a 440 Hz tone instead of the reply's audio), ``"spurious_interruption"``
+            (``interrupted`` after half the reply with no user activity behind it, as reported
+            with automatic activity detection off), ``"duplicate_calls"`` (every function
+            call of a reply comes twice in its toolCall, the same name and arguments under a
+            new id, and the next reply starts by calling the last turn's functions again).
     """
 
     close_after_client_messages: int | None = None

@@ -46,7 +46,7 @@ from geminilive._native import (
 )
 from geminilive._redact import RedactingLogger
 from geminilive._websocket import WebSocket, WebSocketServer, serve_websockets
-from geminilive.emulator.faults import Faults
+from geminilive.emulator.faults import SILENT_FAILURES, Faults
 from geminilive.emulator.models import (
     Conversation,
     InputTranscript,
@@ -409,8 +409,10 @@ class _Connection:
         self._timers: list[asyncio.Task[None]] = []
         self._tool_waiter: asyncio.Future[list[FunctionResponse]] | None = None
         self._replies_started = 0
-        # Faults.failure of the reply under way: "near_silent", "cut_off" and "tone" change its audio.
+        # Faults.failure of the reply under way: "near_silent", "cut_off", "tone" and
+        # "spurious_interruption" change its audio.
         self._reply_failure: str | None = None
+        self._last_turn_calls: list[FunctionCall] = []  # for "duplicate_calls" across turns
         self._tool_awaited: set[str | None] = set()  # ids of the blocking toolCall not answered yet
         self._tool_answers: list[FunctionResponse] = []
         self._tool_call_sent_at = 0.0
@@ -867,7 +869,7 @@ class _Connection:
         f = self.faults
         if f.failure is None or self._replies_started > f.silent_failure_turns:
             return None
-        if f.failure not in ("no_reply", "rejected", "near_silent", "cut_off", "tone"):
+        if f.failure not in SILENT_FAILURES:
             raise ValueError(f"unknown Faults.failure {f.failure!r}")
         return f.failure
 
@@ -890,7 +892,10 @@ class _Connection:
         out_chars = 0
         items: Iterator[Any] = iter(self.server.model.reply(turn, conversation))
         to_send: Any = None
+        repeated, self._last_turn_calls = self._last_turn_calls, []
         try:
+            if failure == "duplicate_calls" and repeated:  # the last turn's calls again, new ids
+                await self._call_tools(repeated)
             while True:
                 try:
                     item = items.send(to_send) if isinstance(items, Generator) else next(items)
@@ -908,7 +913,15 @@ class _Connection:
                     audio_s += await self._stream_audio(item, started + audio_s / self.server.speed)
                     out_chars += len(item.transcript or "")
                 elif isinstance(item, ReplyToolCall):
-                    to_send = await self._call_tools(item.calls)
+                    calls = list(item.calls)
+                    self._last_turn_calls.extend(calls)
+                    if failure == "duplicate_calls":  # each call twice in the message
+                        calls += [FunctionCall(name=c.name, args=c.args) for c in item.calls]
+                    to_send = await self._call_tools(calls)
+            if self._reply_failure == "spurious_interruption":  # no user activity behind it
+                await self._content(interrupted=True)
+                await self._turn_complete()
+                return
             if self._reply_failure != "cut_off":  # cut off: turnComplete comes alone
                 await self._content(generation_complete=True)
             if self.server.realtime_playback:
@@ -957,7 +970,7 @@ class _Connection:
         pcm = item.pcm
         if self._reply_failure == "tone":
             pcm = tone_pcm(440.0, len(pcm) / 2 / 24000)
-        elif self._reply_failure == "cut_off":
+        elif self._reply_failure in ("cut_off", "spurious_interruption"):
             pcm = pcm[: len(pcm) // 4 * 2]  # half of it, whole samples
         if self._reply_failure == "near_silent":  # about -60 dBFS
             quiet = np.frombuffer(pcm, "<i2").astype(np.float32) * 0.01
