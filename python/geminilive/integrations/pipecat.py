@@ -82,18 +82,6 @@ __all__ = ["GeminiLiveService"]
 
 _log = logging.getLogger("geminilive.integrations.pipecat")
 
-# Pipecat's generic LLM settings that a LiveConfig holds instead (None here: "not used").
-_SETTINGS_THE_CONFIG_HOLDS = (
-    "temperature",
-    "max_tokens",
-    "top_p",
-    "top_k",
-    "frequency_penalty",
-    "presence_penalty",
-    "seed",
-    "user_turn_completion_config",
-)
-
 
 class GeminiLiveService(LLMService):
     """Pipecat's Gemini Live service, on geminilive.
@@ -132,11 +120,19 @@ class GeminiLiveService(LLMService):
         inference_on_context_initialization: bool = True,
         **kwargs: Any,
     ) -> None:
+        # Pipecat's generic settings that a LiveConfig holds instead are None: "not used".
         settings = kwargs.pop("settings", None) or LLMSettings(
             model=model or DEFAULT_MODEL,
             system_instruction=system_instruction,
-            **dict.fromkeys(_SETTINGS_THE_CONFIG_HOLDS),
+            temperature=None,
+            max_tokens=None,
+            top_p=None,
+            top_k=None,
+            frequency_penalty=None,
+            presence_penalty=None,
+            seed=None,
             filter_incomplete_user_turns=False,
+            user_turn_completion_config=None,
         )
         super().__init__(settings=settings, **kwargs)
         base = config or LiveConfig(input_audio_transcription=True, output_audio_transcription=True)
@@ -155,7 +151,8 @@ class GeminiLiveService(LLMService):
         self._context: LLMContext | None = None
         self._output_rate = 24000
         self._output_resampler: Resampler | None = None
-        self._responding = False
+        self._responding = False  # a response has started (LLMFullResponseStartFrame)...
+        self._speaking = False  # ... and speaks (TTSStartedFrame)
         self._user_text = ""
         self._call_names: dict[str, str] = {}
         for name in ("on_reconnecting", "on_resumed", "on_model_failure"):
@@ -363,23 +360,30 @@ class GeminiLiveService(LLMService):
         elif isinstance(event, ev.ModelFailure):
             await self._call_event_handler("on_model_failure", event)
 
-    async def _start_response(self) -> None:
-        if self._responding:
-            return
-        self._responding = True
-        await self._flush_user_text()
-        await self.stop_ttfb_metrics()
-        await self.push_frame(TTSStartedFrame())
-        await self.push_frame(LLMFullResponseStartFrame())
+    async def _start_response(self, *, speech: bool = True) -> None:
+        """The frames that open a response (``TTSStartedFrame`` too once it speaks)."""
+        if not self._responding:
+            self._responding = True
+            await self._flush_user_text()
+            await self.stop_ttfb_metrics()
+            if speech:
+                self._speaking = True
+                await self.push_frame(TTSStartedFrame())
+            await self.push_frame(LLMFullResponseStartFrame())
+        elif speech and not self._speaking:
+            self._speaking = True
+            await self.push_frame(TTSStartedFrame())
 
     async def _end_response(self, *, interrupted: bool) -> None:
         resampler, self._output_resampler = self._output_resampler, None
         if not self._responding:
             return
         self._responding = False
-        if not interrupted and resampler is not None:
-            await self._push_audio(f32_to_s16le(resampler.flush()))
-        await self.push_frame(TTSStoppedFrame())
+        if self._speaking:
+            self._speaking = False
+            if not interrupted and resampler is not None:
+                await self._push_audio(f32_to_s16le(resampler.flush()))
+            await self.push_frame(TTSStoppedFrame())
         if not interrupted:  # an interruption already ends the response for the aggregator
             await self.push_frame(LLMFullResponseEndFrame())
 
@@ -410,11 +414,7 @@ class GeminiLiveService(LLMService):
             await self.push_frame(LLMThoughtTextFrame(event.text))
             await self.push_frame(LLMThoughtEndFrame())
             return
-        if not self._responding:
-            self._responding = True
-            await self._flush_user_text()
-            await self.stop_ttfb_metrics()
-            await self.push_frame(LLMFullResponseStartFrame())
+        await self._start_response(speech=False)
         await self.push_frame(LLMTextFrame(event.text))
 
     async def _user_said(self, text: str, *, finished: bool) -> None:
