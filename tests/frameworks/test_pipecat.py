@@ -13,6 +13,7 @@ import pytest
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.frames.frames import (
+    EndFrame,
     ErrorFrame,
     InterruptionFrame,
     LLMContextFrame,
@@ -108,6 +109,21 @@ def test_a_barge_in_interrupts_the_reply_and_the_pipeline_is_told() -> None:
         assert not any(isinstance(f, TTSAudioRawFrame) for f in frames[cut:]), "nothing of the cut reply after it"
         assert audio_s([f for f in frames[:cut] if isinstance(f, TTSAudioRawFrame)]) < 3.0
         assert up, "the interruption goes upstream too (to the user aggregator)"
+
+    run(scenario())
+
+
+def test_an_end_frame_during_a_reply_waits_for_the_reply_to_end() -> None:
+    async def scenario() -> None:
+        async with LiveEmulator(model=ToneModel(duration_s=1.5), speed=1.0, realtime_playback=False) as emu:
+            async with pipeline(GeminiLiveService(endpoint=emu.url)) as p:
+                await p.send_audio(speech_chunks(100))
+                await p.until(lambda: p.frames(TTSAudioRawFrame), "the reply's first audio")
+                await p.send(EndFrame())
+                await p.until(lambda: p.frames(EndFrame), "the end of the pipeline")
+                frames = p.frames((TTSAudioRawFrame, LLMFullResponseEndFrame, EndFrame))
+        assert isinstance(frames[-1], EndFrame) and isinstance(frames[-2], LLMFullResponseEndFrame)
+        assert audio_s([f for f in frames if isinstance(f, TTSAudioRawFrame)]) == pytest.approx(1.5, abs=0.01)
 
     run(scenario())
 

@@ -28,6 +28,7 @@ Install with ``pip install 'geminilive[pipecat]'``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -101,6 +102,8 @@ class GeminiLiveService(LLMService):
         start_audio_paused: drop user audio until ``set_audio_input_paused(False)``.
         inference_on_context_initialization: when the first context brings messages, have
             the model answer them at once.
+        end_of_reply_timeout_s: an ``EndFrame`` that comes while the model is answering waits
+            for the reply's end (as with ``GeminiLiveLLMService``), this long at most.
     """
 
     adapter_class = GeminiLiveLLMAdapter
@@ -118,6 +121,7 @@ class GeminiLiveService(LLMService):
         connect_options: Mapping[str, Any] | None = None,
         start_audio_paused: bool = False,
         inference_on_context_initialization: bool = True,
+        end_of_reply_timeout_s: float = 30.0,
         **kwargs: Any,
     ) -> None:
         # Pipecat's generic settings that a LiveConfig holds instead are None: "not used".
@@ -154,6 +158,9 @@ class GeminiLiveService(LLMService):
         self._responding = False  # a response has started (LLMFullResponseStartFrame)...
         self._speaking = False  # ... and speaks (TTSStartedFrame)
         self._user_text = ""
+        self.end_of_reply_timeout_s = end_of_reply_timeout_s
+        self._deferred_end: EndFrame | None = None
+        self._end_timer: Any = None
         self._call_names: dict[str, str] = {}
         for name in ("on_reconnecting", "on_resumed", "on_model_failure"):
             self._register_event_handler(name)
@@ -218,6 +225,10 @@ class GeminiLiveService(LLMService):
     # --- frames in -----------------------------------------------------------------------------
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, EndFrame) and self._responding and self._deferred_end is None:
+            self._deferred_end = frame  # the reply plays to its end first
+            self._end_timer = self.create_task(self._release_end_later(), name="geminilive-end-of-reply")
+            return
         await super().process_frame(frame, direction)
         if isinstance(frame, InputAudioRawFrame):
             await self._send_user_audio(frame)
@@ -386,6 +397,20 @@ class GeminiLiveService(LLMService):
             await self.push_frame(TTSStoppedFrame())
         if not interrupted:  # an interruption already ends the response for the aggregator
             await self.push_frame(LLMFullResponseEndFrame())
+        await self._release_end()
+
+    async def _release_end_later(self) -> None:
+        await asyncio.sleep(self.end_of_reply_timeout_s)
+        _log.warning("the reply did not end in %.0f s: ending the pipeline anyway", self.end_of_reply_timeout_s)
+        await self._release_end()
+
+    async def _release_end(self) -> None:
+        frame, self._deferred_end = self._deferred_end, None
+        timer, self._end_timer = self._end_timer, None
+        if timer is not None and timer is not asyncio.current_task():
+            timer.cancel()
+        if frame is not None:
+            await self.queue_frame(frame)
 
     def _resample(self, pcm: bytes, rate: int) -> bytes:
         if rate == self._output_rate:
