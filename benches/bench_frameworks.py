@@ -130,7 +130,7 @@ class Stream:
         self.late = 0
         self.speech_ends: list[float] = []
 
-    async def run(self, seconds: float, on_chunk: Callable[[int], Any] | None = None) -> None:
+    async def run(self, seconds: float) -> None:
         start = time.monotonic()
         for n in range(int(seconds / CHUNK_S)):
             due = start + n * CHUNK_S
@@ -143,8 +143,6 @@ class Stream:
             self.sent += 1
             if n % 100 == 59:  # the last loud chunk of a turn (fault_drill's pattern)
                 self.speech_ends.append(time.monotonic())
-            if on_chunk is not None:
-                on_chunk(n)
 
 
 def first_audio_latencies_ms(p: Run, speech_ends: list[float]) -> list[float]:
@@ -216,13 +214,11 @@ async def cpu_run(name: str, count: int, seconds: float, url: str, tls: Loopback
         await asyncio.gather(*(s.run(seconds) for s in streams))
         cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
         latencies = first_audio_latencies_ms(pipes[0], streams[0].speech_ends)
-        reply_frames = sum(len(p.frames(TTSAudioRawFrame)) for p in pipes)
     sent = sum(s.sent for s in streams)
     return {
         "cpu_ms_per_session_s": cpu * 1000 / (count * wall),
         "late_frames_pct": 100 * sum(s.late for s in streams) / max(sent, 1),
         "latencies_ms": latencies,
-        "reply_frames": reply_frames,
     }
 
 
