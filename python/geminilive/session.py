@@ -42,7 +42,7 @@ from geminilive.errors import (
     SetupTimeoutError,
 )
 from geminilive.messages import Content, FunctionResponse, Setup
-from geminilive.protocol import INPUT_RATE_HZ, LiveProtocol
+from geminilive.protocol import INPUT_RATE_HZ, LiveProtocol, State
 from geminilive.usage import UsageTracker
 
 __all__ = ["Endpoint", "ReconnectPolicy", "Session", "SessionStats", "connect"]
@@ -162,13 +162,14 @@ def _env_api_key() -> str | None:
 class _Reconnect:
     """An unexpected close being recovered from."""
 
-    def __init__(self, code: int | None, reason: str, handle: str | None) -> None:
-        self.code, self.reason, self.handle = code, reason, handle
+    def __init__(self, code: int | None, reason: str, handle: str | None, *, fresh_reason: str | None = None) -> None:
+        self.code, self.reason = code, reason
+        self.handle = None if fresh_reason else handle
         self.attempt = 0
         self.delay_s = 0.0
         self.replayed = 0
         self.started = time.monotonic()
-        self.failure: str | None = None if handle else "no resumption handle yet"
+        self.failure: str | None = fresh_reason or (None if handle else "no resumption handle yet")
 
 
 class Session:
@@ -251,6 +252,11 @@ class Session:
         self._resamplers: dict[int, Resampler] = {}
         self._closing = False
         self._reconnect: _Reconnect | None = None
+        # A restart the caller asked for (restart()): None, "resume" or "fresh", and why.
+        self._restart: tuple[str, str] | None = None
+        # The connection a restart is closing: nothing more is handed to it, so no frame is
+        # numbered on it that it never sent (a handle without an index could count it in).
+        self._leaving: WebSocket | None = None
         self._go_away_deadline: float | None = None
         self._stats = SessionStats()
         self.session_id: str | None = None
@@ -320,6 +326,8 @@ class Session:
             self.session_id = first.session_id
         self._go_away_deadline = None
         await self._flush()
+        if self._restart is not None:  # asked for while a goAway move was connecting
+            self._leave(ws)
 
     async def _recv_or_raise(self, ws: WebSocket) -> bytes:
         try:
@@ -357,6 +365,39 @@ class Session:
         self._closing = True
         if self._ws is not None:
             await self._ws.close(code, reason)
+
+    def restart(self, *, fresh: bool = False, reason: str = "asked for") -> bool:
+        """Move the session to a new connection now, as after an unexpected close: resumed
+        with the newest handle (the model's context kept, whatever it was stuck in gone), or,
+        with ``fresh``, a new session seeded with the conversation so far as text (the way a
+        refused handle is recovered from). What the service had not consumed is re-sent;
+        what is sent meanwhile is held. The current connection is closed politely and what
+        it still delivers comes out first; then ``Reconnecting`` (code 1000, ``reason``) and
+        ``Resumed`` or ``ResumptionFailed`` (its reason says a fresh session was asked for).
+        A watchdog's recovery (:mod:`geminilive.watchdog`) calls this. Returns at once: True
+        when a connection is being left for it (``Reconnecting`` follows), False when the
+        session was between connections already (the next one is the restart)."""
+        if self._closing or self._protocol.state is State.CLOSED:
+            raise LocalProtocolError("the session is closed: nothing to restart")
+        if self.setup.session_resumption is None or not self.auto_resume:
+            raise LocalProtocolError("restart() needs session resumption and auto_resume")
+        kind = "fresh" if fresh else "resume"
+        if self._reconnect is not None:  # already between connections: the next one is it
+            if fresh:
+                self._reconnect.handle, self._reconnect.failure = None, f"a fresh session was asked for: {reason}"
+            return False
+        if self._restart is None or fresh:
+            self._restart = (kind, reason)
+        if self._ws is not None:
+            self._leave(self._ws)
+        # (no socket: a goAway move is under way; the restart follows once it is connected)
+        return True
+
+    def _leave(self, ws: WebSocket) -> None:
+        """Close ``ws`` for a restart; sends wait for the next connection from now on."""
+        assert self._restart is not None
+        self._leaving = ws
+        ws.start_close(1000, f"restart: {self._restart[1]}"[:120])
 
     @property
     def protocol(self) -> LiveProtocol:
@@ -402,7 +443,7 @@ class Session:
         written while another caller waits for the socket to drain: frames then wait in the
         protocol, in order, and that caller writes them (no lock on the per-frame path)."""
         ws = self._ws
-        if ws is None or self._flushing:  # reconnecting (frames wait for the next socket)
+        if ws is None or self._flushing or ws is self._leaving:  # frames wait for the next socket
             return False
         try:
             for frame in self._protocol.data_to_send():
@@ -454,7 +495,7 @@ class Session:
         (resampled to 16 kHz in Rust, with the resampler's state kept across calls)."""
         pcm16 = pcm if sample_rate_hz == INPUT_RATE_HZ and type(pcm) is bytes else self._pcm16(pcm, sample_rate_hz)
         ws = self._ws
-        if ws is not None and not self._flushing:
+        if ws is not None and not self._flushing and ws is not self._leaving:
             frame = self._protocol.audio_to_write(pcm16)
             if frame is not None:  # the common case: straight to the socket
                 try:
@@ -526,6 +567,9 @@ class Session:
             except websockets.exceptions.ConnectionClosed as exc:
                 error = self._closed(exc)
                 self._ws = None
+                if self._restart is not None and not self._closing:
+                    self._begin_restart()
+                    continue
                 if self._closing or (isinstance(error, ConnectionClosedOK) and not self._may_reconnect(error.code)):
                     self._over(error)
                     raise StopAsyncIteration from None
@@ -645,11 +689,18 @@ class Session:
         self._stats.replayed_messages += replayed
         self._events.append(ev.Resumed(replayed_messages=replayed, downtime_s=0.0, after_go_away=True))
 
-    def _begin_reconnect(self, code: int | None, reason: str) -> None:
-        self._reconnect = _Reconnect(code, reason, self._protocol.resumption_handle)
+    def _begin_reconnect(self, code: int | None, reason: str, *, fresh_reason: str | None = None) -> None:
+        self._reconnect = _Reconnect(code, reason, self._protocol.resumption_handle, fresh_reason=fresh_reason)
         self._reconnect.replayed = self._protocol.unconsumed_count
         _log.info("connection closed (%s %s); reconnecting", code, reason)
         self._events.append(ev.Reconnecting(attempt=1, delay_s=0.0, code=code, reason=reason))
+
+    def _begin_restart(self) -> None:
+        assert self._restart is not None
+        (kind, reason), self._restart = self._restart, None
+        self._leaving = None
+        fresh_reason = f"a fresh session was asked for: {reason}" if kind == "fresh" else None
+        self._begin_reconnect(1000, f"restart: {reason}", fresh_reason=fresh_reason)
 
     def _attempt_failed(self, exc: SessionError) -> None:
         """Count a failed attempt: start afresh if the handle was refused, give up on a fatal
