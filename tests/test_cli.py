@@ -70,7 +70,7 @@ def test_talk_with_a_wav_file_uses_the_emulator_without_a_key(tmp_path) -> None:
     env = {k: v for k, v in __import__("os").environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
     result = geminilive(
         "talk", "--input-wav", str(tmp_path / "in.wav"), "--output-wav", str(tmp_path / "out.wav"), "--timeout", "30",
-        "--barge-in", "duck", env=env,
+        "--barge-in", "duck", "--recovery", "reprompt,reconnect", env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "local emulator" in result.stdout
@@ -109,3 +109,8 @@ def _talk_to_the_phone_server(server: subprocess.Popen) -> None:
         server.send_signal(signal.SIGTERM)  # drains (no calls here), then exits
         assert server.wait(timeout=20) == 0
     assert server.stdout is not None and "draining 0 call(s)" in server.stdout.read()
+
+
+def test_talk_refuses_an_unknown_recovery_step() -> None:
+    result = geminilive("talk", "--recovery", "reprompt,reboot")
+    assert result.returncode == 2 and "reboot: the steps are none, reprompt, reconnect, fresh" in result.stderr

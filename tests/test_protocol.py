@@ -115,6 +115,47 @@ def test_a_fresh_start_drops_the_calls_and_releases_what_they_held() -> None:
     assert texts(p.data_to_send()) == ["held"]
 
 
+@pytest.mark.parametrize("fresh", [True, False])
+def test_a_fresh_session_begins_the_users_turn_its_predecessor_took_the_start_of(fresh: bool) -> None:
+    p = opened(transparent_resumption=True, automatic_activity_detection=False)
+    p.activity_start()  # index 1
+    p.send_audio(b"\x01\x00" * 4)  # 2
+    p.data_to_send()
+    p.receive_data(update("h1", 1))  # the service took the activityStart, not yet the audio
+    p.send_audio(b"\x02\x00" * 4)
+    p.activity_end()
+    p.connection_closed(1011, "", reconnecting=True)
+    p.new_connection(None if fresh else "h1")
+    sent(p)
+    p.receive_data(SETUP_COMPLETE)
+    kinds = [next(iter(json.loads(f)["realtimeInput"])) for f in p.data_to_send()]
+    start = ["activityStart"] if fresh else []  # a resumed session has its own
+    assert kinds == [*start, "audio", "audio", "activityEnd"]
+    # With the turn's end taken too, nothing is open: nothing is added.
+    p.receive_data(update("h2", 4 if fresh else 3))
+    p.connection_closed(1011, "", reconnecting=True)
+    p.new_connection(None)
+    sent(p)
+    p.receive_data(SETUP_COMPLETE)
+    assert p.data_to_send() == []
+
+
+def test_a_fresh_session_is_not_sent_answers_to_calls_it_never_made() -> None:
+    p = opened(transparent_resumption=True)
+    p.receive_data(tool_call(("c1", "lookup")))
+    p.send_tool_response([FunctionResponse(id="c1", name="lookup", response={"ok": True})])
+    p.send_text("after")
+    p.data_to_send()
+    p.connection_closed(1011, "", reconnecting=True)
+    resumed = p.new_connection("h")
+    assert resumed == 2, "a resumed session gets the answer again"
+    p.connection_closed(1008, "session not found", reconnecting=True)
+    p.new_connection(None)
+    sent(p)
+    p.receive_data(SETUP_COMPLETE)
+    assert texts(p.data_to_send()) == ["after"]
+
+
 def test_a_session_that_is_over_refuses_sends_and_new_connections() -> None:
     p = opened(transparent_resumption=True)
     p.connection_closed(1011, "", reconnecting=True)

@@ -4,6 +4,7 @@ watchdog within bounded time; and no false alarm in a conversation that works.""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from geminilive import events as ev
 from geminilive.audio_io import ArraySource, CallbackSink
 from geminilive.conversation import Conversation
 from geminilive.emulator import Faults, LiveEmulator
-from geminilive.emulator.models import ScriptModel, ScriptTurn, ToneModel
+from geminilive.emulator.models import ScriptModel, ScriptTurn, ToneModel, UserTurn
 from geminilive.messages import FunctionCall
 from geminilive.tools import ToolRegistry
 from geminilive.watchdog import ModelWatchdog, WatchdogConfig
@@ -63,9 +64,23 @@ def speech(tmp_path_factory) -> np.ndarray:
     return speak("Could you tell me the opening hours today?", tmp_path_factory.mktemp("w") / "q.wav")
 
 
-async def converse(speech: np.ndarray, faults: Faults | None, watchdog: WatchdogConfig, turns: int, timeout: float):
-    async with LiveEmulator(model="echo", speed=8.0, faults=[faults] if faults else None) as emu:
-        async with geminilive.connect(endpoint=emu.url, config=LiveConfig(silence_duration_ms=400)) as session:
+async def converse(
+    speech: np.ndarray,
+    faults: Faults | None,
+    watchdog: WatchdogConfig,
+    turns: int,
+    timeout: float,
+    *,
+    silent_failures: Callable[[int, UserTurn], str | None] | None = None,
+    transparent: bool | None = None,
+):
+    emulator = LiveEmulator(
+        model="echo", speed=8.0, faults=[faults] if faults else None, silent_failures=silent_failures
+    )
+    async with emulator as emu:
+        async with geminilive.connect(
+            endpoint=emu.url, config=LiveConfig(silence_duration_ms=400, transparent_resumption=transparent)
+        ) as session:
             seen: list[ev.Event] = []
             conversation = Conversation(
                 session, source=ArraySource(speech, 16000, trailing_silence_s=timeout + 1),
@@ -75,7 +90,7 @@ async def converse(speech: np.ndarray, faults: Faults | None, watchdog: Watchdog
                 with_deadline = asyncio.create_task(conversation.wait(turns=turns, timeout=timeout))
                 await asyncio.gather(with_deadline, return_exceptions=True)
                 await asyncio.sleep(0.5)
-            received = list(emu.connections[0].received)
+            received = [m for c in emu.connections for m in c.received]
             return conversation, session.stats, seen, received
 
 
@@ -99,6 +114,68 @@ def test_reprompting_after_no_reply_gets_the_answer(speech: np.ndarray) -> None:
     assert prompts and "did not come through" in prompts[0].turns[0].parts[0].text
     assert len(conversation.metrics) == 1, "the model answered the reprompt"
     assert len(prompts) == 1, "one reprompt in a row at most"
+    assert conversation.failures[0].recovery == "reprompt"
+
+
+def test_the_recovery_ladder_takes_a_step_per_failure_in_a_row() -> None:
+    dog = ModelWatchdog(WatchdogConfig(recovery=("reprompt", "reconnect", "fresh")))
+    failure = ev.ModelFailure(kind="no_reply", detail="")
+    assert [dog.next_recovery(failure) for _ in range(4)] == ["reprompt", "reconnect", "fresh", None]
+    assert dog.next_recovery(ev.ModelFailure(kind="duplicate_call", detail="")) is None, "the tools' business"
+    dog.on_event(chunk(0.3), 1.0)
+    dog.on_event(ev.GenerationComplete(), 1.1)
+    dog.on_event(ev.TurnComplete(), 1.2)
+    assert dog.next_recovery(failure) == "reprompt", "a good turn starts the ladder again"
+    assert ModelWatchdog().next_recovery(failure) is None, "no recovery by default"
+    with pytest.raises(ValueError, match="recovery steps"):
+        WatchdogConfig(recovery=("reprompt", "reboot"))  # type: ignore[arg-type]
+
+
+def test_a_reprompt_during_a_failing_reply_is_owed_its_answer_from_that_turns_end() -> None:
+    dog = ModelWatchdog(WatchdogConfig(reply_timeout_s=1.0))
+    dog.on_event(chunk(0.3), 0.0)
+    dog.reprompted(0.5)
+    assert dog.check(5.0) == [], "the reply under way is not the reprompt's"
+    dog.on_event(ev.TurnComplete(interrupted=True), 6.0)
+    assert dog.check(6.9) == [] and [f.kind for f in dog.check(7.0)] == ["no_reply"]
+
+
+def fail_replies(*numbers: int, failure: str) -> Callable[[int, UserTurn], str | None]:
+    return lambda n, turn: failure if n in numbers else None
+
+
+@pytest.mark.parametrize("step", ["reconnect", "fresh"])
+def test_a_restart_recovers_a_near_silent_reply(speech: np.ndarray, step: str) -> None:
+    watchdog = WatchdogConfig(recovery=step)  # type: ignore[arg-type]
+    plan = fail_replies(0, failure="near_silent")
+    conversation, stats, seen, received = run(converse(speech, None, watchdog, 2, 15.0, silent_failures=plan))
+    [failure] = conversation.failures
+    assert (failure.kind, failure.recovery) == ("near_silent", step)
+    assert [e.code for e in seen if isinstance(e, ev.Reconnecting)] == [1000]
+    moved = [e for e in seen if isinstance(e, ev.Resumed | ev.ResumptionFailed)]
+    assert [type(e) for e in moved] == [ev.Resumed if step == "reconnect" else ev.ResumptionFailed]
+    assert (stats.resumed, stats.fresh_starts) == ((1, 0) if step == "reconnect" else (0, 1))
+    prompts = [m.client_content for m in received if m.client_content is not None and m.client_content.turn_complete]
+    assert len(prompts) == 1 and "did not come through" in prompts[0].turns[0].parts[0].text
+    answered = conversation.metrics[-1]
+    assert answered.audio_received_s > 0.2 and not answered.interrupted, "the reprompt was answered"
+    assert stats.model_failures == 1
+
+
+def test_failures_in_a_row_climb_the_ladder_until_a_reply_comes(speech: np.ndarray) -> None:
+    # The user's turn, the reprompt after it and the one after the reconnect go unanswered
+    # (transparent resumption: nothing consumed is replayed, so replies are those three).
+    watchdog = WatchdogConfig(reply_timeout_s=1.0, recovery=("reprompt", "reconnect", "fresh"))
+    plan = fail_replies(0, 1, 2, failure="no_reply")
+    dialogue = converse(speech, None, watchdog, 1, 20.0, silent_failures=plan, transparent=True)
+    conversation, stats, seen, _ = run(dialogue)
+    assert [(f.kind, f.recovery) for f in conversation.failures] == [
+        ("no_reply", "reprompt"), ("no_reply", "reconnect"), ("no_reply", "fresh")
+    ]  # fmt: skip
+    assert (stats.resumed, stats.fresh_starts) == (1, 1)
+    [fresh] = [e for e in seen if isinstance(e, ev.ResumptionFailed)]
+    assert fresh.reason == "a fresh session was asked for: the model failed: no_reply"
+    assert len(conversation.metrics) == 1 and conversation.metrics[0].audio_received_s > 0.2, "then an answer"
 
 
 def test_a_working_conversation_raises_no_alarm(speech: np.ndarray) -> None:
@@ -110,14 +187,18 @@ def test_a_working_conversation_raises_no_alarm(speech: np.ndarray) -> None:
 
 def test_the_watchdog_notices_spurious_interruptions_and_repeated_calls() -> None:
     dog = ModelWatchdog(manual_activity=True)
-    dog.on_event(chunk(0.3), 1.0, activity_starts=2)
-    [spurious] = dog.on_event(ev.Interrupted(), 1.5, activity_starts=2)
+    dog.on_event(ev.TurnComplete(), 0.5, user_turns_started=1)
+    dog.on_event(chunk(0.3), 1.0, user_turns_started=2)
+    [spurious] = dog.on_event(ev.Interrupted(), 1.5, user_turns_started=2)
     assert spurious.kind == "spurious_interruption"
-    dog.on_event(ev.TurnComplete(interrupted=True), 1.6, activity_starts=2)
-    dog.on_event(chunk(0.3), 2.0, activity_starts=2)
-    assert dog.on_event(ev.Interrupted(), 2.5, activity_starts=3) == [], "the user's activityStart interrupted"
+    dog.on_event(ev.TurnComplete(interrupted=True), 1.6, user_turns_started=2)
+    dog.on_event(chunk(0.3), 2.0, user_turns_started=2)
+    assert dog.on_event(ev.Interrupted(), 2.5, user_turns_started=3) == [], "the user's activityStart interrupted"
     assert ModelWatchdog().on_event(ev.Interrupted(), 3.0) == [], "automatic detection on: the server's call"
-    dog.on_event(ev.TurnComplete(interrupted=True), 3.1, activity_starts=3)
+    dog.on_event(ev.TurnComplete(interrupted=True), 3.1, user_turns_started=3)
+    dog.on_event(chunk(0.3), 3.2, user_turns_started=5)
+    assert dog.on_event(ev.Interrupted(), 3.3, user_turns_started=5) == [], "two turns begun: the second cuts in"
+    dog.on_event(ev.TurnComplete(interrupted=True), 3.4, user_turns_started=5)
 
     book = {"name": "book", "args": {"table": 3}}
     other = FunctionCall(name="book", args={"table": 4}, id="b")
@@ -195,3 +276,23 @@ def test_calls_repeated_within_a_turn_and_in_the_next_are_noticed_and_run_once_p
     assert stats.model_failures == 2
     assert runs == [3, 3], "the repeat within the turn answered from the first run; the next turn's ran"
     assert tools.duplicates_answered == 1
+
+
+def test_a_drill_with_failures_in_a_row_detects_and_recovers_each_and_loses_no_audio(monkeypatch) -> None:
+    import watchdog_drill
+
+    plan = {1: ("near_silent", 3), 3: ("no_reply", 2), 5: ("duplicate_calls", 1), 7: ("spurious_interruption", 3)}
+    monkeypatch.setattr(watchdog_drill, "plan_failures", lambda turns, repeats: plan)
+    report = run(watchdog_drill.watchdog_drill(minutes=4.0, repeats=1))
+    failed = {a.turn: a for a in report.turns if a.injected}
+    assert sorted(failed) == sorted(plan)
+    assert failed[1].recoveries == ["reprompt", "reconnect", "fresh"] and failed[1].detected == ["near_silent"] * 3
+    assert failed[3].recoveries == ["reprompt", "reconnect"] and failed[3].detected == ["no_reply"] * 2
+    assert failed[5].detected == ["duplicate_call"] * 2, "the last turn's call again, then its own twice"
+    assert report.duplicates_answered == 1
+    assert failed[7].detected == ["spurious_interruption"] * 3
+    assert report.recovered == report.to_recover == 3
+    assert report.false_alarms == 0
+    assert (report.resumed, report.fresh_starts) == (3, 2), "one reconnect per ladder past its first step"
+    assert report.lost == 0 and report.fresh_session_audio_identical
+    assert not [a.turn for a in report.turns if a.detected and not a.injected], "nothing in the clean turns"

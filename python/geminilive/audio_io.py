@@ -208,8 +208,9 @@ class SpeakerSink:
 
 
 class BufferedSink:
-    """A playout buffer pulled in ``period_ms`` steps on a real-time clock (or as fast as
-    possible with ``realtime=False``); what plays goes to ``on_audio(float32 samples)``."""
+    """A playout buffer pulled in ``period_ms`` steps on a real-time clock (``speed`` times
+    faster, for simulations that run ahead of real time, or as fast as possible with
+    ``realtime=False``); what plays goes to ``on_audio(float32 samples)``."""
 
     def __init__(
         self,
@@ -219,8 +220,12 @@ class BufferedSink:
         period_ms: int = 10,
         prebuffer_ms: float = 40.0,
         realtime: bool = True,
+        speed: float = 1.0,
     ) -> None:
+        if speed <= 0:
+            raise ValueError(f"speed must be positive, got {speed}")
         self.on_audio = on_audio
+        self.speed = speed
         self.sample_rate_hz = sample_rate_hz
         self.period = sample_rate_hz * period_ms // 1000
         self.buffer = PlayoutBuffer(sample_rate_hz, prebuffer_ms=prebuffer_ms)
@@ -237,7 +242,8 @@ class BufferedSink:
         while True:
             ticks += 1
             if self.realtime:
-                await asyncio.sleep(max(0.0, start + ticks * self.period / self.sample_rate_hz - time.monotonic()))
+                due = start + ticks * self.period / self.sample_rate_hz / self.speed
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
             else:
                 await asyncio.sleep(0)
             self.on_audio(self.buffer.pull(self.period))

@@ -23,6 +23,7 @@ from geminilive.audio_io import ArraySource, AudioSink, MicrophoneSource, Speake
 from geminilive.conversation import Conversation
 from geminilive.emulator import LiveEmulator
 from geminilive.errors import AudioDeviceError, GeminiLiveError
+from geminilive.watchdog import RECOVERIES, WatchdogConfig
 
 __all__ = ["main"]
 
@@ -61,6 +62,9 @@ class _Printer:
         if isinstance(event, (ev.TurnComplete, ev.Interrupted)):
             self.line_open = False
             sys.stdout.write(f"\n  [{type(event).__name__}]\n")
+        elif isinstance(event, ev.ModelFailure):
+            self.line_open = False
+            sys.stdout.write(f"\n  [the model failed: {event.kind}; recovery: {event.recovery or 'none'}]\n")
 
     async def level_meter(self, conversation: Conversation) -> None:
         while self.meter:
@@ -94,6 +98,14 @@ async def _emulator_unless_key(args: argparse.Namespace, model: str, who: str) -
     return await LiveEmulator(model=model).start()
 
 
+def _recovery_ladder(text: str) -> tuple[str, ...]:
+    steps = tuple(step.strip() for step in text.split(",") if step.strip())
+    wrong = [step for step in steps if step not in RECOVERIES]
+    if wrong:
+        raise argparse.ArgumentTypeError(f"{', '.join(wrong)}: the steps are {', '.join(RECOVERIES)}")
+    return steps
+
+
 async def _talk(args: argparse.Namespace) -> int:
     if args.echo_cancellation and (args.input_wav or args.output_wav):
         print("--echo-cancellation works between the microphone and the speaker, not WAV files", file=sys.stderr)
@@ -112,6 +124,7 @@ async def _talk(args: argparse.Namespace) -> int:
                 on_event=printer.event,
                 local_barge_in=args.barge_in,
                 echo_cancellation=args.echo_cancellation,
+                watchdog=WatchdogConfig(recovery=args.recovery),
             )
             meter = asyncio.create_task(printer.level_meter(conversation))
             print("Listening. Ctrl-C to stop.")
@@ -288,6 +301,12 @@ def main(argv: list[str] | None = None) -> int:
         "--echo-cancellation",
         action="store_true",
         help="cancel the speaker's sound from the microphone (open speakers, no headphones)",
+    )
+    talk.add_argument(
+        "--recovery",
+        type=_recovery_ladder,
+        default=(),
+        help="when the model fails silently, what to try in turn: e.g. reprompt,reconnect,fresh (default: none)",
     )
     talk.add_argument("--turns", type=int, default=1, help="with --input-wav: turns to wait for")
     talk.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")

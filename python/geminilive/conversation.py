@@ -25,6 +25,7 @@ import numpy as np
 from geminilive import events as ev
 from geminilive._native import Resampler, VoiceActivityDetector, f32_to_s16le, s16le_to_f32
 from geminilive.audio_io import AudioSink, AudioSource, DuckableSink, MicrophoneSource, SpeakerSink
+from geminilive.errors import LocalProtocolError, SessionError
 from geminilive.messages import FunctionResponse
 from geminilive.tools import ToolRegistry
 from geminilive.watchdog import ModelWatchdog, WatchdogConfig
@@ -144,6 +145,8 @@ class Conversation:
         manual = bool(detection and detection.disabled)
         self.watchdog = ModelWatchdog(watchdog, manual_activity=manual) if watchdog is not None else None
         self.failures: list[ev.ModelFailure] = []
+        self._restarting = False  # a recovery restarted the session; the old connection ends
+        self._activity_ends = session.protocol.activity_ends  # as the watchdog last saw them
         self.tell_model_cut_off = tell_model_cut_off
         # This turn's output transcript, each piece with how much audio had come with it.
         self._said: list[tuple[int, str]] = []
@@ -254,8 +257,8 @@ class Conversation:
             when = timestamp - (self._heard_samples - at) / INPUT_RATE_HZ
             if kind == "end":
                 self._speech_end_at = when
-                if self.watchdog is not None:
-                    self.watchdog.user_turn_ended(when)
+                if self.watchdog is not None and not self.watchdog.manual_activity:
+                    self.watchdog.user_turn_ended(when)  # (pushed to talk, activityEnd says it)
                 self._duck(False)  # the user stopped and the server did not cut the model off
             elif kind == "start" and self.sink.stats.depth > 0:
                 if self.local_barge_in == "stop":
@@ -278,11 +281,26 @@ class Conversation:
     async def _handle(self, event: ev.Event) -> None:
         self.events.append(event)
         now = time.monotonic()
+        if self._restarting and isinstance(event, ev.Reconnecting):
+            self._restarting = False
+            if self.watchdog is not None:
+                self.watchdog.restarted()
+                self.watchdog.user_turn_ended(now)  # the reprompt is owed an answer
+        if self._restarting:  # what the connection being left still delivers: the failed reply
+            if not isinstance(event, ev.AudioChunk):
+                await self._dispatch(event, now)
+            return
         if self.watchdog is not None:
+            self._note_activity_ends()
             if isinstance(event, ev.InputTranscription) and event.finished:
                 self.watchdog.user_turn_ended(now)
-            for failure in self.watchdog.on_event(event, now, activity_starts=self.session.protocol.activity_starts):
+            for failure in self.watchdog.on_event(
+                event, now, user_turns_started=self.session.protocol.user_turns_started
+            ):
                 await self._failed(failure)
+        await self._dispatch(event, now)
+
+    async def _dispatch(self, event: ev.Event, now: float) -> None:
         if isinstance(event, ev.AudioChunk):
             if self._first_audio_index is None:
                 self._first_audio_index = self._pushed
@@ -351,21 +369,49 @@ class Conversation:
 
     async def _watch(self) -> None:
         assert self.watchdog is not None
+        poll_s = min(0.25, self.watchdog.config.reply_timeout_s / 4)  # late by a quarter at most
         while True:
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(poll_s)
+            self._note_activity_ends()
             for failure in self.watchdog.check(time.monotonic()):
                 await self._failed(failure)
 
+    def _note_activity_ends(self) -> None:
+        """Pushed to talk (``activityEnd``): the user's turn ended. Checked before each event
+        too, so that a reply coming faster than the watchdog's poll is seen after it."""
+        ends = self.session.protocol.activity_ends
+        if ends != self._activity_ends:
+            self._activity_ends = ends
+            assert self.watchdog is not None
+            self.watchdog.user_turn_ended(time.monotonic())
+
     async def _failed(self, failure: ev.ModelFailure) -> None:
-        """Report a failure of the model's; with ``recovery="reprompt"``, ask again."""
-        assert self.watchdog is not None
-        _log.warning("the model failed silently: %s (%s)", failure.kind, failure.detail)
+        """Report a failure of the model's, and recover as the watchdog's ladder says: a
+        restart first (the failed reply's audio is dropped), then the reprompt, which waits
+        for the new connection if there is one."""
+        watchdog = self.watchdog
+        assert watchdog is not None
+        step = watchdog.next_recovery(failure)
+        if step in ("reconnect", "fresh"):
+            try:
+                closing = self.session.restart(fresh=step == "fresh", reason=f"the model failed: {failure.kind}")
+            except (LocalProtocolError, SessionError) as exc:  # no resumption, or the session is over
+                _log.warning("could not %s after %s: %s; reprompting", step, failure.kind, exc)
+                step, closing = "reprompt", False
+            if closing:
+                self._restarting = True
+                self.sink.clear()
+                self._pending_plays.clear()
+        failure = msgspec.structs.replace(failure, recovery=step)
+        _log.warning("the model failed silently: %s (%s); recovery: %s", failure.kind, failure.detail, step)
         self.failures.append(failure)
         self.session.count_model_failure()
         self.events.append(failure)
         await self._call(self.on_event, failure)
-        if self.watchdog.may_reprompt():
-            await self.session.send_client_content(self.watchdog.config.reprompt_text)
+        if step is not None:
+            await self.session.send_client_content(watchdog.config.reprompt_text)
+            if not self._restarting:
+                watchdog.reprompted(time.monotonic())
 
     @staticmethod
     async def _call(callback: Callable[..., Any] | None, *args: Any) -> None:

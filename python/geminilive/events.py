@@ -165,8 +165,9 @@ class Resumed(Event, frozen=True):
 
 
 class ResumptionFailed(Event, frozen=True):
-    """The session could not be resumed (``reason``: no handle yet, or the service rejected
-    it) and a fresh one was started on the new connection: the model's own context is gone,
+    """The session was not resumed (``reason``: no handle yet, the service rejected it, or a
+    fresh session was asked for: ``Session.restart(fresh=True)``) and a fresh one was started
+    on the new connection: the model's own context is gone,
     but it was given the conversation so far as text (``seeded_turns`` turns, within the
     session's ``remember_chars``), and the audio held while reconnecting was sent after it."""
 
@@ -184,11 +185,13 @@ class MalformedMessage(Event, frozen=True):
 
 class ModelFailure(Event, frozen=True):
     """The model failed without an error (see :mod:`geminilive.watchdog`): ``kind`` is
-    ``"no_reply"``, ``"rejected"``, ``"empty_turn"``, ``"cut_off"``, ``"near_silent"`` or
-    ``"tone"``."""
+    ``"no_reply"``, ``"rejected"``, ``"empty_turn"``, ``"cut_off"``, ``"near_silent"``,
+    ``"tone"``, ``"spurious_interruption"`` or ``"duplicate_call"``; ``recovery`` is the step
+    the conversation took (``"reprompt"``, ``"reconnect"``, ``"fresh"``) or None."""
 
     kind: str
     detail: str
+    recovery: str | None = None
 
 
 class HeardBeforeInterruption(Event, frozen=True):

@@ -74,6 +74,9 @@ _RATE = re.compile(r"rate=(\d+)")
 _AUDIO_FRAME_PREFIX: dict[int, bytes] = {}
 _AUDIO_FRAME_START = b'{"realtimeInput":{"audio":'
 _REALTIME_FRAME_START = b'{"realtimeInput":'
+_TOOL_RESPONSE_FRAME_START = b'{"toolResponse":'
+_ACTIVITY_START_FRAME = encode_client(ClientMessage(realtime_input=RealtimeInput(activity_start=ActivityStart())))
+_ACTIVITY_END_FRAME = encode_client(ClientMessage(realtime_input=RealtimeInput(activity_end=ActivityEnd())))
 # Models on which realtime input during a blocking call cancels the call instead of ending the
 # session (3.8), and whose calls default to NON_BLOCKING (§5.6, §5.12): input is never held.
 _INPUT_CANCELS_CALLS = re.compile(r"gemini-3\.8")
@@ -171,7 +174,11 @@ class LiveProtocol:
         # Model text from the output transcription when the setup asks for one, else text parts.
         self._transcribed_output = setup.output_audio_transcription is not None
         self.seeded_turns = 0  # of the transcript, in the last fresh start
-        self.activity_starts = 0  # activityStart messages sent (automatic detection off)
+        # User turns the client began itself (activityStart, or clientContent with
+        # turnComplete): what may interrupt the model with automatic detection off.
+        self.user_turns_started = 0
+        self.activity_starts = 0  # activityStart messages sent
+        self.activity_ends = 0  # activityEnd messages sent
         self._start_connection()
 
     def _start_connection(self) -> None:
@@ -208,12 +215,15 @@ class LiveProtocol:
     def new_connection(self, handle: str | None) -> int:
         """Start the session's next connection: a resumption with ``handle`` (unanswered
         calls carry over, and realtime input stays held behind a blocking one), or, with
-        ``None``, a fresh session (no call is pending there). Everything the service may not
-        have consumed goes out first after ``setupComplete``, then what was queued since, in
-        order; returns how many frames that is. Callable in any state but ``CLOSED``."""
+        ``None``, a fresh session (no call is pending there, and answers to the old one's calls
+        are not sent; a user turn whose ``activityStart`` the old one took is begun again).
+        Everything the service may not have consumed goes out first after ``setupComplete``,
+        then what was queued since, in order; returns how many frames that is. Callable in any state but ``CLOSED``."""
         if self.state is State.CLOSED:
             raise LocalProtocolError("the session is closed")
         carried = self.unconsumed_frames()
+        if handle is None:  # answers to the old session's calls mean nothing to a new one
+            carried = [f for f in carried if not f.startswith(_TOOL_RESPONSE_FRAME_START)]
         resumption = self.setup.session_resumption
         if resumption is not None:
             resumption = msgspec.structs.replace(resumption, handle=handle)
@@ -226,9 +236,19 @@ class LiveProtocol:
         if seed:  # a fresh session: the conversation so far, as context (no reply asked for)
             self._queue(encode_client(ClientMessage(client_content=ClientContent(turns=seed, turn_complete=False))))
             self.seeded_turns = len(seed)
+        if handle is None and self._activity_open_before(carried):
+            # The old session took the activityStart of the user's turn under way: the new one
+            # hears that turn from where its audio resumes, as a turn.
+            self._queue(_ACTIVITY_START_FRAME)
         for frame in carried:
             self._queue(frame)
         return len(carried)
+
+    def _activity_open_before(self, carried: list[bytes]) -> bool:
+        """Whether an activity (``activityStart`` without its end) was open where ``carried``
+        begins: what went before it counts."""
+        starts = self.activity_starts - carried.count(_ACTIVITY_START_FRAME)
+        return starts > self.activity_ends - carried.count(_ACTIVITY_END_FRAME)
 
     # --- sending -------------------------------------------------------------------------------
 
@@ -364,10 +384,12 @@ class LiveProtocol:
         return index
 
     def activity_start(self) -> int | None:
+        self.user_turns_started += 1
         self.activity_starts += 1
         return self.send_realtime(RealtimeInput(activity_start=ActivityStart()))
 
     def activity_end(self) -> int | None:
+        self.activity_ends += 1
         return self.send_realtime(RealtimeInput(activity_end=ActivityEnd()))
 
     def audio_stream_end(self) -> int | None:
@@ -381,6 +403,7 @@ class LiveProtocol:
             turns = [Content(role="user", parts=[Part(text=turns)])]
         content = ClientContent(turns=list(turns) if turns is not None else None, turn_complete=turn_complete)
         index = self.send(ClientMessage(client_content=content))
+        self.user_turns_started += turn_complete
         for turn in content.turns or ():
             text = "".join(part.text for part in turn.parts or () if part.text)
             if text:

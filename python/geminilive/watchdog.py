@@ -3,11 +3,12 @@ turn that gets no reply, a turn the service closes as rejected or with nothing i
 cut off (``turnComplete`` without ``generationComplete`` and without ``interrupted``: the
 service sends ``generationComplete`` before ``turnComplete`` unless interrupted), reply audio
 at near-zero amplitude, a tone where speech should be, an ``interrupted`` with no user activity
-behind it (automatic activity detection off: only the client's ``activityStart`` may
-interrupt), or a function call repeated under a new id (the same name and arguments, in the
-same turn or right in the next). A pure state machine (events and times in, failures out);
-:class:`geminilive.conversation.Conversation` drives it and reports each failure as
-``events.ModelFailure``.
+behind it (automatic activity detection off: only a user turn the client begins, with
+``activityStart`` or a client turn, may interrupt), or a function call repeated under a new id
+(the same name and arguments, in the same turn or right in the next). A pure state machine
+(events and times in, failures out, and the recovery step for each);
+:class:`geminilive.conversation.Conversation` drives it, reports each failure as
+``events.ModelFailure`` and recovers (reprompt, or ``Session.restart`` then reprompt).
 
 The defaults are far from what a working conversation does (a reply starts within a second
 or two; speech is around -20 dBFS), so that a normal conversation never trips them.
@@ -24,7 +25,14 @@ import numpy as np
 from geminilive import events as ev
 from geminilive.tools import call_key
 
-__all__ = ["ModelWatchdog", "WatchdogConfig"]
+__all__ = ["RECOVERIES", "ModelWatchdog", "WatchdogConfig"]
+
+Recovery = Literal["none", "reprompt", "reconnect", "fresh"]
+RECOVERIES = ("none", "reprompt", "reconnect", "fresh")
+# Failures a recovery step is for (a repeated call is answered by the tools instead).
+RECOVERABLE = frozenset(
+    {"no_reply", "rejected", "empty_turn", "cut_off", "near_silent", "tone", "spurious_interruption"}
+)
 
 
 class WatchdogConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -36,9 +44,15 @@ class WatchdogConfig(msgspec.Struct, frozen=True, kw_only=True):
     tone_share: reply audio whose first ``silent_after_s`` has this share of its energy at one
         frequency (within 10 Hz) is a ``tone`` (speech spreads it: well under a third; 0.9 is
         a good value). Off by default: the emulator's own models answer in tones.
-    recovery: ``"reprompt"`` sends ``reprompt_text`` as a user turn after a failure (off by
-        default: a client that speaks for the user should be asked for), at most
-        ``max_reprompts`` times in a row (a turn without failure starts the count again).
+    recovery: what to do after a failure (off by default: a client that speaks for the user
+        should be asked for): ``"reprompt"`` sends ``reprompt_text`` as a user turn;
+        ``"reconnect"`` moves the session to a new connection, resumed (the model's context
+        kept, whatever generation it was stuck in gone), then reprompts; ``"fresh"`` starts a
+        new session seeded with the conversation so far as text, then reprompts. A tuple is a
+        ladder: failures in a row take its steps in turn (``("reprompt", "reconnect",
+        "fresh")``), and once it is used up nothing more is tried until a turn succeeds
+        (a turn with output and no failure starts it again). A repeated call is not
+        recovered from: the tools answer it (``ToolRegistry(answer_duplicates=...)``).
     duplicate_calls_across_turns: a call repeating one of the previous turn counts as a
         ``duplicate_call`` too (a user asking the same thing twice in a row would trip it).
     """
@@ -47,10 +61,20 @@ class WatchdogConfig(msgspec.Struct, frozen=True, kw_only=True):
     silent_dbfs: float = -50.0
     silent_after_s: float = 1.0
     tone_share: float | None = None
-    recovery: Literal["none", "reprompt"] = "none"
+    recovery: Recovery | tuple[Recovery, ...] = "none"
     reprompt_text: str = "(Your last answer did not come through. Please answer again.)"
-    max_reprompts: int = 1
     duplicate_calls_across_turns: bool = True
+
+    def __post_init__(self) -> None:
+        for step in self.ladder:
+            if step not in RECOVERIES:
+                raise ValueError(f"recovery steps are {', '.join(map(repr, RECOVERIES))}, not {step!r}")
+
+    @property
+    def ladder(self) -> tuple[str, ...]:
+        """The recovery steps, in the order failures in a row take them."""
+        steps = (self.recovery,) if isinstance(self.recovery, str) else tuple(self.recovery)
+        return tuple(step for step in steps if step != "none")
 
 
 class ModelWatchdog:
@@ -60,8 +84,9 @@ class ModelWatchdog:
     def __init__(self, config: WatchdogConfig | None = None, *, manual_activity: bool = False) -> None:
         self.config = config or WatchdogConfig()
         self.manual_activity = manual_activity
-        self._activity_starts = 0  # the client's activityStarts, as of the last event
-        self._activity_at_reply: int | None = None  # ... when the reply began
+        self._user_turns_started = 0  # by the client (protocol.user_turns_started), as of the last event
+        self._user_turns_at_reply: int | None = None  # ... when the reply began
+        self._user_turns_at_turn_end = 0  # ... when the last turn ended
         self._calls_this_turn: set[str] = set()
         self._calls_last_turn: set[str] = set()
         self._waiting_since: float | None = None  # a user turn ended, no model output since
@@ -72,16 +97,32 @@ class ModelWatchdog:
         self._audio_samples = 0
         self._level_judged = False
         self._generation_complete = False
-        self.reprompts_in_a_row = 0
+        self._reply_owed_at_turn_end = False  # a reprompt sent while a reply was under way
+        self.recoveries_in_a_row = 0
 
     def user_turn_ended(self, now: float) -> None:
         if self._waiting_since is None:
             self._waiting_since = now
 
-    def on_event(self, event: ev.Event, now: float, *, activity_starts: int = 0) -> list[ev.ModelFailure]:
+    def reprompted(self, now: float) -> None:
+        """A reprompt went out: its reply is owed from now, or, with a reply still under
+        way (it will be interrupted), from that turn's end."""
+        if self._turn_output:
+            self._reply_owed_at_turn_end = True
+        else:
+            self.user_turn_ended(now)
+
+    def restarted(self) -> None:
+        """The session moved to a new connection mid-turn: that turn is over."""
+        self._waiting_since = None
+        self._reply_owed_at_turn_end = False
+        self._new_turn()
+
+    def on_event(self, event: ev.Event, now: float, *, user_turns_started: int = 0) -> list[ev.ModelFailure]:
         """Failures this event shows (``near_silent`` once per turn, as soon as knowable);
-        ``activity_starts``: how many ``activityStart`` the client has sent so far."""
-        self._activity_starts = activity_starts
+        ``user_turns_started``: how many user turns the client began itself so far
+        (``activityStart``, a client turn: ``LiveProtocol.user_turns_started``)."""
+        self._user_turns_started = user_turns_started
         if isinstance(event, ev.AudioChunk):
             self._output()
             return self._hear(event)
@@ -92,9 +133,9 @@ class ModelWatchdog:
             return self._calls(event)
         elif isinstance(event, ev.Interrupted):
             self._turn_interrupted = True
-            if self.manual_activity and self._activity_at_reply == activity_starts:
+            if self.manual_activity and not self._interrupted_by_a_user_turn(user_turns_started):
                 self._turn_failed = True
-                detail = "interrupted with automatic activity detection off and no activityStart since the reply began"
+                detail = "interrupted with automatic activity detection off and no user turn since the reply began"
                 return [ev.ModelFailure(kind="spurious_interruption", detail=detail)]
         elif isinstance(event, ev.GenerationComplete):
             self._generation_complete = True
@@ -111,8 +152,12 @@ class ModelWatchdog:
             if failures:
                 self._waiting_since = None  # reported; the next user turn starts the clock
             elif self._turn_output and not self._turn_failed:
-                self.reprompts_in_a_row = 0
+                self.recoveries_in_a_row = 0
+            self._user_turns_at_turn_end = self._user_turns_started
             self._new_turn()
+            if self._reply_owed_at_turn_end:
+                self._reply_owed_at_turn_end = False
+                self.user_turn_ended(now)
             return failures
         return []
 
@@ -124,10 +169,17 @@ class ModelWatchdog:
             return [ev.ModelFailure(kind="no_reply", detail=f"no reply {now - since:.1f} s after the user's turn")]
         return []
 
+    def _interrupted_by_a_user_turn(self, started: int) -> bool:
+        """A turn the client began since the reply did, or two begun before it (replies in
+        order: the second cuts off the reply to the first, as after a restart re-sends one)."""
+        at_reply = self._user_turns_at_reply
+        return at_reply is None or started > at_reply or at_reply - self._user_turns_at_turn_end >= 2
+
     def _output(self) -> None:
         self._waiting_since = None
+        self._generation_complete = False  # generating again (after a blocking call's answer)
         if not self._turn_output:
-            self._activity_at_reply = self._activity_starts
+            self._user_turns_at_reply = self._user_turns_started
         self._turn_output = True
 
     def _calls(self, event: ev.ToolCall) -> list[ev.ModelFailure]:
@@ -145,16 +197,18 @@ class ModelWatchdog:
             failures.append(ev.ModelFailure(kind="duplicate_call", detail=detail))
         return failures
 
-    def may_reprompt(self) -> bool:
-        """Whether recovery may reprompt now (counts the reprompt when it may)."""
-        if self.config.recovery != "reprompt" or self.reprompts_in_a_row >= self.config.max_reprompts:
-            return False
-        self.reprompts_in_a_row += 1
-        return True
+    def next_recovery(self, failure: ev.ModelFailure) -> str | None:
+        """The recovery step for ``failure`` (counted), or None: not one to recover from, no
+        recovery configured, or the ladder used up by failures in a row."""
+        ladder = self.config.ladder
+        if failure.kind not in RECOVERABLE or self.recoveries_in_a_row >= len(ladder):
+            return None
+        self.recoveries_in_a_row += 1
+        return ladder[self.recoveries_in_a_row - 1]
 
     def _new_turn(self) -> None:
         self._calls_last_turn, self._calls_this_turn = self._calls_this_turn, set()
-        self._activity_at_reply = None
+        self._user_turns_at_reply = None
         self._turn_failed = False
         self._turn_output = self._turn_interrupted = self._level_judged = self._generation_complete = False
         self._audio, self._audio_samples = [], 0

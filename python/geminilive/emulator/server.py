@@ -168,6 +168,11 @@ class LiveEmulator:
         profiles: ``(pattern, ModelProfile)`` pairs: the first pattern found in the setup's
             model name says how that model generation behaves (see
             :mod:`geminilive.emulator.profiles`; 2.5 native audio, 3.1 and 3.8 by default).
+        silent_failures: the model's silent failures over the whole emulator (every
+            connection and session, unlike ``Faults.failure``): called as each reply starts
+            with the reply's number (from 0, over the emulator) and the user turn it answers,
+            it names the failure that reply suffers (one of ``SILENT_FAILURES``) or None.
+            Each injected one is kept in ``injected_failures`` (reply number, failure).
         abort_input_during_blocking_calls: close with 1008 "The operation was aborted." on
             realtime input while a BLOCKING call is unanswered (after ``IN_FLIGHT_S``, for
             input already on its way), as the service is widely reported to do (not
@@ -196,6 +201,7 @@ class LiveEmulator:
         record_input: bool = False,
         profiles: Sequence[tuple[str, ModelProfile]] = PROFILES,
         abort_input_during_blocking_calls: bool = False,
+        silent_failures: Callable[[int, UserTurn], str | None] | None = None,
     ) -> None:
         self.host, self._requested_port = host, port
         self.model = load_model(model)
@@ -220,6 +226,9 @@ class LiveEmulator:
         self._server: WebSocketServer | None = None
         self.record_input = record_input
         self.abort_input_during_blocking_calls = abort_input_during_blocking_calls
+        self.silent_failures = silent_failures
+        self._reply_numbers = itertools.count()
+        self.injected_failures: list[tuple[int, str]] = []
         self.profiles = list(profiles)
         # handle -> (session, bytes of input audio the handle covers)
         self._sessions: dict[str, tuple[_SessionRecord, int]] = {}
@@ -343,7 +352,8 @@ class LiveEmulator:
         record, covered = self._sessions.get(handle, (None, 0))
         if record is None or record.expires_at < time.monotonic():
             raise _Closed(1008, "BidiGenerateContent session not found")
-        if record.over_age:
+        if record.over_age:  # that session ends where the handle left it, as a forgotten one
+            self._forget(handle)
             raise _Closed(1007, INVALID_ARGUMENT)
         held_by = record.connection
         if held_by is not None and held_by.open and held_by.ws.state is WsState.OPEN:
@@ -864,19 +874,25 @@ class _Connection:
         default = "BLOCKING" if self.profile.calls_block_by_default else "NON_BLOCKING"
         return any((behaviours.get(c.name) or default) == "BLOCKING" for c in calls)
 
-    def _silent_failure(self) -> str | None:
-        """The silent failure this reply suffers, if any (``Faults.failure``)."""
-        f = self.faults
-        if f.failure is None or self._replies_started > f.silent_failure_turns:
+    def _silent_failure(self, turn: UserTurn) -> str | None:
+        """The silent failure this reply suffers, if any (the emulator's ``silent_failures``,
+        else ``Faults.failure``)."""
+        server, f = self.server, self.faults
+        number = next(server._reply_numbers)
+        failure = server.silent_failures(number, turn) if server.silent_failures is not None else None
+        if failure is None and f.failure is not None and self._replies_started <= f.silent_failure_turns:
+            failure = f.failure
+        if failure is None:
             return None
-        if f.failure not in SILENT_FAILURES:
-            raise ValueError(f"unknown Faults.failure {f.failure!r}")
-        return f.failure
+        if failure not in SILENT_FAILURES:
+            raise ValueError(f"unknown silent failure {failure!r}: one of {', '.join(SILENT_FAILURES)}")
+        server.injected_failures.append((number, failure))
+        return failure
 
     async def _reply(self, turn: UserTurn) -> None:
         assert self.record is not None and self.setup is not None
         self._replies_started += 1
-        failure = self._silent_failure()
+        failure = self._silent_failure(turn)
         if failure == "no_reply":
             return
         if failure == "rejected":
