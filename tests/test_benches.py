@@ -17,6 +17,7 @@ EXPECTED = {
     "bench_g711.py": ["24 kHz PCM -> 8 kHz mu-law", "audioop + soxr HQ", "audioop.ratecv"],
     "bench_abi3.py": ["abi3/cp3", "send a 20 ms chunk", "resample 48k->16k"],
     "bench_faults.py": ["audio lost             0 chunks", "audio duplicated       0 chunks"],
+    "bench_watchdog.py": ["detected", "recovery steps taken", "false alarms             0"],
     "bench_scale.py": ["geminilive", "transport", "google-genai", "KiB/sess"],
     "bench_soak.py": ["RSS"],
     "bench_devices.py": ["clear() -> first silent callback"],
