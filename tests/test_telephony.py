@@ -17,6 +17,7 @@ import geminilive
 from audio_util import run, speak
 from geminilive import LiveConfig, Resampler
 from geminilive.emulator import LiveEmulator
+from geminilive.emulator.models import ScriptModel, ScriptTurn
 from geminilive.pcm import f32_to_s16le
 from geminilive.telephony import decode, encode
 from geminilive.telephony.server import PhoneServer, twiml
@@ -164,7 +165,54 @@ def test_talking_over_the_reply_clears_what_twilio_holds(hello: bytes) -> None:
 
     stats, caller = run(scenario())
     assert stats.clears >= 1 and len(caller.clears) == stats.clears
-    assert stats.marks_played >= 1, "marks pending at the clear came back"
+    assert stats.marks_played >= 1 and stats.marks_cleared >= 1, "some of the reply played, the rest was dropped"
+
+
+def test_what_the_caller_heard_before_barging_in_is_told_apart_from_what_was_cleared(hello: bytes) -> None:
+    words = " ".join(f"word{n}" for n in range(40))
+    script = ScriptModel([ScriptTurn(text=words, tone_s=6.0), ScriptTurn(text="sorry, go on", tone_s=0.5)])
+
+    async def scenario():
+        async with LiveEmulator(model=script, speed=4.0) as emu:  # Twilio holds what is ahead
+            opener = lambda: geminilive.connect(endpoint=emu.url, config=config())  # noqa: E731
+            async with PhoneServer(opener, tell_model_cut_off=True) as phone, Caller(phone.stream_url) as caller:
+                await caller.start()
+                await caller.speak(hello)
+                await until(lambda: len(caller.marks_echoed) > 20, 15, "a second of the reply to play")
+                await caller.speak(hello)  # the caller talks over it
+                await until(lambda: caller.clears, 10, "clear")
+                await asyncio.sleep(1.5)  # the reply to the second turn
+                await caller.send({"event": "stop", "streamSid": "MZtest", "stop": {}})
+                await until(lambda: phone.finished, 5, "the call to end")
+                notes = [m.client_content for c in emu.connections for m in c.received if m.client_content]
+                return phone.finished[0], notes
+
+    stats, notes = run(scenario())
+    cut = stats.turns[0]
+    assert cut.interrupted and words.startswith(cut.transcript), "as far as the model got"
+    assert cut.heard_transcript and cut.unheard_transcript, cut
+    assert cut.heard_transcript + cut.unheard_transcript == cut.transcript
+    assert 500 < cut.heard_ms < cut.audio_ms - 1000, ("what the clear dropped is not counted as heard", cut)
+    assert [t.interrupted for t in stats.turns[1:]] == [False] * (len(stats.turns) - 1)
+    [note] = notes
+    assert note.turn_complete is False and cut.heard_transcript.strip() in note.turns[0].parts[0].text
+
+
+def test_a_call_whose_session_fails_is_ended_with_the_reason_and_its_stats_kept(hello: bytes) -> None:
+    async def scenario():
+        async with LiveEmulator(model="echo", api_key="the-right-key") as emu:
+            opener = lambda: geminilive.connect(endpoint=emu.url, api_key="a-wrong-key")  # noqa: E731
+            async with PhoneServer(opener) as phone, Caller(phone.stream_url) as caller:
+                await caller.start()
+                async with asyncio.timeout(10):
+                    await caller.ws.wait_closed()
+                await until(lambda: phone.finished, 5, "the call to end")
+                return caller.ws.close_code, caller.ws.close_reason, phone
+
+    code, reason, phone = run(scenario())
+    assert code == 1011 and reason.startswith("the session failed")
+    assert phone.finished[0].ended_by.startswith("the session failed") and phone.finished[0].stream_sid == "MZtest"
+    assert "a-wrong-key" not in reason and not phone.active
 
 
 def test_bad_messages_are_dropped_and_the_call_goes_on(hello: bytes) -> None:

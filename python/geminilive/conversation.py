@@ -33,12 +33,18 @@ from geminilive.watchdog import ModelWatchdog, WatchdogConfig
 if TYPE_CHECKING:
     from geminilive.session import Session
 
-__all__ = ["Conversation", "TurnMetrics"]
+__all__ = ["Conversation", "TurnMetrics", "cut_off_note"]
 
 _log = logging.getLogger("geminilive.conversation")
 
 INPUT_RATE_HZ = 16000
 EVENTS_KEPT = 1000
+
+
+def cut_off_note(heard: str) -> str:
+    """What the model is told when the user interrupted it: it knows only what it generated,
+    and picks up where the user stopped listening."""
+    return f'(The user interrupted you. Of your last reply they heard only: "{heard.strip()}")'
 
 
 class TurnMetrics(msgspec.Struct, kw_only=True):
@@ -364,8 +370,7 @@ class Conversation:
         self.events.append(event)
         await self._call(self.on_event, event)
         if self.tell_model_cut_off and unheard.strip():
-            note = f'(The user interrupted you. Of your last reply they heard only: "{heard.strip()}")'
-            await self.session.send_client_content(note, turn_complete=False)
+            await self.session.send_client_content(cut_off_note(heard), turn_complete=False)
 
     async def _watch(self) -> None:
         assert self.watchdog is not None

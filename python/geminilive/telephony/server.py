@@ -42,7 +42,8 @@ def twiml(stream_url: str) -> str:
 
 class PhoneServer:
     """Media streams on ``host:port`` (loopback by default: put a TLS proxy or tunnel in
-    front, Twilio connects with wss://); the webhook on ``webhook_port`` if given."""
+    front, Twilio connects with wss://); the webhook on ``webhook_port`` if given.
+    ``tell_model_cut_off``: see :class:`CallBridge`."""
 
     def __init__(
         self,
@@ -54,8 +55,10 @@ class PhoneServer:
         public_url: str | None = None,
         max_calls: int = 100,
         start_timeout_s: float = 10.0,
+        tell_model_cut_off: bool = False,
     ) -> None:
         self.open_session = open_session
+        self.tell_model_cut_off = tell_model_cut_off
         self.host, self._port, self._webhook_port = host, port, webhook_port
         self.public_url = public_url
         self.max_calls = max_calls
@@ -118,7 +121,9 @@ class PhoneServer:
             self.refused += 1
             await ws.close(1013, "shutting down" if self.draining else f"at capacity ({self.max_calls} calls)")
             return
-        bridge = CallBridge(ws, self.open_session, start_timeout_s=self.start_timeout_s)
+        bridge = CallBridge(
+            ws, self.open_session, start_timeout_s=self.start_timeout_s, tell_model_cut_off=self.tell_model_cut_off
+        )
         self.active.add(bridge)
         try:
             self.finished.append(await bridge.run())
