@@ -25,7 +25,7 @@ from websockets.utils import accept_key
 import geminilive
 from audio_util import run
 from geminilive import events as ev
-from geminilive._websocket import WebSocket, connect_websocket, serve_websockets
+from geminilive._websocket import BinaryMessage, WebSocket, connect_websocket, serve_websockets
 from geminilive.emulator import LiveEmulator
 
 
@@ -136,6 +136,35 @@ def test_a_message_is_taken_on_arrival_only_when_the_reader_has_read_everything_
     # hook was set); in a burst some queue behind others.
     assert [n for n in range(30, count, 30) if ("taken", n) not in order] == []
     assert any(kind == "read" and n % 3 == 0 for kind, n in order), "none queued behind others"
+
+
+@pytest.mark.parametrize("binary_apart", [True, False])
+def test_a_server_that_keeps_binary_apart_tells_binary_messages_from_text(binary_apart: bool) -> None:
+    async def scenario() -> list[bytes]:
+        got: list[bytes] = []
+        done = asyncio.Event()
+
+        async def handler(ws: WebSocket) -> None:
+            for _ in range(5):
+                got.append(await ws.recv())
+            done.set()
+
+        server = await serve_websockets(handler, "127.0.0.1", 0, binary_apart=binary_apart)
+        port = server.sockets[0].getsockname()[1]
+        async with ws_connect(f"ws://127.0.0.1:{port}") as client:
+            await client.send('{"event": "text"}')
+            await client.send(b"{binary that looks like text}")
+            await client.send([b"frag", b"mented"])  # a binary message in fragments
+            await client.send(["text ", "fragments"])
+            await client.send(bytes(640))
+            await asyncio.wait_for(done.wait(), 5)
+        await server.close()
+        return got
+
+    got = run(scenario())
+    assert got == [b'{"event": "text"}', b"{binary that looks like text}", b"fragmented", b"text fragments", bytes(640)]
+    kinds = [isinstance(m, BinaryMessage) for m in got]
+    assert kinds == ([False, True, True, False, True] if binary_apart else [False] * 5)
 
 
 def test_server_handshake_check_handler_exit_and_failure() -> None:

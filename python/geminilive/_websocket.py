@@ -12,7 +12,9 @@ what bounds how many real-time sessions one core carries (benches/bench_scale.py
 The part of websockets' asyncio API the session and the emulator use is kept: ``send``,
 ``recv``, ``close``, async iteration, ``state``, ``request``, and ``ConnectionClosed``
 exceptions from ``websockets.exceptions``. Messages are received as ``bytes`` (text frames
-too: their JSON goes to msgspec, which checks UTF-8 as it parses).
+too: their JSON goes to msgspec, which checks UTF-8 as it parses), except on a connection
+made with ``binary_apart``, where a binary message is a :class:`BinaryMessage` (for wires that
+carry text and binary messages of different meaning, such as Vonage's).
 """
 
 from __future__ import annotations
@@ -69,8 +71,17 @@ _MAX_HEAD_BYTES = 64 * 1024
 _RECEIVE_BUFFER = memoryview(bytearray(256 * 1024))
 
 
+class BinaryMessage(bytes):
+    """A message that came in binary frames, on a connection made with ``binary_apart``."""
+
+    __slots__ = ()
+
+
 class WebSocket(asyncio.BufferedProtocol):
-    """One WebSocket connection (client or server side) on a sans-I/O ``protocol``."""
+    """One WebSocket connection (client or server side) on a sans-I/O ``protocol``. With
+    ``binary_apart``, binary messages come out of :meth:`recv` as :class:`BinaryMessage`
+    (every frame then goes through the protocol's parser: the Rust fast path does not tell
+    the two apart)."""
 
     def __init__(
         self,
@@ -78,8 +89,11 @@ class WebSocket(asyncio.BufferedProtocol):
         *,
         close_timeout_s: float = 2.0,
         ping_interval_s: float | None = None,
+        binary_apart: bool = False,
     ) -> None:
         self.protocol = protocol
+        self.binary_apart = binary_apart
+        self._binary_message = False  # the message being received came in binary frames
         self.close_timeout_s = close_timeout_s
         self._ping_interval_s = ping_interval_s
         self.transport: asyncio.Transport | None = None
@@ -146,7 +160,7 @@ class WebSocket(asyncio.BufferedProtocol):
         self._head_read = True  # what follows is a refusal's body, or frames
         self._general(head)
         protocol = self.protocol
-        self._fast = protocol.state is _OPEN and not protocol.extensions
+        self._fast = protocol.state is _OPEN and not protocol.extensions and not self.binary_apart
         if rest:
             self.data_received(rest)
 
@@ -192,6 +206,8 @@ class WebSocket(asyncio.BufferedProtocol):
         for event in events:
             if type(event) is Frame:
                 if event.opcode in _DATA:  # control frames are answered by the protocol
+                    if event.opcode is not Opcode.CONT:
+                        self._binary_message = event.opcode is Opcode.BINARY
                     self._data_frame(event.data, event.fin)
             elif type(event) is Request:
                 self.request = event
@@ -240,7 +256,10 @@ class WebSocket(asyncio.BufferedProtocol):
             self._fragments.append(data)
             data = b"".join(self._fragments)
             self._fragments.clear()
-        self._message(data if type(data) is bytes else bytes(data))  # frames hold bytearrays
+        if self._binary_message and self.binary_apart:
+            self._message(BinaryMessage(data))
+        else:
+            self._message(data if type(data) is bytes else bytes(data))  # frames hold bytearrays
 
     def _message(self, data: bytes) -> None:
         waiter = self._waiter
@@ -504,8 +523,10 @@ class WebSocketServer:
         open_timeout_s: float,
         logger: logging.Logger | logging.LoggerAdapter | None,
         tls: TlsServerConfig | None = None,
+        binary_apart: bool = False,
     ) -> None:
         self._handler = handler
+        self._binary_apart = binary_apart
         self._tls = tls
         self.check = check_request
         self._max_size = max_size
@@ -518,7 +539,8 @@ class WebSocketServer:
         self.server: asyncio.Server | None = None
 
     def new_connection(self) -> WebSocket:
-        ws = WebSocket(ServerProtocol(max_size=self._max_size, extensions=self._extensions, logger=self._logger))
+        protocol = ServerProtocol(max_size=self._max_size, extensions=self._extensions, logger=self._logger)
+        ws = WebSocket(protocol, binary_apart=self._binary_apart)
         ws._server = self
         return ws
 
@@ -611,11 +633,12 @@ async def serve_websockets(
     compression: bool = False,
     open_timeout_s: float = 10.0,
     logger: logging.Logger | logging.LoggerAdapter | None = None,
+    binary_apart: bool = False,
 ) -> WebSocketServer:
     """Listen on ``host:port``; run ``handler(ws)`` for each connection whose handshake
     ``check_request`` lets through (it returns a rejection ``Response`` or ``None``). The
     connection is closed (1000) when the handler returns, 1011 if it raises. ``wss://`` with
-    ``tls`` (TLS in Rust) or ``ssl`` (Python's)."""
+    ``tls`` (TLS in Rust) or ``ssl`` (Python's). ``binary_apart``: see :class:`WebSocket`."""
     if tls is not None and (ssl is not None or not NATIVE_TLS):
         raise ValueError("tls= is TLS in Rust (not on Windows), ssl= Python's: one of them")
     server = WebSocketServer(
@@ -626,6 +649,7 @@ async def serve_websockets(
         open_timeout_s=open_timeout_s,
         logger=logger,
         tls=tls,
+        binary_apart=binary_apart,
     )
     loop = asyncio.get_running_loop()
     if tls is not None and not watches_file_descriptors(loop):

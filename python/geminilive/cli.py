@@ -214,11 +214,13 @@ async def _phone(args: argparse.Namespace) -> int:
         webhook_port=args.webhook_port,
         public_url=args.public_url,
         max_calls=args.max_calls,
+        provider=args.provider,
     )
     await phone.start()
-    print(f"Twilio media streams on ws://{args.host}:{phone.port} (Stream url: {phone.stream_url})")
+    print(f"{args.provider} media streams on ws://{args.host}:{phone.port} (stream url: {phone.stream_url})")
     if phone.webhook_port is not None:
-        print(f"Voice webhook (TwiML <Connect><Stream>) on http://{args.host}:{phone.webhook_port}/")
+        answer = "TwiML <Connect><Stream>" if args.provider == "twilio" else "NCCO connect to the websocket"
+        print(f"Voice webhook ({answer}) on http://{args.host}:{phone.webhook_port}/")
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows' loop
@@ -338,15 +340,15 @@ def main(argv: list[str] | None = None) -> int:
 
     phone = sub.add_parser(
         "phone",
-        help="bridge phone calls to the model (Twilio media streams)",
-        description="Serve Twilio media streams, each call bridged to its own Live session (the service "
+        help="bridge phone calls to the model (Twilio media streams, Vonage WebSockets)",
+        description="Serve a provider's media streams, each call bridged to its own Live session (the service "
         "with GEMINI_API_KEY, else the emulator), and the voice webhook that connects a call to them.",
     )
-    phone.add_argument("--provider", default="twilio", choices=["twilio"])
+    phone.add_argument("--provider", default="twilio", choices=["twilio", "vonage"])
     phone.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback, behind a tunnel)")
     phone.add_argument("--port", type=int, default=8080, help="media stream WebSocket port")
-    phone.add_argument("--webhook-port", type=int, default=None, help="also answer Twilio's voice webhook here")
-    phone.add_argument("--public-url", help="the wss:// URL Twilio reaches the media port at (for the TwiML)")
+    phone.add_argument("--webhook-port", type=int, default=None, help="also answer the provider's voice webhook here")
+    phone.add_argument("--public-url", help="the wss:// URL the provider reaches the media port at (in the answer)")
     phone.add_argument("--max-calls", type=int, default=100, help="calls at once; more are refused")
     phone.add_argument("--drain-s", type=float, default=30.0, help="on SIGTERM, how long running calls may go on")
     phone.add_argument("--emulator", action="store_true", help="use the local emulator even with an API key")

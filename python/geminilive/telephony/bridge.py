@@ -1,13 +1,16 @@
-"""A phone call joined to a Live session: one call, one session, audio both ways.
+"""A phone call joined to a Live session: one call, one session, audio both ways, over any
+provider's wire (:class:`~geminilive.telephony.wire.CallWire`: Twilio, Vonage).
 
-The caller's 8 kHz μ-law goes to the session as 16 kHz PCM (:class:`G711Decoder`); the model's
-24 kHz audio goes back as μ-law in 20 ms frames (:class:`G711Encoder`, anti-aliased), with a
-mark after each chunk: Twilio echoes a mark once the audio before it has played (and at once
-for marks still queued at a ``clear``: those did not play), so the bridge knows what the caller
-has actually heard. On the model's ``interrupted`` it sends ``clear`` at once and splits the
-turn's output transcript into what the caller heard and what not (``CallStats.turns``; with
-``tell_model_cut_off`` the model is told). Keypad digits reach the model as text. A hang-up
-closes the session; a session that ends or fails closes the call's stream with the reason.
+The caller's audio goes to the session as 16 kHz PCM (8 kHz μ-law through
+:class:`G711Decoder`, 16-bit linear PCM through the resampler); the model's 24 kHz audio goes
+back in the wire's format, in whole 20 ms frames (:class:`G711Encoder`, anti-aliased, or the
+resampler), with a mark after each chunk: the provider echoes a mark once the audio before it
+has played (Twilio also at once for marks still queued at a ``clear``: those did not play), so
+the bridge knows what the caller has actually heard. On the model's ``interrupted`` it sends
+``clear`` at once and splits the turn's output transcript into what the caller heard and what
+not (``CallStats.turns``; with ``tell_model_cut_off`` the model is told). Keypad digits
+reach the model as text. A hang-up closes the session; a session that ends or fails closes
+the call's stream with the reason.
 """
 
 from __future__ import annotations
@@ -23,21 +26,22 @@ import msgspec
 import websockets
 
 from geminilive import events as ev
-from geminilive._websocket import WebSocket
+from geminilive._native import Resampler, f32_to_s16le, s16le_to_f32
+from geminilive._websocket import BinaryMessage, WebSocket
 from geminilive.conversation import cut_off_note
 from geminilive.errors import GeminiLiveError
 from geminilive.protocol import INPUT_RATE_HZ
 from geminilive.session import Session
 from geminilive.telephony.g711 import G711Decoder, G711Encoder
-from geminilive.telephony.twilio import (
-    FRAME_BYTES,
+from geminilive.telephony.twilio import TwilioStream
+from geminilive.telephony.wire import (
     CallEnded,
     CallerAudio,
+    CallProtocolError,
     CallStarted,
+    CallWire,
     Digit,
     MarkPlayed,
-    TwilioProtocolError,
-    TwilioStream,
 )
 
 __all__ = ["CallBridge", "CallStats", "CallTurn"]
@@ -77,9 +81,26 @@ class CallStats(msgspec.Struct, kw_only=True):
     ended_by: str = ""
 
 
+class _LinearRate:
+    """16-bit PCM from one rate to another through the Rust resampler (its state kept across
+    calls): the linear-PCM twin of G711Decoder/G711Encoder, for providers that stream L16."""
+
+    def __init__(self, from_hz: int, to_hz: int) -> None:
+        self._resampler = Resampler(from_hz, to_hz) if from_hz != to_hz else None
+
+    def process(self, pcm: bytes) -> bytes:
+        if self._resampler is None:
+            return pcm
+        return f32_to_s16le(self._resampler.process(s16le_to_f32(pcm)))
+
+    def flush(self) -> bytes:
+        return f32_to_s16le(self._resampler.flush()) if self._resampler is not None else b""
+
+
 class CallBridge:
-    """Run one call on ``ws`` (a Twilio media stream) with the session ``open_session()``
-    opens once the call has started (within ``start_timeout_s``, else the stream is closed).
+    """Run one call on ``ws`` (a provider's media stream, read and written through ``wire``:
+    Twilio's by default) with the session ``open_session()`` opens once the call has started
+    (within ``start_timeout_s``, else the stream is closed).
     ``tell_model_cut_off``: when the caller interrupts, tell the model (as context) what of
     its reply they heard."""
 
@@ -90,16 +111,18 @@ class CallBridge:
         *,
         start_timeout_s: float = 10.0,
         tell_model_cut_off: bool = False,
+        wire: CallWire | None = None,
     ) -> None:
         self.ws = ws
         self.open_session = open_session
         self.start_timeout_s = start_timeout_s
         self.tell_model_cut_off = tell_model_cut_off
-        self.stream = TwilioStream()
+        self.stream: CallWire = wire if wire is not None else TwilioStream()
         self.stats = CallStats()
-        self._decoder = G711Decoder("mulaw", INPUT_RATE_HZ)
-        self._encoder: G711Encoder | None = None
+        self._decoder: G711Decoder | _LinearRate | None = None  # once the call's format is known
+        self._encoder: G711Encoder | _LinearRate | None = None
         self._encoder_rate = 0
+        self._unsent = b""  # the part of a 20 ms frame the next chunk completes
         # Sent, not yet played: (name, model audio ms up to it, its turn, where that began).
         self._marks: deque[tuple[str, float, CallTurn, float]] = deque()
         self._cleared: set[str] = set()  # marks a clear dropped: their echoes mean nothing played
@@ -122,6 +145,11 @@ class CallBridge:
             self.stats.ended_by = "the stream closed before the call started"
             return self._finish()
         self.stats.stream_sid = self.started.stream_sid
+        wire = self.stream
+        if wire.encoding == "mulaw":
+            self._decoder = G711Decoder("mulaw", INPUT_RATE_HZ)
+        else:
+            self._decoder = _LinearRate(wire.rate_hz, INPUT_RATE_HZ)
         code = 1000
         try:
             async with self.open_session() as session:
@@ -148,11 +176,18 @@ class CallBridge:
         return self.stats
 
     def _handle(self, frame: str | bytes) -> list:
-        """The call events of one message; malformed ones are logged and dropped."""
+        """The call events of one message; malformed ones are logged and dropped. Where the
+        connection tells binary messages apart (Vonage's audio), text goes to the wire as str."""
         try:
+            if self.ws.binary_apart and not isinstance(frame, BinaryMessage | str):
+                frame = frame.decode()
             events = self.stream.receive(frame)
-        except TwilioProtocolError as exc:
-            _log.warning("dropped a malformed message from Twilio: %s", exc)
+        except UnicodeDecodeError as exc:
+            self.stream.dropped += 1
+            _log.warning("dropped a text message from %s that is not UTF-8: %s", self.stream.provider, exc)
+            return []
+        except CallProtocolError as exc:
+            _log.warning("dropped a malformed message from %s: %s", self.stream.provider, exc)
             return []
         for event in events:
             if isinstance(event, CallStarted):
@@ -182,7 +217,8 @@ class CallBridge:
                 return "the caller's stream closed"
             for event in self._handle(frame):
                 if isinstance(event, CallerAudio):
-                    self.stats.caller_audio_ms += len(event.codes) / 8
+                    self.stats.caller_audio_ms += self._ms(len(event.codes))
+                    assert self._decoder is not None
                     await session.send_audio(self._decoder.process(event.codes), INPUT_RATE_HZ)
                 elif isinstance(event, Digit):
                     self.stats.digits += event.digit
@@ -197,14 +233,16 @@ class CallBridge:
             elif isinstance(event, ev.Interrupted):
                 await self._send(self.stream.clear())
                 self.stats.clears += 1
-                self._encoder = None  # what it held belongs to the cut-off reply
+                self._encoder, self._unsent = None, b""  # what they held belongs to the cut-off reply
                 await self._cut_off(session)
             elif isinstance(event, ev.OutputTranscription):
                 self._turn.transcript += event.text
                 self._said.append((self.stats.model_audio_ms, event.text))
             elif isinstance(event, ev.TurnComplete):
                 if self._encoder is not None:
-                    await self._play(self._encoder.flush())
+                    tail = self._encoder.flush()
+                    self._encoder = None
+                    await self._play(tail, last=True)
                 self._end_turn()
         return "the session ended"
 
@@ -231,22 +269,39 @@ class CallBridge:
 
     def _encode(self, pcm: bytes, rate: int) -> bytes:
         if self._encoder is None or self._encoder_rate != rate:
-            self._encoder, self._encoder_rate = G711Encoder("mulaw", rate), rate
+            wire = self.stream
+            encoder = G711Encoder("mulaw", rate) if wire.encoding == "mulaw" else _LinearRate(rate, wire.rate_hz)
+            self._encoder, self._encoder_rate = encoder, rate
         return self._encoder.process(pcm)
 
-    async def _play(self, codes: bytes) -> None:
-        """Send ``codes`` in 20 ms media messages, then a mark to learn when they played."""
-        if not codes:
+    async def _play(self, audio: bytes, *, last: bool = False) -> None:
+        """Send ``audio`` (in the wire's format) in whole 20 ms media messages (the rest waits
+        for the next chunk; ``last`` pads it with silence), then a mark to learn when they
+        played."""
+        wire = self.stream
+        frame = wire.frame_bytes
+        audio = self._unsent + audio
+        whole = len(audio) - len(audio) % frame
+        if last and whole < len(audio):
+            audio, whole = audio + wire.silence * (frame - len(audio) + whole), whole + frame
+        self._unsent = audio[whole:]
+        if not whole:
             return
-        for start in range(0, len(codes), FRAME_BYTES):
-            await self._send(self.stream.media(codes[start : start + FRAME_BYTES]))
-        self.stats.model_audio_ms += len(codes) / 8
-        self._turn.audio_ms += len(codes) / 8
+        for start in range(0, whole, frame):
+            await self._send(wire.media(audio[start : start + frame]))
+        ms = self._ms(whole)
+        self.stats.model_audio_ms += ms
+        self._turn.audio_ms += ms
         name, message = self.stream.mark()
         self._marks.append((name, self.stats.model_audio_ms, self._turn, self._turn_start_ms))
         self.stats.marks_sent += 1
         await self._send(message)
 
-    async def _send(self, message: str) -> None:
+    def _ms(self, size: int) -> float:
+        """Milliseconds of audio in ``size`` bytes of the wire's format."""
+        wire = self.stream
+        return size / (wire.rate_hz / 1000 * (1 if wire.encoding == "mulaw" else 2))
+
+    async def _send(self, message: str | bytes) -> None:
         with contextlib.suppress(websockets.exceptions.ConnectionClosed):
             await self.ws.send(message)

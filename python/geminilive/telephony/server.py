@@ -1,5 +1,6 @@
-"""The phone server: Twilio's media streams on one port, each call bridged to its own Live
-session, and the webhook that answers a call with the TwiML that connects it to the stream.
+"""The phone server: a provider's media streams on one port (Twilio's, or Vonage's
+WebSocket), each call bridged to its own Live session, and the webhook that answers a call
+with what connects it to the stream (Twilio's TwiML, Vonage's NCCO).
 
     async with PhoneServer(open_session, port=8080, public_url="wss://example.org/media") as phone:
         await phone.serve_forever()
@@ -8,24 +9,32 @@ Calls beyond ``max_calls`` are refused (closed 1013, "try again later") before a
 opened. :meth:`PhoneServer.drain` (the CLI runs it on SIGTERM) refuses new calls, lets running
 ones finish up to a deadline, then ends them politely. The webhook port is a minimal HTTP/1.1
 responder: ``/healthz`` (503 while draining), ``/metrics`` (Prometheus, with
-``prometheus-client`` installed: ``pip install 'geminilive[phone]'``), and TwiML for any other
-GET or POST, which is all Twilio needs.
+``prometheus-client`` installed: ``pip install 'geminilive[phone]'``), and the answer (TwiML
+or NCCO) for any other GET or POST, which is all either provider needs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from typing import Literal
 from xml.sax.saxutils import quoteattr
 
 from geminilive._websocket import WebSocket, WebSocketServer, serve_websockets
 from geminilive.session import Session
 from geminilive.telephony.bridge import CallBridge, CallStats
+from geminilive.telephony.twilio import TwilioStream
+from geminilive.telephony.vonage import VonageStream, ncco
+from geminilive.telephony.wire import CallWire
 
-__all__ = ["PhoneServer", "twiml"]
+__all__ = ["PROVIDERS", "PhoneServer", "twiml"]
+
+Provider = Literal["twilio", "vonage"]
+PROVIDERS: dict[str, Callable[[], CallWire]] = {"twilio": TwilioStream, "vonage": VonageStream}
 
 _log = logging.getLogger("geminilive.telephony")
 MAX_REQUEST_BYTES = 64 * 1024
@@ -43,7 +52,8 @@ def twiml(stream_url: str) -> str:
 class PhoneServer:
     """Media streams on ``host:port`` (loopback by default: put a TLS proxy or tunnel in
     front, Twilio connects with wss://); the webhook on ``webhook_port`` if given.
-    ``tell_model_cut_off``: see :class:`CallBridge`."""
+    ``provider``: whose media streams (``"twilio"`` or ``"vonage"``); ``tell_model_cut_off``:
+    see :class:`CallBridge`."""
 
     def __init__(
         self,
@@ -56,7 +66,11 @@ class PhoneServer:
         max_calls: int = 100,
         start_timeout_s: float = 10.0,
         tell_model_cut_off: bool = False,
+        provider: Provider = "twilio",
     ) -> None:
+        if provider not in PROVIDERS:
+            raise ValueError(f"provider is one of {', '.join(PROVIDERS)}, not {provider!r}")
+        self.provider = provider
         self.open_session = open_session
         self.tell_model_cut_off = tell_model_cut_off
         self.host, self._port, self._webhook_port = host, port, webhook_port
@@ -71,7 +85,8 @@ class PhoneServer:
         self._webhook: asyncio.Server | None = None
 
     async def start(self) -> PhoneServer:
-        self._server = await serve_websockets(self._call, self.host, self._port)
+        # Vonage's audio comes in binary messages, its events in text ones.
+        self._server = await serve_websockets(self._call, self.host, self._port, binary_apart=self.provider == "vonage")
         if self._webhook_port is not None:
             self._webhook = await asyncio.start_server(self._answer, self.host, self._webhook_port)
         return self
@@ -122,7 +137,11 @@ class PhoneServer:
             await ws.close(1013, "shutting down" if self.draining else f"at capacity ({self.max_calls} calls)")
             return
         bridge = CallBridge(
-            ws, self.open_session, start_timeout_s=self.start_timeout_s, tell_model_cut_off=self.tell_model_cut_off
+            ws,
+            self.open_session,
+            start_timeout_s=self.start_timeout_s,
+            tell_model_cut_off=self.tell_model_cut_off,
+            wire=PROVIDERS[self.provider](),
         )
         self.active.add(bridge)
         try:
@@ -147,10 +166,16 @@ class PhoneServer:
             ("caller_audio_seconds", "Audio from callers", sum(c.caller_audio_ms for c in calls) / 1000),
             ("model_audio_seconds", "Audio sent to callers", sum(c.model_audio_ms for c in calls) / 1000),
             ("clears", "clear messages sent on barge-in", sum(c.clears for c in calls)),
-            ("dropped_messages", "Malformed or misplaced messages from Twilio", sum(c.dropped_messages for c in calls)),
+            ("dropped_messages", "Malformed or misplaced provider messages", sum(c.dropped_messages for c in calls)),
         ):
             Counter(f"geminilive_phone_{name}", doc, registry=registry).inc(value)
         return b"200 OK", CONTENT_TYPE_LATEST.encode(), generate_latest(registry)
+
+    def _answer_body(self) -> tuple[bytes, bytes]:
+        """What connects a call to the stream: TwiML for Twilio, an NCCO for Vonage."""
+        if self.provider == "vonage":
+            return json.dumps(ncco(self.stream_url)).encode(), b"application/json"
+        return twiml(self.stream_url).encode(), b"text/xml"
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One webhook request: read it (headers and a body up to its length), answer TwiML."""
@@ -175,8 +200,8 @@ class PhoneServer:
             elif path == b"/metrics":
                 status, kind, body = self._metrics()
             else:
-                body = twiml(self.stream_url).encode()
-                status, kind = b"200 OK", b"text/xml"
+                body, kind = self._answer_body()
+                status = b"200 OK"
             writer.write(
                 b"HTTP/1.1 " + status + b"\r\nContent-Type: " + kind + b"\r\nContent-Length: "
                 + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body

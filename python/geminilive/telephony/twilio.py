@@ -18,9 +18,17 @@ import enum
 import json
 from typing import Any
 
-import msgspec
-
-from geminilive.errors import GeminiLiveError
+from geminilive.telephony.wire import (
+    DTMF_DIGITS,
+    CallEnded,
+    CallerAudio,
+    CallEvent,
+    CallProtocolError,
+    CallStarted,
+    Digit,
+    Encoding,
+    MarkPlayed,
+)
 
 __all__ = [
     "CallEnded",
@@ -37,38 +45,9 @@ FRAME_BYTES = 160
 MAX_PAYLOAD_BYTES = 64 * FRAME_BYTES
 
 
-class TwilioProtocolError(GeminiLiveError, ValueError):
+class TwilioProtocolError(CallProtocolError):
     """A message Twilio would not send: not JSON, a field of the wrong type, audio that is not
     base64 μ-law. The call goes on; the message is dropped and counted."""
-
-
-class CallStarted(msgspec.Struct, frozen=True):
-    stream_sid: str
-    call_sid: str
-    custom_parameters: dict[str, str]
-
-
-class CallerAudio(msgspec.Struct, frozen=True):
-    """8 kHz μ-law from the caller."""
-
-    codes: bytes
-
-
-class MarkPlayed(msgspec.Struct, frozen=True):
-    """Twilio played everything sent before the mark of this name."""
-
-    name: str
-
-
-class Digit(msgspec.Struct, frozen=True):
-    digit: str
-
-
-class CallEnded(msgspec.Struct, frozen=True):
-    reason: str
-
-
-CallEvent = CallStarted | CallerAudio | MarkPlayed | Digit | CallEnded
 
 
 class State(enum.Enum):
@@ -78,8 +57,15 @@ class State(enum.Enum):
 
 
 class TwilioStream:
-    """One call's media stream. ``dropped`` counts messages dropped as malformed or out of
-    place (``unknown_events`` those of events this does not know, which Twilio may add)."""
+    """One call's media stream (a :class:`~geminilive.telephony.wire.CallWire`). ``dropped``
+    counts messages dropped as malformed or out of place (``unknown_events`` those of events
+    this does not know, which Twilio may add)."""
+
+    provider = "twilio"
+    encoding: Encoding = "mulaw"
+    rate_hz = 8000
+    frame_bytes = FRAME_BYTES
+    silence = b"\xff"  # μ-law's zero
 
     def __init__(self) -> None:
         self.state = State.CONNECTED
@@ -132,7 +118,7 @@ class TwilioStream:
             return [MarkPlayed(_field(_field(message, "mark", dict), "name", str))]
         if event == "dtmf":
             digit = _field(_field(message, "dtmf", dict), "digit", str)
-            if len(digit) != 1 or digit not in "0123456789*#ABCD":
+            if len(digit) != 1 or digit not in DTMF_DIGITS:
                 raise TwilioProtocolError(f"not a DTMF digit: {digit!r}")
             return [Digit(digit)]
         if event == "stop":
@@ -168,7 +154,7 @@ class TwilioStream:
             raise TwilioProtocolError(f"no stream to send {event} to before start")
         return json.dumps({"event": event, "streamSid": self.stream_sid, **fields})
 
-    def media(self, codes: bytes) -> str:
+    def media(self, codes: bytes) -> str | bytes:
         """Audio to play to the caller (8 kHz μ-law)."""
         return self._message("media", media={"payload": base64.b64encode(codes).decode()})
 
