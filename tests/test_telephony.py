@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect as ws_connect
 import geminilive
 from audio_util import run, speak
 from geminilive import LiveConfig, Resampler
-from geminilive.emulator import LiveEmulator
+from geminilive.emulator import Faults, LiveEmulator
 from geminilive.emulator.models import ScriptModel, ScriptTurn
 from geminilive.pcm import f32_to_s16le
 from geminilive.telephony import decode, encode
@@ -125,19 +125,22 @@ def test_a_call_speaks_to_the_model_hears_the_reply_and_hangs_up(hello: bytes) -
     async def scenario():
         async with LiveEmulator(model="echo", record_input=True) as emu:
             opener = lambda: geminilive.connect(endpoint=emu.url, config=config())  # noqa: E731
-            async with PhoneServer(opener) as phone, Caller(phone.stream_url) as caller:
+            async with PhoneServer(opener, webhook_port=0) as phone, Caller(phone.stream_url) as caller:
                 await caller.start(language="en")
                 await caller.speak(hello)
                 await until(lambda: len(caller.heard) > 8000, 15, "the reply")  # a second of it
                 await until(lambda: caller.marks_echoed, 10, "a mark to come back")
+                await until(lambda: next(iter(phone.active)).stats.turns, 10, "the reply's turn to end")
+                _, metrics = await http_get(phone.webhook_port, "/metrics")
                 await caller.send({"event": "dtmf", "streamSid": "MZtest", "dtmf": {"track": "inbound_track", "digit": "5"}})  # noqa: E501
                 await until(lambda: any(m.realtime_input and m.realtime_input.text for m in emu.connections[0].received), 5, "the digit")  # noqa: E501
                 await caller.send({"event": "stop", "streamSid": "MZtest", "stop": {"callSid": "CAtest"}})
                 await until(lambda: phone.finished, 5, "the call to end")
                 texts = [m.realtime_input.text for m in emu.connections[0].received if m.realtime_input and m.realtime_input.text]  # noqa: E501
-                return phone.finished[0], bytes(caller.heard), texts, emu.connections[0], len(emu.input_audio())
+                consumed = len(emu.input_audio())
+                return phone.finished[0], bytes(caller.heard), texts, emu.connections[0], consumed, metrics
 
-    stats, heard, texts, connection, consumed = run(scenario())
+    stats, heard, texts, connection, consumed, metrics = run(scenario())
     assert stats.ended_by == "the caller hung up" and stats.stream_sid == "MZtest"
     assert abs(stats.caller_audio_ms - len(hello) / 8) < 1
     # Every 8 kHz byte reached the session as two 16 kHz samples, but the resampler's delay.
@@ -147,6 +150,11 @@ def test_a_call_speaks_to_the_model_hears_the_reply_and_hangs_up(hello: bytes) -
     assert stats.marks_sent >= 1 and stats.marks_played >= 1 and 0 < stats.heard_ms <= stats.model_audio_ms
     assert stats.digits == "5" and any("pressed 5" in t for t in texts)
     assert not connection.open, "the hang-up closed the Live session"
+    # The emulator ends the turn 500 ms into the silence; the bridge's detector hears the end first.
+    assert 300 < stats.turns[0].reply_latency_ms < 5000
+    assert stats.frames_late == 0, "the reply came faster than it plays"
+    assert b"geminilive_phone_reply_latency_seconds_count 1.0" in metrics
+    assert b"geminilive_phone_frames_late_total 0.0" in metrics
 
 
 def test_talking_over_the_reply_clears_what_twilio_holds(hello: bytes) -> None:
@@ -213,6 +221,23 @@ def test_a_call_whose_session_fails_is_ended_with_the_reason_and_its_stats_kept(
     assert code == 1011 and reason.startswith("the session failed")
     assert phone.finished[0].ended_by.startswith("the session failed") and phone.finished[0].stream_sid == "MZtest"
     assert "a-wrong-key" not in reason and not phone.active
+
+
+def test_a_reply_that_comes_later_than_it_plays_is_counted_in_late_frames(hello: bytes) -> None:
+    async def scenario():
+        faults = Faults(audio_jitter_s=0.15)  # each chunk up to 150 ms late, at real-time pace
+        async with LiveEmulator(model="echo", speed=1.0, faults=faults) as emu:
+            opener = lambda: geminilive.connect(endpoint=emu.url, config=config())  # noqa: E731
+            async with PhoneServer(opener) as phone, Caller(phone.stream_url) as caller:
+                await caller.start()
+                await caller.speak(hello)
+                await until(lambda: len(caller.heard) > 16000, 15, "two seconds of the reply")
+                await caller.send({"event": "stop", "streamSid": "MZtest", "stop": {}})
+                await until(lambda: phone.finished, 5, "the call to end")
+                return phone.finished[0]
+
+    stats = run(scenario())
+    assert stats.frames_late > 0
 
 
 def test_bad_messages_are_dropped_and_the_call_goes_on(hello: bytes) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -26,7 +27,7 @@ import msgspec
 import websockets
 
 from geminilive import events as ev
-from geminilive._native import Resampler, f32_to_s16le, s16le_to_f32
+from geminilive._native import Resampler, VoiceActivityDetector, f32_to_s16le, s16le_to_f32
 from geminilive._websocket import BinaryMessage, WebSocket
 from geminilive.conversation import cut_off_note
 from geminilive.errors import GeminiLiveError
@@ -55,6 +56,9 @@ class CallTurn(msgspec.Struct, kw_only=True):
     split there: ``heard_transcript`` played, ``unheard_transcript`` was cleared."""
 
     turn: int
+    # From the end of the caller's speech (the bridge's own voice activity detector) to the
+    # turn's first audio sent to the provider.
+    reply_latency_ms: float | None = None
     audio_ms: float = 0.0
     heard_ms: float = 0.0
     interrupted: bool = False
@@ -74,6 +78,9 @@ class CallStats(msgspec.Struct, kw_only=True):
     marks_played: int = 0
     marks_cleared: int = 0  # queued at Twilio when a clear dropped what they marked
     clears: int = 0
+    # Reply frames sent after they were due to play (the caller heard a gap mid-turn).
+    frames_late: int = 0
+    reconnects: int = 0  # the Live session's moves to a new connection
     digits: str = ""
     turns: list[CallTurn] = msgspec.field(default_factory=list)
     dropped_messages: int = 0
@@ -123,6 +130,10 @@ class CallBridge:
         self._encoder: G711Encoder | _LinearRate | None = None
         self._encoder_rate = 0
         self._unsent = b""  # the part of a 20 ms frame the next chunk completes
+        self._vad = VoiceActivityDetector(INPUT_RATE_HZ, silence_duration_ms=300)
+        self._heard_samples = 0  # caller audio the detector has had
+        self._speech_end_at: float | None = None
+        self._plays_until: float | None = None  # when what this turn sent will have played
         # Sent, not yet played: (name, model audio ms up to it, its turn, where that began).
         self._marks: deque[tuple[str, float, CallTurn, float]] = deque()
         self._cleared: set[str] = set()  # marks a clear dropped: their echoes mean nothing played
@@ -219,7 +230,9 @@ class CallBridge:
                 if isinstance(event, CallerAudio):
                     self.stats.caller_audio_ms += self._ms(len(event.codes))
                     assert self._decoder is not None
-                    await session.send_audio(self._decoder.process(event.codes), INPUT_RATE_HZ)
+                    pcm = self._decoder.process(event.codes)
+                    await session.send_audio(pcm, INPUT_RATE_HZ)
+                    self._detect_speech_end(pcm)
                 elif isinstance(event, Digit):
                     self.stats.digits += event.digit
                     await session.send_text(f"(The caller pressed {event.digit} on the keypad.)")
@@ -228,21 +241,23 @@ class CallBridge:
 
     async def _session_to_caller(self, session: Session) -> str:
         async for event in session:
-            if isinstance(event, ev.AudioChunk):
+            if isinstance(event, ev.Reconnecting) and event.attempt == 1:
+                self.stats.reconnects += 1
+            elif isinstance(event, ev.AudioChunk):
                 await self._play(self._encode(event.data, event.sample_rate_hz))
             elif isinstance(event, ev.Interrupted):
                 await self._send(self.stream.clear())
                 self.stats.clears += 1
                 self._encoder, self._unsent = None, b""  # what they held belongs to the cut-off reply
+                self._plays_until = None
                 await self._cut_off(session)
             elif isinstance(event, ev.OutputTranscription):
                 self._turn.transcript += event.text
                 self._said.append((self.stats.model_audio_ms, event.text))
+            elif isinstance(event, ev.GenerationComplete):
+                await self._play_the_rest()  # all of the reply is here: its tail goes now
             elif isinstance(event, ev.TurnComplete):
-                if self._encoder is not None:
-                    tail = self._encoder.flush()
-                    self._encoder = None
-                    await self._play(tail, last=True)
+                await self._play_the_rest()
                 self._end_turn()
         return "the session ended"
 
@@ -261,7 +276,22 @@ class CallBridge:
         if self.tell_model_cut_off and turn.unheard_transcript.strip():
             await session.send_client_content(cut_off_note(turn.heard_transcript), turn_complete=False)
 
+    async def _play_the_rest(self) -> None:
+        """What the encoder holds back and the last part-frame, padded."""
+        if self._encoder is not None:
+            tail = self._encoder.flush()
+            self._encoder = None
+            await self._play(tail, last=True)
+
+    def _detect_speech_end(self, pcm: bytes) -> None:
+        samples = s16le_to_f32(pcm)
+        self._heard_samples += len(samples)
+        for kind, at in self._vad.process(samples):
+            if kind == "end":
+                self._speech_end_at = time.monotonic() - (self._heard_samples - at) / INPUT_RATE_HZ
+
     def _end_turn(self) -> None:
+        self._plays_until = None
         self.stats.turns.append(self._turn)
         self._turn = CallTurn(turn=len(self.stats.turns))
         self._turn_start_ms = self.stats.model_audio_ms
@@ -287,7 +317,16 @@ class CallBridge:
         self._unsent = audio[whole:]
         if not whole:
             return
+        turn = self._turn
+        if turn.reply_latency_ms is None and self._speech_end_at is not None:
+            turn.reply_latency_ms = (time.monotonic() - self._speech_end_at) * 1000
+            self._speech_end_at = None
+        frame_s = self._ms(frame) / 1000
         for start in range(0, whole, frame):
+            now = time.monotonic()
+            if self._plays_until is not None and now > self._plays_until + frame_s:
+                self.stats.frames_late += 1  # the provider had run dry: a gap in the reply
+            self._plays_until = max(self._plays_until or now, now) + frame_s
             await self._send(wire.media(audio[start : start + frame]))
         ms = self._ms(whole)
         self.stats.model_audio_ms += ms

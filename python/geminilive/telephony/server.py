@@ -38,6 +38,7 @@ PROVIDERS: dict[str, Callable[[], CallWire]] = {"twilio": TwilioStream, "vonage"
 
 _log = logging.getLogger("geminilive.telephony")
 MAX_REQUEST_BYTES = 64 * 1024
+LATENCY_BUCKETS_S = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 
 
 def twiml(stream_url: str) -> str:
@@ -152,7 +153,7 @@ class PhoneServer:
     def _metrics(self) -> tuple[bytes, bytes, bytes]:
         """Prometheus' text format: calls now and in all, refused, audio both ways, clears."""
         try:
-            from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+            from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
             from prometheus_client.exposition import CONTENT_TYPE_LATEST
         except ImportError:
             return b"501 Not Implemented", b"text/plain", b"install prometheus-client for /metrics\n"
@@ -166,9 +167,20 @@ class PhoneServer:
             ("caller_audio_seconds", "Audio from callers", sum(c.caller_audio_ms for c in calls) / 1000),
             ("model_audio_seconds", "Audio sent to callers", sum(c.model_audio_ms for c in calls) / 1000),
             ("clears", "clear messages sent on barge-in", sum(c.clears for c in calls)),
+            ("frames_late", "Reply frames sent after they were due to play", sum(c.frames_late for c in calls)),
+            ("reconnects", "Live sessions' moves to a new connection", sum(c.reconnects for c in calls)),
             ("dropped_messages", "Malformed or misplaced provider messages", sum(c.dropped_messages for c in calls)),
         ):
             Counter(f"geminilive_phone_{name}", doc, registry=registry).inc(value)
+        latency = Histogram(
+            "geminilive_phone_reply_latency_seconds",
+            "End of the caller's speech to the reply's first audio sent, per turn",
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        for ms in (t.reply_latency_ms for c in calls for t in c.turns):
+            if ms is not None:
+                latency.observe(ms / 1000)
         return b"200 OK", CONTENT_TYPE_LATEST.encode(), generate_latest(registry)
 
     def _answer_body(self) -> tuple[bytes, bytes]:
