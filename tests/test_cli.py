@@ -114,3 +114,82 @@ def _talk_to_the_phone_server(server: subprocess.Popen) -> None:
 def test_talk_refuses_an_unknown_recovery_step() -> None:
     result = geminilive("talk", "--recovery", "reprompt,reboot")
     assert result.returncode == 2 and "reboot: the steps are none, reprompt, reconnect, fresh" in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_phone_workers_share_the_ports_spread_the_calls_and_drain_on_sigterm() -> None:
+    import asyncio
+    import json
+
+    from websockets.asyncio.client import connect as ws_connect
+
+    from audio_util import run
+
+    media, webhook = _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
+    command = [sys.executable, "-m", "geminilive", "phone", "--workers", "2", "--port", str(media),
+               "--webhook-port", str(webhook), "--drain-s", "1"]  # fmt: skip
+
+    async def calls(pids: set[int]) -> dict[int, int]:
+        async def metrics() -> tuple[int, int]:
+            reader, writer = await asyncio.open_connection("127.0.0.1", webhook)
+            writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            body = (await reader.read()).decode()
+            writer.close()
+            pid = int(re.search(r'geminilive_phone_worker\{pid="(\d+)"\} 1\.0', body).group(1))
+            return pid, int(float(re.search(r"^geminilive_phone_active_calls (\S+)$", body, re.M).group(1)))
+
+        async def listening() -> bool:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", media)
+            except OSError:
+                return False
+            writer.close()
+            return True
+
+        for _ in range(200):
+            if await listening():
+                break
+            await asyncio.sleep(0.1)
+        streams = []
+        for n in range(16):
+            ws = await ws_connect(f"ws://127.0.0.1:{media}/media")
+            start = {"streamSid": f"MZ{n}", "callSid": f"CA{n}", "tracks": ["inbound"], "customParameters": {}}
+            await ws.send(json.dumps({"event": "start", "start": start, "streamSid": f"MZ{n}"}))
+            streams.append(ws)
+        seen: dict[int, int] = {}
+        async def both_seen() -> bool:
+            pid, active = await metrics()
+            seen[pid] = active
+            return set(seen) == pids and sum(seen.values()) == 16
+        for _ in range(300):
+            if await both_seen():
+                break
+            await asyncio.sleep(0.02)
+        for ws in streams:
+            await ws.close()
+        return seen
+
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as parent:
+        try:
+            assert parent.stdout is not None
+            first = parent.stdout.readline()
+            pids = {int(p) for p in re.search(r"pids ([\d, ]+)", first).group(1).split(", ")}
+            assert len(pids) == 2, first
+            seen = run(calls(pids))
+            assert set(seen) == pids and sum(seen.values()) == 16, seen
+            assert all(seen.values()), f"the kernel gave every call to one worker: {seen}"
+        finally:
+            parent.send_signal(signal.SIGTERM)
+            assert parent.wait(timeout=30) == 0
+        assert parent.stdout.read().count("SIGTERM: draining") == 2, "each worker drained"
+
+
+def test_phone_workers_need_fixed_ports() -> None:
+    result = geminilive("phone", "--workers", "2", "--port", "0")
+    assert result.returncode == 2 and "give --port" in result.stderr

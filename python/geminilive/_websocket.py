@@ -634,11 +634,14 @@ async def serve_websockets(
     open_timeout_s: float = 10.0,
     logger: logging.Logger | logging.LoggerAdapter | None = None,
     binary_apart: bool = False,
+    reuse_port: bool = False,
 ) -> WebSocketServer:
     """Listen on ``host:port``; run ``handler(ws)`` for each connection whose handshake
     ``check_request`` lets through (it returns a rejection ``Response`` or ``None``). The
     connection is closed (1000) when the handler returns, 1011 if it raises. ``wss://`` with
-    ``tls`` (TLS in Rust) or ``ssl`` (Python's). ``binary_apart``: see :class:`WebSocket`."""
+    ``tls`` (TLS in Rust) or ``ssl`` (Python's). ``binary_apart``: see :class:`WebSocket`.
+    ``reuse_port``: SO_REUSEPORT, so that several processes listen on one port (the kernel
+    spreads connections over them)."""
     if tls is not None and (ssl is not None or not NATIVE_TLS):
         raise ValueError("tls= is TLS in Rust (not on Windows), ssl= Python's: one of them")
     server = WebSocketServer(
@@ -655,7 +658,9 @@ async def serve_websockets(
     if tls is not None and not watches_file_descriptors(loop):
         raise ValueError("tls= (TLS in Rust) needs an event loop with add_reader; pass ssl= (Python's) on this one")
     if tls is not None:
-        server.server = await loop.create_server(server.hand_over, host, port)
+        server.server = await loop.create_server(server.hand_over, host, port, reuse_port=reuse_port or None)
     else:
-        server.server = await loop.create_server(server.new_connection, host, port, ssl=ssl)
+        server.server = await loop.create_server(
+            server.new_connection, host, port, ssl=ssl, reuse_port=reuse_port or None
+        )
     return server

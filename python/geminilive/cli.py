@@ -8,6 +8,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -202,9 +203,43 @@ def _devices(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _phone_workers(args: argparse.Namespace) -> int:
+    """``--workers N``: N processes serving the same ports (SO_REUSEPORT: the kernel spreads
+    the calls over them); SIGTERM goes to each, which drains, and this returns when all have."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        print("--workers needs SO_REUSEPORT (Linux, macOS, BSD); run one process per port instead", file=sys.stderr)
+        return 2
+    if args.port == 0 or args.webhook_port == 0:
+        print("--workers shares fixed ports: give --port (and --webhook-port) a number, not 0", file=sys.stderr)
+        return 2
+    argv, value_next = [], False
+    for arg in args.argv:  # the same command, one worker each
+        if not value_next and arg != "--workers" and not arg.startswith("--workers="):
+            argv.append(arg)
+        value_next = arg == "--workers"
+    workers = [
+        await asyncio.create_subprocess_exec(sys.executable, "-m", "geminilive", *argv, "--reuse-port")
+        for _ in range(args.workers)
+    ]
+    print(f"{args.workers} workers on port {args.port}: pids {', '.join(str(w.pid) for w in workers)}", flush=True)
+    loop = asyncio.get_running_loop()
+
+    def forward(signum: int) -> None:
+        for worker in workers:
+            if worker.returncode is None:
+                worker.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, forward, signum)
+    codes = [await worker.wait() for worker in workers]
+    return max(codes, key=abs)
+
+
 async def _phone(args: argparse.Namespace) -> int:
     from geminilive.telephony.server import PhoneServer
 
+    if args.workers > 1:
+        return await _phone_workers(args)
     emulator = await _emulator_unless_key(args, "echo", "calls talk to")
     kwargs = _connect_kwargs(args, emulator)
     phone = PhoneServer(
@@ -215,6 +250,7 @@ async def _phone(args: argparse.Namespace) -> int:
         public_url=args.public_url,
         max_calls=args.max_calls,
         provider=args.provider,
+        reuse_port=args.reuse_port,
     )
     await phone.start()
     print(f"{args.provider} media streams on ws://{args.host}:{phone.port} (stream url: {phone.stream_url})")
@@ -345,6 +381,10 @@ def main(argv: list[str] | None = None) -> int:
         "with GEMINI_API_KEY, else the emulator), and the voice webhook that connects a call to them.",
     )
     phone.add_argument("--provider", default="twilio", choices=["twilio", "vonage"])
+    phone.add_argument(
+        "--workers", type=int, default=1, help="processes sharing the ports (SO_REUSEPORT); calls spread over them"
+    )
+    phone.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # a worker of --workers
     phone.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback, behind a tunnel)")
     phone.add_argument("--port", type=int, default=8080, help="media stream WebSocket port")
     phone.add_argument("--webhook-port", type=int, default=None, help="also answer the provider's voice webhook here")
@@ -361,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--quick", action="store_true", help="shorter runs")
 
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv
     if args.command == "serve" and bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
     try:

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Literal
@@ -54,7 +55,8 @@ class PhoneServer:
     """Media streams on ``host:port`` (loopback by default: put a TLS proxy or tunnel in
     front, Twilio connects with wss://); the webhook on ``webhook_port`` if given.
     ``provider``: whose media streams (``"twilio"`` or ``"vonage"``); ``tell_model_cut_off``:
-    see :class:`CallBridge`."""
+    see :class:`CallBridge`; ``reuse_port``: listen with SO_REUSEPORT, so that several worker
+    processes share both ports (``geminilive phone --workers N``)."""
 
     def __init__(
         self,
@@ -68,10 +70,12 @@ class PhoneServer:
         start_timeout_s: float = 10.0,
         tell_model_cut_off: bool = False,
         provider: Provider = "twilio",
+        reuse_port: bool = False,
     ) -> None:
         if provider not in PROVIDERS:
             raise ValueError(f"provider is one of {', '.join(PROVIDERS)}, not {provider!r}")
         self.provider = provider
+        self.reuse_port = reuse_port
         self.open_session = open_session
         self.tell_model_cut_off = tell_model_cut_off
         self.host, self._port, self._webhook_port = host, port, webhook_port
@@ -87,9 +91,13 @@ class PhoneServer:
 
     async def start(self) -> PhoneServer:
         # Vonage's audio comes in binary messages, its events in text ones.
-        self._server = await serve_websockets(self._call, self.host, self._port, binary_apart=self.provider == "vonage")
+        self._server = await serve_websockets(
+            self._call, self.host, self._port, binary_apart=self.provider == "vonage", reuse_port=self.reuse_port
+        )
         if self._webhook_port is not None:
-            self._webhook = await asyncio.start_server(self._answer, self.host, self._webhook_port)
+            self._webhook = await asyncio.start_server(
+                self._answer, self.host, self._webhook_port, reuse_port=self.reuse_port or None
+            )
         return self
 
     async def stop(self) -> None:
@@ -160,6 +168,8 @@ class PhoneServer:
         registry = CollectorRegistry()
         Gauge("geminilive_phone_active_calls", "Calls in progress", registry=registry).set(len(self.active))
         Gauge("geminilive_phone_draining", "1 while draining", registry=registry).set(int(self.draining))
+        worker = Gauge("geminilive_phone_worker", "The process that answered", ["pid"], registry=registry)
+        worker.labels(pid=str(os.getpid())).set(1)
         calls = [*self.finished, *(bridge.stats for bridge in self.active)]
         for name, doc, value in (
             ("calls_finished", "Calls that ended", len(self.finished)),
