@@ -157,6 +157,36 @@ def test_a_call_speaks_to_the_model_hears_the_reply_and_hangs_up(hello: bytes) -
     assert b"geminilive_phone_frames_late_total 0.0" in metrics
 
 
+def test_twenty_calls_at_once_each_hear_their_reply_and_end_cleanly(hello: bytes) -> None:
+    calls = 20
+
+    async def one_call(phone: PhoneServer, n: int) -> tuple[int, int]:
+        async with Caller(phone.stream_url) as caller:
+            await caller.start(caller=str(n))
+            await caller.speak(hello)
+            await until(lambda: len(caller.heard) > 8000 and caller.marks_echoed, 20, f"call {n}'s reply")
+            digit = str(n % 10)
+            await caller.send({"event": "dtmf", "streamSid": "MZtest", "dtmf": {"digit": digit}})
+            await asyncio.sleep(0.2)
+            await caller.send({"event": "stop", "streamSid": "MZtest", "stop": {}})
+            return len(caller.heard), len(caller.marks_echoed)
+
+    async def scenario():
+        async with LiveEmulator(model="echo", speed=4.0) as emu:
+            opener = lambda: geminilive.connect(endpoint=emu.url, config=config())  # noqa: E731
+            async with PhoneServer(opener, max_calls=calls) as phone:
+                heard = await asyncio.gather(*(one_call(phone, n) for n in range(calls)))
+                await until(lambda: len(phone.finished) == calls, 10, "every call to end")
+                await until(lambda: not any(c.open for c in emu.connections), 10, "every session to close")
+                return heard, phone
+
+    heard, phone = run(scenario())
+    assert all(audio > 8000 and marks > 0 for audio, marks in heard)
+    assert sorted(s.digits for s in phone.finished) == sorted(str(n % 10) for n in range(calls))
+    assert {s.ended_by for s in phone.finished} == {"the caller hung up"} and not phone.active
+    assert all(s.turns and s.turns[0].reply_latency_ms is not None for s in phone.finished)
+
+
 def test_talking_over_the_reply_clears_what_twilio_holds(hello: bytes) -> None:
     async def scenario():
         async with LiveEmulator(model="echo", speed=8.0) as emu:
