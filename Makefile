@@ -16,7 +16,7 @@ PIP := $(PYTHON) -m pip --disable-pip-version-check
 FRAMEWORKS_VENV ?= .venv-frameworks
 FRAMEWORKS_PYTHON := $(FRAMEWORKS_VENV)/bin/python
 FRAMEWORKS_LOCK := requirements/frameworks.lock
-PY_FRAMEWORK_PACKAGES := pipecat-ai[google] msgspec pytest pytest-timeout hypothesis mypy
+PY_FRAMEWORK_PACKAGES := pipecat-ai[google] livekit-agents livekit-plugins-google msgspec pytest pytest-timeout hypothesis mypy
 FRAMEWORKS_DEPS ?= frameworks-deps
 
 WHEELS := dist

@@ -97,3 +97,44 @@ def test_restart_needs_an_open_resumable_session() -> None:
                 session.restart()
 
     run(scenario())
+
+
+def test_a_restart_with_a_new_setup_resumes_the_session_with_its_instructions_and_tools() -> None:
+    """The Live API takes instructions and tools only in a setup, and any change but the
+    model's on a resumption: restart(setup=) is how a session changes them, context kept."""
+
+    async def scenario() -> None:
+        async with LiveEmulator(model="echo", realtime_playback=False) as emu:
+            config = LiveConfig(system_instruction="You greet.")
+            async with geminilive.connect(endpoint=emu.url, config=config) as session:
+                await session.send_text("Hello.")
+                async for event in session:
+                    if isinstance(event, ev.TurnComplete):
+                        break
+                for _ in range(200):  # the handle that covers the turn
+                    if session.resumption_handle:
+                        break
+                    await asyncio.sleep(0.01)
+                tool = geminilive.messages.Tool(
+                    function_declarations=[geminilive.messages.FunctionDeclaration(name="book", description="Book.")]
+                )
+                changed = LiveConfig(system_instruction="You book tables.", tools=[tool]).to_setup(session.setup.model)
+                with pytest.raises(LocalProtocolError, match="cannot change its model"):
+                    session.restart(setup=LiveConfig().to_setup("models/another"))
+                assert session.restart(reason="new agent", setup=changed)
+                async for event in session:
+                    if isinstance(event, ev.Resumed | ev.ResumptionFailed):
+                        break
+                await session.send_text("Two people.")
+                async for event in session:
+                    if isinstance(event, ev.TurnComplete):
+                        break
+                one, two = emu.connections
+        assert isinstance(event, ev.TurnComplete)
+        assert two.setup.system_instruction.parts[0].text == "You book tables."
+        assert two.setup.tools[0].function_declarations[0].name == "book"
+        assert two.setup.session_resumption.handle and two.record is one.record
+        assert len(two.record.conversation.turns) == 2, "one conversation across both connections"
+        assert session.setup.system_instruction.parts[0].text == "You book tables."
+
+    run(scenario())

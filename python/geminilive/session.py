@@ -366,7 +366,7 @@ class Session:
         if self._ws is not None:
             await self._ws.close(code, reason)
 
-    def restart(self, *, fresh: bool = False, reason: str = "asked for") -> bool:
+    def restart(self, *, fresh: bool = False, reason: str = "asked for", setup: Setup | None = None) -> bool:
         """Move the session to a new connection now, as after an unexpected close: resumed
         with the newest handle (the model's context kept, whatever it was stuck in gone), or,
         with ``fresh``, a new session seeded with the conversation so far as text (the way a
@@ -374,13 +374,21 @@ class Session:
         what is sent meanwhile is held. The current connection is closed politely and what
         it still delivers comes out first; then ``Reconnecting`` (code 1000, ``reason``) and
         ``Resumed`` or ``ResumptionFailed`` (its reason says a fresh session was asked for).
-        A watchdog's recovery (:mod:`geminilive.watchdog`) calls this. Returns at once: True
-        when a connection is being left for it (``Reconnecting`` follows), False when the
-        session was between connections already (the next one is the restart)."""
+        A watchdog's recovery (:mod:`geminilive.watchdog`) calls this. With ``setup``, the
+        new connection asks for it: the Live API takes instructions and tools only in a setup,
+        and any change but the model's on a resumption (the session keeps its own resumption
+        settings). Returns at once: True when a connection is being left for it
+        (``Reconnecting`` follows), False when the session was between connections already
+        (the next one is the restart)."""
         if self._closing or self._protocol.state is State.CLOSED:
             raise LocalProtocolError("the session is closed: nothing to restart")
         if self.setup.session_resumption is None or not self.auto_resume:
             raise LocalProtocolError("restart() needs session resumption and auto_resume")
+        if setup is not None:
+            if setup.model != self.setup.model:
+                raise LocalProtocolError(f"a session cannot change its model ({self.setup.model} to {setup.model})")
+            setup = msgspec.structs.replace(setup, session_resumption=self._protocol.setup.session_resumption)
+            self.setup = self._protocol.setup = setup
         kind = "fresh" if fresh else "resume"
         if self._reconnect is not None:  # already between connections: the next one is it
             if fresh:

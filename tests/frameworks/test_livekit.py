@@ -1,0 +1,245 @@
+"""geminilive's realtime model in a real LiveKit ``AgentSession``, against the emulator over
+real sockets: audio both ways, interruptions, transcripts, tools declared the LiveKit way,
+generate_reply, instructions changing with the agent, and every sample of user audio
+reaching the service across faults. The session's audio I/O is LiveKit's own interface
+(``livekit_harness``); no room and no LiveKit server are needed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from livekit.agents import Agent, function_tool
+from livekit.agents.metrics import RealtimeModelMetrics
+from livekit_harness import agent_session
+
+from audio_util import run
+from fault_drill import chunk_numbers, numbered_chunk
+from geminilive.emulator import Faults, LiveEmulator
+from geminilive.emulator.models import ScriptModel, ScriptTurn, ToneModel
+from geminilive.errors import GeminiLiveError
+from geminilive.integrations.livekit import RealtimeModel
+from geminilive.messages import FunctionCall
+from geminilive.session import ReconnectPolicy
+
+SLOW_RECONNECT = {"reconnect": ReconnectPolicy(initial_delay_s=0.25, max_delay_s=0.5)}
+
+
+def speech_chunks(count: int, seed: int = 0) -> list[bytes]:
+    """Numbered 20 ms chunks of speech-like bursts (a user turn every 2 s for the emulator)."""
+    rng = np.random.default_rng(seed)
+    return [numbered_chunk(n, rng) for n in range(count)]
+
+
+def test_an_agent_session_speaks_to_the_emulator_and_gets_the_reply_audio() -> None:
+    async def scenario() -> None:
+        async with LiveEmulator(model="echo", record_input=True, realtime_playback=False) as emu:
+            async with agent_session(RealtimeModel(endpoint=emu.url), Agent(instructions="Be terse.")) as s:
+                chunks = speech_chunks(100)  # one turn: 1.2 s of speech, then 0.8 s quiet
+                await s.send_audio(chunks)
+                await s.until(lambda: s.speaker.seconds() >= 1.2, "the reply's audio")
+                await asyncio.sleep(0.3)
+                assert emu.input_audio() == b"".join(chunks), "the service got every sample, in order"
+                setups = [c.setup for c in emu.connections]
+        assert {f.sample_rate for f in s.speaker.frames} == {24000}
+        # The echo model says back the turn it heard (the speech and the silence that ended it).
+        assert 1.2 <= s.speaker.seconds() <= 2.0
+        assert len(setups) == 1, "the agent's instructions went into the first setup: one connection"
+        assert setups[0].system_instruction.parts[0].text == "Be terse."
+        assert not s.errors
+
+    run(scenario())
+
+
+def test_microphone_audio_at_48_khz_reaches_the_service_at_16_khz() -> None:
+    tone = (np.sin(2 * np.pi * 300 * np.arange(48000 * 2) / 48000) * 8000).astype("<i2").tobytes()
+    frames = [tone[i : i + 1920] for i in range(0, len(tone), 1920)]  # 20 ms at 48 kHz
+
+    async def scenario() -> None:
+        async with LiveEmulator(model="echo", record_input=True, realtime_playback=False) as emu:
+            async with agent_session(RealtimeModel(endpoint=emu.url), Agent(instructions="Hi.")) as s:
+                await s.send_audio(frames, rate=48000, pace_s=0.002)
+                await s.until(lambda: len(emu.input_audio()) >= 2 * 16000 * 2 - 2 * 160, "the audio")
+                received = np.frombuffer(emu.input_audio(), "<i2").astype(float)
+        spectrum = np.abs(np.fft.rfft(received[4000:-4000]))
+        peak_hz = np.argmax(spectrum) * 16000 / (len(received) - 8000)
+        assert abs(peak_hz - 300) < 5, "the tone, resampled (not played 3x slow)"
+
+    run(scenario())
+
+
+def test_transcripts_of_both_sides_reach_the_agent_session_and_its_chat() -> None:
+    script = [ScriptTurn(input_transcript="What is the weather like?", text="It is sunny.", tone_s=0.4)]
+
+    async def scenario() -> None:
+        async with LiveEmulator(model=ScriptModel(script), realtime_playback=False) as emu:
+            async with agent_session(RealtimeModel(endpoint=emu.url), Agent(instructions="Hi.")) as s:
+                await s.send_audio(speech_chunks(100))
+                await s.until(lambda: s.said("assistant") and s.said("user"), "both sides in the chat")
+        final = [t.transcript for t in s.transcribed if t.is_final]
+        assert final == ["What is the weather like?"]
+        assert s.said("user") == ["What is the weather like?"]
+        assert s.said("assistant") == ["It is sunny."]
+
+    run(scenario())
+
+
+def test_a_barge_in_stops_the_agent_and_clears_what_it_was_playing() -> None:
+    async def scenario() -> None:
+        async with LiveEmulator(model=ToneModel(duration_s=4.0), speed=1.0) as emu:
+            async with agent_session(RealtimeModel(endpoint=emu.url), Agent(instructions="Hi.")) as s:
+                await s.send_audio(speech_chunks(100))
+                await s.until(lambda: s.speaker.frames, "the reply's first audio")
+                await s.send_audio(speech_chunks(30, seed=1))  # the user talks over it
+                await s.until(lambda: s.speaker.cleared, "the output cleared")
+                await s.until(lambda: s.said("assistant"), "the cut reply in the chat")
+                [reply] = [item for item in s.items if getattr(item, "role", None) == "assistant"]
+        assert reply.interrupted
+        assert s.speaker.seconds() < 3.0, "not the whole reply"
+
+    run(scenario())
+
+
+def test_a_tool_declared_the_livekit_way_runs_and_its_result_goes_back() -> None:
+    calls: list[str] = []
+
+    @function_tool
+    async def get_weather(city: str) -> dict:
+        """The weather in a city."""
+        calls.append(city)
+        return {"sky": "clear", "celsius": 21}
+
+    model = ScriptModel(
+        [ScriptTurn(tool_calls=[FunctionCall(name="get_weather", args={"city": "Paris"})], text="Clear.", tone_s=0.3)]
+    )
+
+    async def scenario() -> None:
+        async with LiveEmulator(model=model, realtime_playback=False) as emu:
+            agent = Agent(instructions="Hi.", tools=[get_weather])
+            async with agent_session(RealtimeModel(endpoint=emu.url), agent) as s:
+                await s.send_audio(speech_chunks(100))
+                await s.until(lambda: s.said("assistant"), "the reply after the result")
+                setup = emu.connections[-1].setup
+                conversation = emu.connections[-1].record.conversation
+        assert calls == ["Paris"]
+        declared = setup.tools[0].function_declarations[0]
+        assert declared.name == "get_weather" and declared.parameters["required"] == ["city"]
+        [[response]] = conversation.state["tool_responses"]
+        assert response.name == "get_weather"
+        assert "clear" in response.response["output"] and "21" in response.response["output"]
+        assert s.said("assistant") == ["Clear."]
+        assert len(emu.connections) == 1
+
+    run(scenario())
+
+
+def test_generate_reply_with_instructions_asks_the_model_for_a_reply() -> None:
+    async def scenario() -> None:
+        async with LiveEmulator(model="echo", realtime_playback=False) as emu:
+            async with agent_session(RealtimeModel(endpoint=emu.url), Agent(instructions="Hi.")) as s:
+                handle = s.session.generate_reply(instructions="Greet the caller.")
+                await handle
+                await s.until(lambda: s.said("assistant"), "the reply")
+        # The echo model answers a text turn with a tone as long as its text, transcribed as it.
+        [said] = s.said("assistant")
+        assert "Greet the caller." in said
+        assert s.speaker.seconds() > 0.5
+
+    run(scenario())
+
+
+def test_a_new_agent_with_other_instructions_and_tools_resumes_the_session_with_them() -> None:
+    """The Live API takes instructions and tools only in a setup: a handoff to another agent
+    resumes the session on a new connection that asks for the new agent's, context kept."""
+    script = [
+        ScriptTurn(input_transcript="Book a table.", text="Let me pass you on.", tone_s=0.3),
+        ScriptTurn(input_transcript="For two.", text="Booked.", tone_s=0.3),
+    ]
+
+    @function_tool
+    async def book(people: int) -> str:
+        """Book a table."""
+        return "booked"
+
+    async def scenario() -> None:
+        async with LiveEmulator(model=ScriptModel(script), record_input=True, realtime_playback=False) as emu:
+            async with agent_session(RealtimeModel(endpoint=emu.url), Agent(instructions="You greet.")) as s:
+                first = speech_chunks(100)
+                await s.send_audio(first)
+                await s.until(lambda: s.said("assistant"), "the first reply")
+                s.session.update_agent(Agent(instructions="You book tables.", tools=[book]))
+                await s.until(lambda: len(emu.connections) == 2 and emu.connections[1].setup, "a second connection")
+                second = speech_chunks(100, seed=1)
+                await s.send_audio(second)
+                await s.until(lambda: len(s.said("assistant")) == 2, "the reply to the second turn")
+                one, two = emu.connections
+                received = emu.input_audio()
+        assert two.setup.system_instruction.parts[0].text == "You book tables."
+        assert two.setup.tools[0].function_declarations[0].name == "book"
+        assert two.setup.session_resumption.handle, "a resumption, not a new session"
+        assert two.record is one.record and len(two.record.conversation.turns) == 2
+        assert s.said("assistant") == ["Let me pass you on.", "Booked."]
+        assert received == b"".join(first + second)
+
+
+def test_token_usage_is_reported_as_livekit_realtime_metrics() -> None:
+    async def scenario() -> None:
+        async with LiveEmulator(model="echo", realtime_playback=False) as emu:
+            async with agent_session(RealtimeModel(endpoint=emu.url), Agent(instructions="Hi.")) as s:
+                metrics: list = []
+
+                def usage() -> list[RealtimeModelMetrics]:
+                    return [m for m in metrics if isinstance(m, RealtimeModelMetrics) and m.output_tokens]
+
+                s.session.on("metrics_collected", lambda e: metrics.append(e.metrics))
+                await s.send_audio(speech_chunks(100))
+                await s.until(lambda: usage(), "usage")
+        first = usage()[0]
+        assert first.input_tokens > 0 and first.ttft > 0
+
+    run(scenario())
+
+
+FAULTS = {
+    "1011 close": Faults(close_after_client_messages=40, close_code=1011),
+    "silent drop": Faults(drop_after_client_messages=40),
+    "goAway": Faults(go_away_after_s=0.4, go_away_time_left_s=0.3),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS.values(), ids=FAULTS.keys())
+def test_every_user_sample_reaches_the_service_across_a_fault_mid_conversation(fault: Faults) -> None:
+    async def scenario() -> None:
+        emulator = LiveEmulator(model="echo", record_input=True, realtime_playback=False, faults=[fault])
+        async with emulator as emu:
+            model = RealtimeModel(endpoint=emu.url, connect_options=SLOW_RECONNECT)
+            agent = Agent(instructions="Hi.")
+            async with agent_session(model, agent) as s:
+                reconnected: list = []
+                agent.realtime_llm_session.on("session_reconnected", reconnected.append)
+                chunks = speech_chunks(250)  # 5 s: replies come and go while the fault hits
+                await s.send_audio(chunks, pace_s=0.004)
+                sent = b"".join(chunks)
+                await s.until(lambda: len(emu.input_audio()) >= len(sent), "all the audio at the service")
+                received = emu.input_audio()
+        assert reconnected
+        assert not s.errors
+        assert chunk_numbers(received) == list(range(len(chunks)))
+        assert received == sent
+
+    run(scenario())
+
+
+def test_a_refused_connection_is_a_livekit_error_with_the_typed_geminilive_error() -> None:
+    async def scenario() -> None:
+        async with LiveEmulator(api_key="right-key") as emu:
+            model = RealtimeModel(endpoint=emu.url, api_key="wrong-key")
+            async with agent_session(model, Agent(instructions="Hi.")) as s:
+                s.mic.put(speech_chunks(1)[0])
+                await s.until(lambda: s.errors, "the error")
+        [error] = s.errors
+        assert isinstance(error.error.error, GeminiLiveError) and not error.error.recoverable
+        assert "wrong-key" not in str(error.error.error)
+
+    run(scenario())
