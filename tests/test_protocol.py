@@ -563,6 +563,21 @@ def test_without_transparent_resumption_a_handle_covers_what_was_sent_before_the
     assert texts(p.unconsumed_frames()) == ["3", "4"]
 
 
+def test_a_handle_without_an_index_covers_what_was_sent_when_the_message_ahead_of_it_arrived() -> None:
+    """Not when the client got round to reading it: a turnComplete that waited in the queue
+    while more audio went out does not vouch for that audio (the server made the handle
+    before it could read it)."""
+    p = opened()
+    p.send_text("0")
+    p.data_to_send()
+    arrived_at = p.handed_index  # the turnComplete arrives now...
+    p.send_text("1")  # ... and this goes out while it waits to be read
+    p.data_to_send()
+    p.receive_data(json.dumps({"serverContent": {"turnComplete": True}}).encode(), handed_at_arrival=arrived_at)
+    p.receive_data(update("h1", None))
+    assert texts(p.unconsumed_frames()) == ["1"]
+
+
 def test_without_resumption_nothing_is_kept_for_replay() -> None:
     p = opened(session_resumption=False)
     p.send_text("a")

@@ -19,9 +19,10 @@ from geminilive.errors import LocalProtocolError
 from geminilive.session import ReconnectPolicy
 
 
-async def stream_with_restarts(restarts: dict[int, bool], *, chunks: int = 500, transparent: bool = True):
+async def stream_with_restarts(restarts: dict[int, tuple[bool, ...]], *, chunks: int = 500, transparent: bool = True):
     """Stream numbered 20 ms chunks (speech bursts: the echo model replies, so restarts land
-    mid-reply too) at 10x real time; at chunk n, ``restarts[n]`` says fresh or resumed."""
+    mid-reply too) at 10x real time; at chunk n, a restart for each of ``restarts[n]`` (fresh
+    or resumed), one right after the other."""
     rng = np.random.default_rng(3)
     sent: list[bytes] = []
     events: list[ev.Event] = []
@@ -36,9 +37,9 @@ async def stream_with_restarts(restarts: dict[int, bool], *, chunks: int = 500, 
 
             receiver = asyncio.create_task(receive())
             for n in range(chunks):
-                if n in restarts:
-                    leaving = session.restart(fresh=restarts[n], reason=f"test {n}")
-                    assert leaving or n - 1 in restarts, "a connection was open to leave"
+                for i, fresh in enumerate(restarts.get(n, ())):
+                    leaving = session.restart(fresh=fresh, reason=f"test {n}")
+                    assert leaving or i, "a connection was open to leave"
                 chunk = numbered_chunk(n, rng)
                 sent.append(chunk)
                 await session.send_audio(chunk)
@@ -59,8 +60,8 @@ async def stream_with_restarts(restarts: dict[int, bool], *, chunks: int = 500, 
 
 @pytest.mark.parametrize("transparent", [True, False])
 def test_resumed_restarts_mid_stream_lose_and_repeat_nothing(transparent: bool) -> None:
-    sent, every, newest, events, stats = run(stream_with_restarts({120: False, 260: False, 261: False},
-                                                                  transparent=transparent))  # fmt: skip
+    restarts = {120: (False,), 260: (False, False)}
+    sent, every, newest, events, stats = run(stream_with_restarts(restarts, transparent=transparent))
     assert every == sent, "the session took in every sample once, in order"
     assert newest == sent
     reconnecting = [e for e in events if isinstance(e, ev.Reconnecting)]
@@ -70,7 +71,7 @@ def test_resumed_restarts_mid_stream_lose_and_repeat_nothing(transparent: bool) 
 
 
 def test_a_fresh_restart_starts_a_new_session_that_gets_everything_its_predecessor_may_not_have() -> None:
-    sent, every, newest, events, stats = run(stream_with_restarts({200: True}))
+    sent, every, newest, events, stats = run(stream_with_restarts({200: (True,)}))
     [failed] = [e for e in events if isinstance(e, ev.ResumptionFailed)]
     assert failed.reason == "a fresh session was asked for: test 200"
     assert stats.fresh_starts == 1 and stats.resumed == 0

@@ -123,6 +123,12 @@ class WebSocket(asyncio.BufferedProtocol):
         # whether it took the message (then `recv` never sees it). A reader that handles most
         # messages synchronously saves a wake-up of its task per message this way.
         self.take_message_now: Callable[[bytes], bool] | None = None
+        # Called as each message arrives (not when it is read): its value is the message's
+        # ``arrival_stamp`` once `recv` returns it. A client notes with it how much it had
+        # sent when a server message came, however long the message then waited in the queue.
+        self.stamp_arrival: Callable[[], int] | None = None
+        self._stamps: deque[int] = deque()
+        self.arrival_stamp: int | None = None
 
     # --- asyncio callbacks ---------------------------------------------------------------------
 
@@ -267,6 +273,8 @@ class WebSocket(asyncio.BufferedProtocol):
         if take is not None and waiter is not None and not waiter.done() and take(data):
             return  # the reader waits for a later message: the order holds
         self._messages.append(data)
+        if self.stamp_arrival is not None:
+            self._stamps.append(self.stamp_arrival())
         if len(self._messages) >= _QUEUE_HIGH and not self._reading_paused and self.transport is not None:
             self._reading_paused = True
             self.transport.pause_reading()
@@ -292,6 +300,8 @@ class WebSocket(asyncio.BufferedProtocol):
             self._reading_paused = False
             if self.transport is not None:
                 self.transport.resume_reading()
+        if self._stamps:
+            self.arrival_stamp = self._stamps.popleft()
         return messages.popleft()
 
     def __aiter__(self) -> AsyncIterator[bytes]:

@@ -484,28 +484,36 @@ class LiveProtocol:
 
     # --- receiving -----------------------------------------------------------------------------
 
-    def receive_data(self, frame: bytes | str) -> list[ev.Event]:
-        """Decode one received frame into events.
+    @property
+    def handed_index(self) -> int:
+        """The index of the newest frame handed to this connection's socket (-1: none yet)."""
+        return self._handed_index
+
+    def receive_data(self, frame: bytes | str, *, handed_at_arrival: int | None = None) -> list[ev.Event]:
+        """Decode one received frame into events. ``handed_at_arrival``: the
+        :attr:`handed_index` when the frame arrived, if it waited to be read (what a
+        resumption handle without an index is taken to cover follows from it).
 
         Raises:
             RemoteProtocolError: a malformed frame, or anything before ``setupComplete``.
         """
         if self.state is State.CLOSED or self.state is State.RECONNECTING:
             raise RemoteProtocolError("frame received after the connection closed")
+        arrived = self._handed_index if handed_at_arrival is None else handed_at_arrival
         if self.state is State.OPEN:
             # The hot path: a frame with one audio chunk and nothing else, read without
             # building its message (a third of the time per received message).
             audio = model_audio(frame)
             if audio is not None:
                 self.model_turn_active = True
-                self._handed_before_last_message = self._handed_index
+                self._handed_before_last_message = arrived
                 return [self._audio_chunk(*audio)]
         message = decode_server(frame)
         if self.state is State.AWAITING_SETUP_COMPLETE and message.setup_complete is None:
             raise RemoteProtocolError("the first server message must be setupComplete")
         out: list[ev.Event] = []
         self._events(message, out)
-        self._handed_before_last_message = self._handed_index
+        self._handed_before_last_message = arrived
         return out
 
     def _events(self, message: ServerMessage, out: list[ev.Event]) -> None:

@@ -297,12 +297,14 @@ class Session:
         the protocol is left between connections: what is sent meanwhile keeps queuing."""
         self._ws = ws
         protocol = self._protocol
+        ws.stamp_arrival = lambda: protocol.handed_index
         await self._flush()
         try:
             async with asyncio.timeout(self._setup_timeout_s):
                 events: list[ev.Event] = []
                 while not events:
-                    events = protocol.receive_data(await self._recv_or_raise(ws))
+                    frame = await self._recv_or_raise(ws)
+                    events = protocol.receive_data(frame, handed_at_arrival=ws.arrival_stamp)
         except TimeoutError:
             self._ws = None
             protocol.connection_closed(None, "setup timed out", reconnecting=True)
@@ -586,7 +588,7 @@ class Session:
                     raise error from exc
                 self._begin_reconnect(error.code, error.reason)
                 continue
-            if not self._receive(frame):
+            if not self._receive(frame, ws):
                 continue
             protocol = self._protocol
             if protocol.go_away_time_left_s is not None:
@@ -596,11 +598,12 @@ class Session:
                     await self._migrate()
         return self._events.popleft()
 
-    def _receive(self, frame: bytes) -> bool:
-        """Decode a server frame into events; False (counted, reported) if it is malformed."""
+    def _receive(self, frame: bytes, ws: WebSocket) -> bool:
+        """Decode a server frame from ``ws`` into events; False (counted, reported) if it is
+        malformed."""
         protocol = self._protocol
         try:
-            self._events.extend(protocol.receive_data(frame))
+            self._events.extend(protocol.receive_data(frame, handed_at_arrival=ws.arrival_stamp))
         except RemoteProtocolError as exc:
             self._stats.malformed_messages += 1
             _log.warning("dropped a malformed server message: %s", exc)
@@ -659,7 +662,7 @@ class Session:
                 frame = await ws.recv()
             except websockets.exceptions.ConnectionClosed:
                 break
-            self._receive(frame)
+            self._receive(frame, ws)
         await ws.close()  # the TCP connection's end
 
     async def _migrate(self) -> None:
