@@ -1,6 +1,7 @@
-"""Pipecat, side by side in one run: the same pipeline with Pipecat's own
+"""The voice frameworks, side by side in one run: the same Pipecat pipeline with Pipecat's own
 ``GeminiLiveLLMService`` (google-genai over wss) and with geminilive's ``GeminiLiveService``,
-against the same emulator.
+and the same LiveKit ``AgentSession`` with LiveKit's Google ``RealtimeModel`` (google-genai
+too) and with geminilive's, against the same emulator.
 
 1. **User audio lost across faults**: 20 ms numbered chunks streamed at real-time pace while
    the connection takes, in turn, a 1011 close, a silent TCP drop and a goAway (then the 1011
@@ -19,10 +20,17 @@ against the same emulator.
 4. **The delay the output resampling adds** (24 kHz to 48 kHz): an impulse fed in 1 ms
    chunks, and how much input had gone in when its peak came out.
 
+LiveKit's half measures the same four, with the agent session's audio I/O in memory
+(``tests/frameworks/livekit_harness.py``: LiveKit's own input/output interfaces, no room).
+A room's microphone frames come at 48 kHz, so the CPU runs send 48 kHz (both models resample
+them to 16 kHz: LiveKit's with ``rtc.AudioResampler``, geminilive's in Rust) and the delay
+measured is that input path's, 48 to 16 kHz; the loss runs send 16 kHz, numbered, so the
+emulator's record says what was lost.
+
 Run in the frameworks' venv (``make test-frameworks`` makes it):
 
-    .venv-frameworks/bin/python benches/bench_frameworks.py [--faults 10] [--spacing-s 11]
-        [--steps 1,10,50] [--seconds 10] [--quick]
+    .venv-frameworks/bin/python benches/bench_frameworks.py [--framework pipecat|livekit|all]
+        [--faults 10] [--spacing-s 11] [--steps 1,10,50] [--seconds 10] [--quick]
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import multiprocessing
 import os
 import statistics
@@ -47,6 +56,10 @@ import numpy as np
 sys.path[:0] = [str(Path(__file__).resolve().parents[1] / d) for d in ("tests", "tests/frameworks")]
 
 from google.genai.types import HttpOptions  # noqa: E402
+from livekit import rtc  # noqa: E402
+from livekit.agents import Agent  # noqa: E402
+from livekit.plugins.google.realtime import RealtimeModel as GoogleRealtimeModel  # noqa: E402
+from livekit_harness import agent_session  # noqa: E402
 from loguru import logger  # noqa: E402
 from pipecat.audio.utils import create_stream_resampler  # noqa: E402
 from pipecat.frames.frames import ErrorFrame, Frame, LLMContextFrame, TTSAudioRawFrame  # noqa: E402
@@ -59,6 +72,7 @@ import geminilive  # noqa: E402
 from fault_drill import chunk_numbers, numbered_chunk  # noqa: E402
 from geminilive import Resampler  # noqa: E402
 from geminilive.emulator import Faults, LiveEmulator  # noqa: E402
+from geminilive.integrations.livekit import RealtimeModel  # noqa: E402
 from geminilive.integrations.pipecat import GeminiLiveService  # noqa: E402
 from geminilive.session import ReconnectPolicy  # noqa: E402
 from tls import LoopbackTls, loopback_tls  # noqa: E402
@@ -68,6 +82,9 @@ KEY = "bench-key"
 OUT_RATE = 48000
 CHUNK_S = 0.02
 SERVICES = ("pipecat", "geminilive")
+LIVEKIT_MODELS = ("livekit", "geminilive")
+ROOM_RATE = 48000  # a LiveKit room's microphone frames
+RECONNECT = ReconnectPolicy(initial_delay_s=0.05, max_delay_s=1.0)
 
 
 class TransportResampler(FrameProcessor):
@@ -106,10 +123,7 @@ def make_service(name: str, url: str, tls: LoopbackTls) -> Any:
             inference_on_context_initialization=False,
             settings=GeminiLiveLLMService.Settings(model=f"models/{MODEL}"),
         )
-    policy = ReconnectPolicy(initial_delay_s=0.05, max_delay_s=1.0)
-    return GeminiLiveService(
-        endpoint=url, api_key=KEY, model=MODEL, connect_options={"reconnect": policy}
-    )
+    return GeminiLiveService(endpoint=url, api_key=KEY, model=MODEL, connect_options={"reconnect": RECONNECT})
 
 
 async def start_pipeline(name: str, url: str, tls: LoopbackTls, stack: Any) -> Run:
@@ -121,11 +135,26 @@ async def start_pipeline(name: str, url: str, tls: LoopbackTls, stack: Any) -> R
     return p
 
 
-class Stream:
-    """Numbered speech-like chunks at real-time pace into one pipeline; turn ends noted."""
+def make_realtime_model(name: str, url: str, tls: LoopbackTls) -> Any:
+    """The LiveKit realtime model ``name`` for the emulator at ``url``."""
+    if name == "livekit":
+        http = HttpOptions(base_url=f"https://{urlsplit(url).netloc}/", async_client_args={"ssl": tls.client()})
+        return GoogleRealtimeModel(api_key=KEY, model=MODEL, http_options=http)
+    return RealtimeModel(endpoint=url, api_key=KEY, model=MODEL, connect_options={"reconnect": RECONNECT})
 
-    def __init__(self, p: Run, seed: int) -> None:
-        self.p, self.rng = p, np.random.default_rng(seed)
+
+async def start_agent_session(name: str, url: str, tls: LoopbackTls, stack: Any) -> Any:
+    s = await stack.enter_async_context(agent_session(make_realtime_model(name, url, tls), Agent(instructions="Hi.")))
+    await asyncio.sleep(0.3)
+    return s
+
+
+class Stream:
+    """Numbered speech-like chunks at real-time pace into one pipeline or agent session (at
+    ``rate``: 16 kHz chunks held to 48 kHz for a room's rate); turn ends noted."""
+
+    def __init__(self, p: Any, seed: int, rate: int = 16000) -> None:
+        self.p, self.rng, self.rate = p, np.random.default_rng(seed), rate
         self.sent = 0
         self.late = 0
         self.speech_ends: list[float] = []
@@ -139,14 +168,17 @@ class Stream:
                 await asyncio.sleep(delay)
             elif -delay > CHUNK_S:
                 self.late += 1
-            await self.p.send_audio([numbered_chunk(n, self.rng)], pace_s=0)
+            chunk = numbered_chunk(n, self.rng)
+            if self.rate != 16000:
+                chunk = np.repeat(np.frombuffer(chunk, "<i2"), self.rate // 16000).tobytes()
+            await self.p.send_audio([chunk], rate=self.rate, pace_s=0)
             self.sent += 1
             if n % 100 == 59:  # the last loud chunk of a turn (fault_drill's pattern)
                 self.speech_ends.append(time.monotonic())
 
 
-def first_audio_latencies_ms(p: Run, speech_ends: list[float]) -> list[float]:
-    arrivals = p.arrival_times(TTSAudioRawFrame)
+def first_audio_latencies_ms(arrivals: list[float], speech_ends: list[float]) -> list[float]:
+    """For each turn, its end of speech to the first reply audio at the sink."""
     out = []
     for end in speech_ends:
         later = [t for t in arrivals if t > end]
@@ -170,17 +202,18 @@ def fault_plan(count: int, spacing_s: float) -> list[Faults | None]:
     return [kinds[i % 3] for i in range(count)]
 
 
-async def loss_run(name: str, faults: int, spacing_s: float, tls: LoopbackTls) -> dict[str, Any]:
+async def loss_run(framework: str, name: str, faults: int, spacing_s: float, tls: LoopbackTls) -> dict[str, Any]:
     plan = fault_plan(faults, spacing_s)
     emu = LiveEmulator(model="echo", ssl=tls.server(), record_input=True, realtime_playback=False, faults=plan)
     async with emu, contextlib.AsyncExitStack() as stack:
-        p = await start_pipeline(name, emu.url, tls, stack)
+        start = start_pipeline if framework == "pipecat" else start_agent_session
+        p = await start(name, emu.url, tls, stack)
         stream = Stream(p, seed=1)
         await stream.run(spacing_s * (faults + 1) + 2)
         await asyncio.sleep(1.0)
         numbers = chunk_numbers(emu.input_audio(every_session=True))
         connections = len(emu.connections)
-        errors = len(p.frames(ErrorFrame, direction="up"))
+        errors = len(p.frames(ErrorFrame, direction="up")) if framework == "pipecat" else len(p.errors)
     seen = set(numbers)
     lost = sum(1 for n in range(stream.sent) if n not in seen)
     return {
@@ -206,14 +239,20 @@ def emulator_process(tls: LoopbackTls, urls: Any) -> None:
     asyncio.run(main())
 
 
-async def cpu_run(name: str, count: int, seconds: float, url: str, tls: LoopbackTls) -> dict[str, Any]:
+async def cpu_run(framework: str, name: str, count: int, seconds: float, url: str, tls: LoopbackTls) -> dict[str, Any]:
     async with contextlib.AsyncExitStack() as stack:
-        pipes = [await start_pipeline(name, url, tls, stack) for _ in range(count)]
-        streams = [Stream(p, seed=i) for i, p in enumerate(pipes)]
+        if framework == "pipecat":
+            pipes = [await start_pipeline(name, url, tls, stack) for _ in range(count)]
+            streams = [Stream(p, seed=i) for i, p in enumerate(pipes)]
+        else:
+            pipes = [await start_agent_session(name, url, tls, stack) for _ in range(count)]
+            streams = [Stream(p, seed=i, rate=ROOM_RATE) for i, p in enumerate(pipes)]
         cpu0, wall0 = time.process_time(), time.monotonic()
         await asyncio.gather(*(s.run(seconds) for s in streams))
         cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
-        latencies = first_audio_latencies_ms(pipes[0], streams[0].speech_ends)
+        first = pipes[0]
+        arrivals = first.arrival_times(TTSAudioRawFrame) if framework == "pipecat" else first.speaker.arrived
+        latencies = first_audio_latencies_ms(arrivals, streams[0].speech_ends)
     sent = sum(s.sent for s in streams)
     return {
         "cpu_ms_per_session_s": cpu * 1000 / (count * wall),
@@ -225,19 +264,28 @@ async def cpu_run(name: str, count: int, seconds: float, url: str, tls: Loopback
 # --- 4. resampling delay ----------------------------------------------------------------------
 
 
-async def delay_ms(resample: Callable[[bytes], Any]) -> float:
+async def delay_ms(resample: Callable[[bytes], Any], rate: int = 24000) -> float:
     """Input that had gone in (ms) when an impulse at 100 ms came out, fed 1 ms at a time."""
-    chunk = 24
-    impulse_at = 2400
-    x = np.zeros(24000, "<i2")
+    chunk = rate // 1000
+    impulse_at = rate // 10
+    x = np.zeros(rate, "<i2")
     x[impulse_at] = 30000
     emitted = []
     for start in range(0, len(x), chunk):
         out = await resample(x[start : start + chunk].tobytes())
         emitted.append(np.frombuffer(out, "<i2"))
         if emitted[-1].size and np.abs(np.concatenate(emitted)).max() > 5000:
-            return (start + chunk - impulse_at) / 24.0
+            return (start + chunk - impulse_at) / chunk
     return float("nan")
+
+
+def in_rust(resampler: Resampler) -> Callable[[bytes], Any]:
+    """geminilive's resampler on 16-bit PCM, as the delay probe calls it."""
+
+    async def resample(pcm: bytes) -> bytes:
+        return (resampler.process(np.frombuffer(pcm, "<i2").astype(np.float32) / 32768) * 32768).astype("<i2").tobytes()
+
+    return resample
 
 
 async def resampling_delays() -> dict[str, float]:
@@ -247,10 +295,23 @@ async def resampling_delays() -> dict[str, float]:
     async def pipecat_path(pcm: bytes) -> bytes:
         return await soxr_stream.resample(pcm, 24000, OUT_RATE)
 
-    async def geminilive_path(pcm: bytes) -> bytes:
-        return (ours.process(np.frombuffer(pcm, "<i2").astype(np.float32) / 32768) * 32768).astype("<i2").tobytes()
+    return {"pipecat": await delay_ms(pipecat_path), "geminilive": await delay_ms(in_rust(ours))}
 
-    return {"pipecat": await delay_ms(pipecat_path), "geminilive": await delay_ms(geminilive_path)}
+
+async def livekit_input_delays() -> dict[str, float]:
+    """A room's 48 kHz microphone to the model's 16 kHz: LiveKit's model resamples with
+    ``rtc.AudioResampler`` (as its Google plugin does), geminilive's session in Rust."""
+    theirs = rtc.AudioResampler(input_rate=ROOM_RATE, output_rate=16000, num_channels=1)
+    ours = Resampler(ROOM_RATE, 16000)
+
+    async def livekit_path(pcm: bytes) -> bytes:
+        frames = theirs.push(rtc.AudioFrame(pcm, ROOM_RATE, 1, len(pcm) // 2))
+        return b"".join(bytes(f.data) for f in frames)
+
+    return {
+        "livekit": await delay_ms(livekit_path, ROOM_RATE),
+        "geminilive": await delay_ms(in_rust(ours), ROOM_RATE),
+    }
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -260,62 +321,95 @@ def p95(values: list[float]) -> float:
     return float(np.percentile(values, 95)) if values else float("nan")
 
 
-async def main(args: argparse.Namespace) -> None:
-    logger.remove()  # Pipecat logs every frame at DEBUG
-    logger.add(sys.stderr, level="ERROR")
-    tls = loopback_tls(tempfile.mkdtemp(prefix="bench-frameworks-"))
-    os.environ["SSL_CERT_FILE"] = str(tls.ca)  # geminilive's TLS (Rust) trusts the system's CAs
-    print(f"Pipecat {version('pipecat-ai')}, geminilive {geminilive.__version__}")
-
-    delays = await resampling_delays()
-    print("\nOutput resampling 24 -> 48 kHz, delay (ms):")
-    for name in SERVICES:
-        print(f"  {name:11s} {delays[name]:6.2f}")
-    print(f"  ratio pipecat/geminilive: {delays['pipecat'] / delays['geminilive']:.1f}x")
-
+async def loss_table(framework: str, names: tuple[str, ...], args: argparse.Namespace, tls: LoopbackTls) -> None:
     print(f"\nUser audio lost across {args.faults} faults ({args.spacing_s:.0f} s apart, real-time pace):")
     print(f"  {'service':11s} {'sent s':>7s} {'lost s':>7s} {'dup':>4s} {'conns':>5s} {'errors':>6s}")
-    for name in SERVICES:
-        r = await loss_run(name, args.faults, args.spacing_s, tls)
+    for name in names:
+        r = await loss_run(framework, name, args.faults, args.spacing_s, tls)
         print(
             f"  {name:11s} {r['sent'] * CHUNK_S:7.1f} {r['lost_s']:7.2f} {r['duplicated']:4d}"
             f" {r['connections']:5d} {r['errors']:6d}"
         )
 
+
+async def cpu_table(
+    framework: str, names: tuple[str, ...], args: argparse.Namespace, url: str, tls: LoopbackTls
+) -> None:
+    """CPU per session-second at each step; for Pipecat also the pipeline's own cost (no
+    service in its place), which an AgentSession with no model does not give: without a
+    model it runs its own audio recognition, at more CPU than with one."""
+    theirs, ours = names
+    base_too = framework == "pipecat"
+    print(f"\nCPU per session-second (ms), {args.seconds:.0f} s at real-time pace (emulator in another process)")
+    if base_too:
+        print("  'above': what the service costs above the pipeline alone ('framework': no service in its place)")
+    header = f"  {'sessions':>8s} {'framework':>9s} " if base_too else f"  {'sessions':>8s} "
+    header += f"{theirs:>8s} {ours:>10s} {'ratio':>6s}"
+    if base_too:
+        header += f" {theirs + ' above':>13s} {ours + ' above':>16s} {'ratio':>6s}"
+    print(header + f" {'late % (t/g)':>12s}")
+    latency: dict[str, list[float]] = {}
+    for count in args.steps:
+        series = ("framework", *names) if base_too else names
+        row = {name: await cpu_run(framework, name, count, args.seconds, url, tls) for name in series}
+        for name in names:
+            latency.setdefault(name, []).extend(row[name]["latencies_ms"] if count == args.steps[0] else [])
+        tc, gl = row[theirs]["cpu_ms_per_session_s"], row[ours]["cpu_ms_per_session_s"]
+        line = f"  {count:8d} "
+        if base_too:
+            line += f"{row['framework']['cpu_ms_per_session_s']:9.1f} "
+        line += f"{tc:8.1f} {gl:10.1f} {tc / gl:5.1f}x"
+        if base_too:
+            base = row["framework"]["cpu_ms_per_session_s"]
+            line += f" {tc - base:13.1f} {gl - base:16.1f} {(tc - base) / max(gl - base, 1e-9):5.1f}x"
+        print(line + f" {row[theirs]['late_frames_pct']:6.1f}/{row[ours]['late_frames_pct']:.1f}")
+    print(f"\nEnd of user speech -> first bot audio frame at the sink ({args.steps[0]} session; ms):")
+    for name in names:
+        values = latency[name] or [float("nan")]
+        print(f"  {name:11s} median {statistics.median(values):6.1f}  p95 {p95(values):6.1f}  (turns: {len(values)})")
+
+
+def print_delays(title: str, delays: dict[str, float]) -> None:
+    theirs, ours = delays
+    print(f"\n{title}, delay (ms):")
+    for name, value in delays.items():
+        print(f"  {name:11s} {value:6.2f}")
+    print(f"  ratio {theirs}/{ours}: {delays[theirs] / delays[ours]:.1f}x")
+
+
+async def main(args: argparse.Namespace) -> None:
+    logger.remove()  # Pipecat logs every frame at DEBUG
+    logger.add(sys.stderr, level="ERROR")
+    logging.getLogger("livekit").setLevel(logging.CRITICAL)  # its plugin logs each fault's traceback
+    tls = loopback_tls(tempfile.mkdtemp(prefix="bench-frameworks-"))
+    os.environ["SSL_CERT_FILE"] = str(tls.ca)  # geminilive's TLS (Rust) trusts the system's CAs
+    print(
+        f"Pipecat {version('pipecat-ai')}, LiveKit Agents {version('livekit-agents')}"
+        f" (livekit-plugins-google {version('livekit-plugins-google')}), geminilive {geminilive.__version__}"
+    )
+    frameworks = ("pipecat", "livekit") if args.framework == "all" else (args.framework,)
     spawn = multiprocessing.get_context("spawn")
     urls = spawn.Queue()
     emulator = spawn.Process(target=emulator_process, args=(tls, urls), daemon=True)
     emulator.start()
     url = urls.get(timeout=30)
     try:
-        print(f"\nCPU per session-second (ms), {args.seconds:.0f} s at real-time pace (emulator in another process);")
-        print("  'above': what the service costs above the pipeline alone ('framework': no service in its place)")
-        print(
-            f"  {'sessions':>8s} {'framework':>9s} {'pipecat':>8s} {'geminilive':>10s} {'ratio':>6s}"
-            f" {'pipecat above':>13s} {'geminilive above':>16s} {'ratio':>6s} {'late % (p/g)':>12s}"
-        )
-        latency: dict[str, list[float]] = {}
-        for count in args.steps:
-            row = {name: await cpu_run(name, count, args.seconds, url, tls) for name in ("framework", *SERVICES)}
-            for name in SERVICES:
-                latency.setdefault(name, []).extend(row[name]["latencies_ms"] if count == args.steps[0] else [])
-            base = row["framework"]["cpu_ms_per_session_s"]
-            pc, gl = row["pipecat"]["cpu_ms_per_session_s"], row["geminilive"]["cpu_ms_per_session_s"]
-            print(
-                f"  {count:8d} {base:9.1f} {pc:8.1f} {gl:10.1f} {pc / gl:5.1f}x"
-                f" {pc - base:13.1f} {gl - base:16.1f} {(pc - base) / max(gl - base, 1e-9):5.1f}x"
-                f" {row['pipecat']['late_frames_pct']:6.1f}/{row['geminilive']['late_frames_pct']:.1f}"
-            )
+        for framework in frameworks:
+            names = SERVICES if framework == "pipecat" else LIVEKIT_MODELS
+            print(f"\n=== {'Pipecat pipeline' if framework == 'pipecat' else 'LiveKit AgentSession'} ===")
+            if framework == "pipecat":
+                print_delays("Output resampling 24 -> 48 kHz", await resampling_delays())
+            else:
+                print_delays("Input resampling 48 -> 16 kHz", await livekit_input_delays())
+            await loss_table(framework, names, args, tls)
+            await cpu_table(framework, names, args, url, tls)
     finally:
         emulator.kill()
-    print(f"\nEnd of user speech -> first bot audio frame at the sink ({args.steps[0]} session; ms):")
-    for name in SERVICES:
-        values = latency[name] or [float("nan")]
-        print(f"  {name:11s} median {statistics.median(values):6.1f}  p95 {p95(values):6.1f}  (turns: {len(values)})")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--framework", choices=("pipecat", "livekit", "all"), default="all")
     parser.add_argument("--faults", type=int, default=10)
     parser.add_argument("--spacing-s", type=float, default=11.0)
     parser.add_argument("--steps", default="1,10,50")
