@@ -25,7 +25,8 @@ LiveKit's half measures the same four, with the agent session's audio I/O in mem
 A room's microphone frames come at 48 kHz, so the CPU runs send 48 kHz (both models resample
 them to 16 kHz: LiveKit's with ``rtc.AudioResampler``, geminilive's in Rust) and the delay
 measured is that input path's, 48 to 16 kHz; the loss runs send 16 kHz, numbered, so the
-emulator's record says what was lost.
+emulator's record says what was lost. LiveKit's 'framework' is an ``AgentSession`` with a
+realtime model that takes the audio and does nothing with it.
 
 Run in the frameworks' venv (``make test-frameworks`` makes it):
 
@@ -57,7 +58,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1] / d) for d in ("tests", 
 
 from google.genai.types import HttpOptions  # noqa: E402
 from livekit import rtc  # noqa: E402
-from livekit.agents import Agent  # noqa: E402
+from livekit.agents import Agent, llm  # noqa: E402
 from livekit.plugins.google.realtime import RealtimeModel as GoogleRealtimeModel  # noqa: E402
 from livekit_harness import agent_session  # noqa: E402
 from loguru import logger  # noqa: E402
@@ -135,8 +136,85 @@ async def start_pipeline(name: str, url: str, tls: LoopbackTls, stack: Any) -> R
     return p
 
 
+class NullRealtimeModel(llm.RealtimeModel):
+    """In the model's place for LiveKit's ``framework`` series: the agent session's own cost
+    per session-second with a realtime model attached (audio in and forwarded, nothing sent
+    anywhere, no reply ever). A session with no model at all runs LiveKit's own audio
+    recognition instead, which costs more than either model does."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            capabilities=llm.RealtimeCapabilities(
+                message_truncation=False,
+                turn_detection=True,
+                user_transcription=False,
+                auto_tool_reply_generation=True,
+                audio_output=True,
+                manual_function_calls=False,
+            )
+        )
+
+    def session(self, *, turn_detection_disabled: bool = False) -> llm.RealtimeSession:
+        return NullRealtimeSession(self)
+
+    async def aclose(self) -> None:
+        pass
+
+
+class NullRealtimeSession(llm.RealtimeSession):
+    def __init__(self, model: NullRealtimeModel) -> None:
+        super().__init__(model)
+        self._chat_ctx, self._tools = llm.ChatContext.empty(), llm.ToolContext.empty()
+
+    @property
+    def chat_ctx(self) -> llm.ChatContext:
+        return self._chat_ctx
+
+    @property
+    def tools(self) -> llm.ToolContext:
+        return self._tools
+
+    async def update_instructions(self, instructions: str) -> None:
+        pass
+
+    async def update_chat_ctx(self, chat_ctx: llm.ChatContext) -> None:
+        self._chat_ctx = chat_ctx
+
+    async def update_tools(self, tools: list[llm.Tool]) -> None:
+        pass
+
+    def update_options(self, *, tool_choice: Any = None) -> None:
+        pass
+
+    def push_audio(self, frame: rtc.AudioFrame) -> None:
+        pass
+
+    def push_video(self, frame: rtc.VideoFrame) -> None:
+        pass
+
+    def generate_reply(self, **_: Any) -> asyncio.Future[llm.GenerationCreatedEvent]:
+        return asyncio.get_running_loop().create_future()
+
+    def commit_audio(self) -> None:
+        pass
+
+    def clear_audio(self) -> None:
+        pass
+
+    def interrupt(self) -> None:
+        pass
+
+    def truncate(self, **_: Any) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
 def make_realtime_model(name: str, url: str, tls: LoopbackTls) -> Any:
     """The LiveKit realtime model ``name`` for the emulator at ``url``."""
+    if name == "framework":
+        return NullRealtimeModel()
     if name == "livekit":
         http = HttpOptions(base_url=f"https://{urlsplit(url).netloc}/", async_client_args={"ssl": tls.client()})
         return GoogleRealtimeModel(api_key=KEY, model=MODEL, http_options=http)
@@ -335,34 +413,25 @@ async def loss_table(framework: str, names: tuple[str, ...], args: argparse.Name
 async def cpu_table(
     framework: str, names: tuple[str, ...], args: argparse.Namespace, url: str, tls: LoopbackTls
 ) -> None:
-    """CPU per session-second at each step; for Pipecat also the pipeline's own cost (no
-    service in its place), which an AgentSession with no model does not give: without a
-    model it runs its own audio recognition, at more CPU than with one."""
     theirs, ours = names
-    base_too = framework == "pipecat"
-    print(f"\nCPU per session-second (ms), {args.seconds:.0f} s at real-time pace (emulator in another process)")
-    if base_too:
-        print("  'above': what the service costs above the pipeline alone ('framework': no service in its place)")
-    header = f"  {'sessions':>8s} {'framework':>9s} " if base_too else f"  {'sessions':>8s} "
-    header += f"{theirs:>8s} {ours:>10s} {'ratio':>6s}"
-    if base_too:
-        header += f" {theirs + ' above':>13s} {ours + ' above':>16s} {'ratio':>6s}"
-    print(header + f" {'late % (t/g)':>12s}")
+    print(f"\nCPU per session-second (ms), {args.seconds:.0f} s at real-time pace (emulator in another process);")
+    print(f"  'above': what the service costs above the {framework} session alone ('framework': none in its place)")
+    print(
+        f"  {'sessions':>8s} {'framework':>9s} {theirs:>8s} {ours:>10s} {'ratio':>6s}"
+        f" {theirs + ' above':>13s} {ours + ' above':>16s} {'ratio':>6s} {'late % (t/g)':>12s}"
+    )
     latency: dict[str, list[float]] = {}
     for count in args.steps:
-        series = ("framework", *names) if base_too else names
-        row = {name: await cpu_run(framework, name, count, args.seconds, url, tls) for name in series}
+        row = {name: await cpu_run(framework, name, count, args.seconds, url, tls) for name in ("framework", *names)}
         for name in names:
             latency.setdefault(name, []).extend(row[name]["latencies_ms"] if count == args.steps[0] else [])
+        base = row["framework"]["cpu_ms_per_session_s"]
         tc, gl = row[theirs]["cpu_ms_per_session_s"], row[ours]["cpu_ms_per_session_s"]
-        line = f"  {count:8d} "
-        if base_too:
-            line += f"{row['framework']['cpu_ms_per_session_s']:9.1f} "
-        line += f"{tc:8.1f} {gl:10.1f} {tc / gl:5.1f}x"
-        if base_too:
-            base = row["framework"]["cpu_ms_per_session_s"]
-            line += f" {tc - base:13.1f} {gl - base:16.1f} {(tc - base) / max(gl - base, 1e-9):5.1f}x"
-        print(line + f" {row[theirs]['late_frames_pct']:6.1f}/{row[ours]['late_frames_pct']:.1f}")
+        print(
+            f"  {count:8d} {base:9.1f} {tc:8.1f} {gl:10.1f} {tc / gl:5.1f}x"
+            f" {tc - base:13.1f} {gl - base:16.1f} {(tc - base) / max(gl - base, 1e-9):5.1f}x"
+            f" {row[theirs]['late_frames_pct']:6.1f}/{row[ours]['late_frames_pct']:.1f}"
+        )
     print(f"\nEnd of user speech -> first bot audio frame at the sink ({args.steps[0]} session; ms):")
     for name in names:
         values = latency[name] or [float("nan")]

@@ -19,9 +19,10 @@ from fault_drill import chunk_numbers, numbered_chunk
 from geminilive.emulator import Faults, LiveEmulator
 from geminilive.emulator.models import ScriptModel, ScriptTurn, ToneModel
 from geminilive.errors import GeminiLiveError
-from geminilive.integrations.livekit import RealtimeModel
+from geminilive.integrations.livekit import ModelFailed, RealtimeModel
 from geminilive.messages import FunctionCall
 from geminilive.session import ReconnectPolicy
+from geminilive.watchdog import WatchdogConfig
 
 SLOW_RECONNECT = {"reconnect": ReconnectPolicy(initial_delay_s=0.25, max_delay_s=0.5)}
 
@@ -197,6 +198,43 @@ def test_token_usage_is_reported_as_livekit_realtime_metrics() -> None:
                 await s.until(lambda: usage(), "usage")
         first = usage()[0]
         assert first.input_tokens > 0 and first.ttft > 0
+
+    run(scenario())
+
+
+def test_the_models_silent_failures_are_recoverable_livekit_errors() -> None:
+    """The first reply is rejected, the second near-silent: each is a recoverable error
+    (LiveKit's session goes on) naming the failure, and the session counts them."""
+    plan = {0: "rejected", 1: "near_silent"}
+
+    async def scenario() -> None:
+        emulator = LiveEmulator(model="echo", realtime_playback=False, silent_failures=lambda n, _: plan.get(n))
+        async with emulator as emu:
+            agent = Agent(instructions="Hi.")
+            async with agent_session(RealtimeModel(endpoint=emu.url), agent) as s:
+                await s.send_audio(speech_chunks(200))
+                await s.until(lambda: len(s.errors) == 2, "two failures")
+                await s.send_audio(speech_chunks(100, seed=2))
+                await s.until(lambda: s.speaker.seconds() > 1.0, "a good reply after them")
+                stats = agent.realtime_llm_session.session.stats
+        assert [type(e.error.error) for e in s.errors] == [ModelFailed, ModelFailed]
+        assert [e.error.error.failure.kind for e in s.errors] == ["rejected", "near_silent"]
+        assert all(e.error.recoverable for e in s.errors)
+        assert stats.model_failures == 2
+
+    run(scenario())
+
+
+def test_a_generate_reply_that_gets_no_reply_is_noticed() -> None:
+    async def scenario() -> None:
+        emulator = LiveEmulator(model="echo", realtime_playback=False, silent_failures=lambda n, _: "no_reply")
+        async with emulator as emu:
+            model = RealtimeModel(endpoint=emu.url, watchdog=WatchdogConfig(reply_timeout_s=1.0))
+            async with agent_session(model, Agent(instructions="Hi.")) as s:
+                s.session.generate_reply(instructions="Greet the caller.")
+                await s.until(lambda: s.errors, "the failure", timeout_s=5)
+        [error] = s.errors
+        assert error.error.error.failure.kind == "no_reply" and error.error.recoverable
 
     run(scenario())
 

@@ -43,7 +43,7 @@ from livekit.agents import llm, utils
 from livekit.agents.metrics import RealtimeModelMetrics
 from livekit.agents.metrics.base import Metadata
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
-from livekit.agents.utils import is_given
+from livekit.agents.utils import images, is_given
 
 import geminilive
 from geminilive import events as ev
@@ -60,6 +60,7 @@ from geminilive.messages import (
     from_json_tree,
 )
 from geminilive.session import Session
+from geminilive.watchdog import ModelWatchdog, WatchdogConfig
 
 __all__ = ["ModelFailed", "RealtimeModel", "RealtimeSession"]
 
@@ -94,6 +95,12 @@ class RealtimeModel(llm.RealtimeModel):
         endpoint: where to connect (default: the Gemini Developer API).
         connect_options: more keyword arguments of :func:`geminilive.connect`
             (``reconnect=``, ``ssl=``, ``max_buffered_audio_s=``, ...).
+        watchdog: how the model's silent failures are noticed (:mod:`geminilive.watchdog`:
+            rejected or empty turns, replies cut off, near-silent audio, repeated calls, a reply
+            that never comes to a ``generate_reply`` or a turn LiveKit committed); each is a
+            recoverable ``error`` whose ``error`` is a :class:`ModelFailed`, and counted in
+            the session's ``stats.model_failures``. None: not watched. Its ``recovery`` is the
+            conversation's (``geminilive.Conversation``); here the app decides.
     """
 
     def __init__(
@@ -107,6 +114,7 @@ class RealtimeModel(llm.RealtimeModel):
         config: LiveConfig | None = None,
         endpoint: str | None = None,
         connect_options: Mapping[str, Any] | None = None,
+        watchdog: WatchdogConfig | None = WatchdogConfig(),  # noqa: B008 (frozen: one is fine)
     ) -> None:
         base = config or LiveConfig(input_audio_transcription=True, output_audio_transcription=True)
         self._config = msgspec.structs.replace(
@@ -118,6 +126,7 @@ class RealtimeModel(llm.RealtimeModel):
         self._model_name = model or DEFAULT_MODEL
         self._api_key, self._endpoint = api_key, endpoint
         self._connect_options = dict(connect_options or {})
+        self._watchdog_config = watchdog
         audio_out = "TEXT" not in (base.response_modalities or ["AUDIO"])
         super().__init__(
             capabilities=llm.RealtimeCapabilities(
@@ -191,6 +200,9 @@ class RealtimeSession(llm.RealtimeSession):
         self._pending_reply: asyncio.Future[llm.GenerationCreatedEvent] | None = None
         self._in_user_activity = False
         self._closed = False
+        manual = realtime_model._config.automatic_activity_detection is False
+        config = realtime_model._watchdog_config
+        self._watchdog = ModelWatchdog(config, manual_activity=manual) if config is not None else None
         self._main = asyncio.create_task(self._run(), name="geminilive-livekit-session")
 
     # --- configuration -------------------------------------------------------------------------
@@ -280,8 +292,6 @@ class RealtimeSession(llm.RealtimeSession):
         self._send("send_audio", pcm, frame.sample_rate)
 
     def push_video(self, frame: rtc.VideoFrame) -> None:
-        from livekit.agents.utils import images
-
         options = images.EncodeOptions(format="JPEG", quality=75)
         self._send("send_video_frame", images.encode(frame, options), "image/jpeg")
 
@@ -304,6 +314,7 @@ class RealtimeSession(llm.RealtimeSession):
             text = INSTRUCTIONS_TEMPLATE.format(content=instructions)
             turns.append(Content(role="user", parts=[Part(text=text)]))
         self._send("send_client_content", turns, True)
+        self._user_turn_ended()
         timer = asyncio.get_running_loop().call_later(10.0, self._reply_timed_out, reply)
         reply.add_done_callback(lambda _: timer.cancel())
         return reply
@@ -323,6 +334,12 @@ class RealtimeSession(llm.RealtimeSession):
         if self._in_user_activity:
             self._in_user_activity = False
             self._send("activity_end")
+            self._user_turn_ended()
+
+    def _user_turn_ended(self) -> None:
+        """A turn the client ended: a reply is owed (the server's VAD ends the others unseen)."""
+        if self._watchdog is not None:
+            self._watchdog.user_turn_ended(time.monotonic())
 
     def commit_audio(self) -> None:
         """The end of the user's turn when LiveKit detects turns (automatic detection off)."""
@@ -378,11 +395,14 @@ class RealtimeSession(llm.RealtimeSession):
             self._session = session
             if self._live_config() != config:  # changed while the connection was being opened
                 self._setup_changed()
-            sender = asyncio.create_task(self._send_outbox(session))
+            helpers = [asyncio.create_task(self._send_outbox(session))]
+            if self._watchdog is not None:
+                helpers.append(asyncio.create_task(self._watch(session, self._watchdog)))
             try:
                 await self._receive(session)
             finally:
-                sender.cancel()
+                for task in helpers:
+                    task.cancel()
         finally:
             self._session = None
             self._finish_generation()
@@ -400,9 +420,25 @@ class RealtimeSession(llm.RealtimeSession):
     async def _receive(self, session: Session) -> None:
         try:
             async for event in session:
+                if self._watchdog is not None:
+                    now, turns = time.monotonic(), session.protocol.user_turns_started
+                    for failure in self._watchdog.on_event(event, now, user_turns_started=turns):
+                        self._model_failed(session, failure)
                 self._on_event(event)
         except GeminiLiveError as exc:
             self._error(exc, recoverable=False)
+
+    async def _watch(self, session: Session, watchdog: ModelWatchdog) -> None:
+        """The failures only time shows (a reply that never comes)."""
+        while True:
+            await asyncio.sleep(min(0.25, watchdog.config.reply_timeout_s / 4))
+            for failure in watchdog.check(time.monotonic()):
+                self._model_failed(session, failure)
+
+    def _model_failed(self, session: Session, failure: ev.ModelFailure) -> None:
+        _log.warning("the model failed (%s): %s", failure.kind, failure.detail)
+        session.count_model_failure()
+        self._error(ModelFailed(failure), recoverable=True)
 
     def _error(self, exc: Exception, *, recoverable: bool) -> None:
         self.emit(
@@ -465,8 +501,6 @@ class RealtimeSession(llm.RealtimeSession):
             if isinstance(event, ev.ResumptionFailed):
                 _log.warning("resumption refused (%s): %d turns seeded", event.reason, event.seeded_turns)
             self.emit("session_reconnected", llm.RealtimeSessionReconnectedEvent())
-        elif isinstance(event, ev.ModelFailure):
-            self._error(ModelFailed(event), recoverable=True)
 
     def _push_text(self, generation: _Generation, text: str) -> None:
         if text and not generation.text_ch.closed:
