@@ -19,7 +19,7 @@ from geminilive.emulator import Faults, LiveEmulator
 from geminilive.emulator.models import ScriptModel, ScriptTurn, ToneModel, UserTurn
 from geminilive.messages import FunctionCall
 from geminilive.tools import ToolRegistry
-from geminilive.watchdog import ModelWatchdog, WatchdogConfig
+from geminilive.watchdog import ModelWatchdog, SessionWatcher, WatchdogConfig
 
 
 def chunk(level: float, seconds: float = 0.04, rate: int = 24000) -> ev.AudioChunk:
@@ -296,3 +296,51 @@ def test_a_drill_with_failures_in_a_row_detects_and_recovers_each_and_loses_no_a
     assert (report.resumed, report.fresh_starts) == (3, 2), "one reconnect per ladder past its first step"
     assert report.lost == 0 and report.fresh_session_audio_identical
     assert not [a.turn for a in report.turns if a.detected and not a.injected], "nothing in the clean turns"
+
+
+@pytest.mark.parametrize("turn", ["client turn", "activity end"])
+def test_a_session_watcher_times_the_turns_the_client_ended(turn: str) -> None:
+    """For code that reads the session itself (the framework integrations): a client turn,
+    or pushed to talk an activityEnd, owes a reply; none comes to the first, and that is a
+    no_reply, counted by the session; the reply to the second is no alarm."""
+    config = LiveConfig(automatic_activity_detection=False) if turn == "activity end" else LiveConfig()
+    loud = (np.sin(np.arange(16000) / 5) * 12000).astype("<i2").tobytes()
+
+    async def scenario() -> tuple[list[ev.ModelFailure], list[ev.Event], int]:
+        plan = fail_replies(0, failure="no_reply")
+        async with LiveEmulator(model="echo", realtime_playback=False, silent_failures=plan) as emu:
+            async with geminilive.connect(endpoint=emu.url, config=config) as session:
+                failures: list[ev.ModelFailure] = []
+                seen: list[ev.Event] = []
+                watcher = SessionWatcher(session, WatchdogConfig(reply_timeout_s=0.5), failures.append)
+
+                async def receive() -> None:
+                    async for event in session:
+                        watcher.observe(event)
+                        seen.append(event)
+
+                tasks = [asyncio.create_task(watcher.watch()), asyncio.create_task(receive())]
+
+                async def one_turn() -> None:
+                    if turn == "client turn":
+                        await session.send_client_content("Hello.")
+                    else:
+                        await session.activity_start()
+                        await session.send_audio(loud)
+                        await session.activity_end()
+
+                await one_turn()
+                await asyncio.sleep(1.0)  # no reply: the poll notices
+                await one_turn()
+                async with asyncio.timeout(5):
+                    while not any(isinstance(e, ev.TurnComplete) for e in seen):
+                        await asyncio.sleep(0.01)
+                await asyncio.sleep(1.0)
+                for task in tasks:
+                    task.cancel()
+                return failures, seen, session.stats.model_failures
+
+    failures, seen, counted = run(scenario())
+    assert [f.kind for f in failures] == ["no_reply"]
+    assert counted == 1
+    assert any(isinstance(e, ev.AudioChunk) for e in seen), "the second turn was answered"

@@ -16,8 +16,11 @@ or two; speech is around -20 dBFS), so that a normal conversation never trips th
 
 from __future__ import annotations
 
+import asyncio
 import math
-from typing import Literal
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 import numpy as np
@@ -25,7 +28,10 @@ import numpy as np
 from geminilive import events as ev
 from geminilive.tools import call_key
 
-__all__ = ["RECOVERIES", "ModelWatchdog", "WatchdogConfig"]
+if TYPE_CHECKING:
+    from geminilive.session import Session
+
+__all__ = ["RECOVERIES", "ModelWatchdog", "SessionWatcher", "WatchdogConfig"]
 
 Recovery = Literal["none", "reprompt", "reconnect", "fresh"]
 RECOVERIES = ("none", "reprompt", "reconnect", "fresh")
@@ -226,7 +232,9 @@ class ModelWatchdog:
             return []
         self._level_judged = True
         audio, self._audio = np.concatenate(self._audio), []
-        rms = math.sqrt(float(audio @ audio) / len(audio))
+        # (Not ``audio @ audio``: that is a BLAS call, after which OpenBLAS's threads spin busy
+        # for a while: 40 ms of CPU per second with one session on this 2-core box.)
+        rms = math.sqrt(float(np.mean(np.square(audio))))
         dbfs = 20 * math.log10(max(rms, 1e-3) / 32768)
         if dbfs < self.config.silent_dbfs:
             self._turn_failed = True
@@ -243,3 +251,53 @@ class ModelWatchdog:
             detail = f"{share:.0%} of the reply's energy at {peak * rate / len(audio):.0f} Hz: a tone, not speech"
             return [ev.ModelFailure(kind="tone", detail=detail)]
         return []
+
+
+class SessionWatcher:
+    """A watchdog on a session whose events the caller reads itself (the framework
+    integrations do): pass it each event (:meth:`observe`) and run :meth:`watch` beside. The
+    user's turns end where the client ended them (``activityEnd``, a client turn); with the
+    service's own activity detection, a turn it ends unseen is not timed (``no_reply``), the
+    other failures are. Each failure is counted in the session's stats and passed to
+    ``on_failure``; what to do about it is the caller's.
+    (:class:`geminilive.Conversation` drives its own, with its local VAD and recoveries.)"""
+
+    def __init__(self, session: Session, config: WatchdogConfig, on_failure: Callable[[ev.ModelFailure], None]) -> None:
+        realtime = session.protocol.setup.realtime_input_config
+        detection = realtime.automatic_activity_detection if realtime else None
+        self.watchdog = ModelWatchdog(config, manual_activity=bool(detection and detection.disabled))
+        self.session = session
+        self.on_failure = on_failure
+        self._turn_ends = self._client_turn_ends()
+
+    def _client_turn_ends(self) -> int:
+        protocol = self.session.protocol
+        client_turns = protocol.user_turns_started - protocol.activity_starts
+        return protocol.activity_ends + client_turns
+
+    def _note_turn_ends(self, now: float) -> None:
+        ends = self._client_turn_ends()
+        if ends != self._turn_ends:
+            self._turn_ends = ends
+            self.watchdog.user_turn_ended(now)
+
+    def observe(self, event: ev.Event) -> None:
+        now = time.monotonic()
+        self._note_turn_ends(now)  # before the event: a reply faster than the poll counts
+        started = self.session.protocol.user_turns_started
+        for failure in self.watchdog.on_event(event, now, user_turns_started=started):
+            self._failed(failure)
+
+    async def watch(self) -> None:
+        """The failures only time shows (a reply that never comes); runs until cancelled."""
+        poll_s = min(0.25, self.watchdog.config.reply_timeout_s / 4)  # late by a quarter at most
+        while True:
+            await asyncio.sleep(poll_s)
+            now = time.monotonic()
+            self._note_turn_ends(now)
+            for failure in self.watchdog.check(now):
+                self._failed(failure)
+
+    def _failed(self, failure: ev.ModelFailure) -> None:
+        self.session.count_model_failure()
+        self.on_failure(failure)

@@ -198,6 +198,34 @@ def test_token_usage_is_reported_as_pipecat_usage_metrics() -> None:
     run(scenario())
 
 
+def test_the_models_silent_failures_are_pipecat_events() -> None:
+    """The first reply is rejected, the second near-silent: each an ``on_model_failure``
+    event, counted by the session; the pipeline goes on to the next reply."""
+    plan = {0: "rejected", 1: "near_silent"}
+
+    async def scenario() -> None:
+        emulator = LiveEmulator(model="echo", realtime_playback=False, silent_failures=lambda n, _: plan.get(n))
+        async with emulator as emu:
+            service = GeminiLiveService(endpoint=emu.url)
+            failures: list = []
+
+            @service.event_handler("on_model_failure")
+            async def on_model_failure(_service: object, failure: object) -> None:
+                failures.append(failure)
+
+            async with pipeline(service) as p:
+                await p.send_audio(speech_chunks(200))
+                await p.until(lambda: len(failures) == 2, "two failures")
+                await p.send_audio(speech_chunks(100, seed=2))
+                await p.until(lambda: audio_s(p.frames(TTSAudioRawFrame)) > 1.0, "a good reply after them")
+                stats = service.session.stats
+                errors = p.frames(ErrorFrame, direction="up")
+        assert [f.kind for f in failures] == ["rejected", "near_silent"]
+        assert stats.model_failures == 2 and not errors
+
+    run(scenario())
+
+
 FAULTS = {
     "1011 close": Faults(close_after_client_messages=40, close_code=1011),
     "silent drop": Faults(drop_after_client_messages=40),

@@ -60,7 +60,7 @@ from geminilive.messages import (
     from_json_tree,
 )
 from geminilive.session import Session
-from geminilive.watchdog import ModelWatchdog, WatchdogConfig
+from geminilive.watchdog import SessionWatcher, WatchdogConfig
 
 __all__ = ["ModelFailed", "RealtimeModel", "RealtimeSession"]
 
@@ -200,9 +200,6 @@ class RealtimeSession(llm.RealtimeSession):
         self._pending_reply: asyncio.Future[llm.GenerationCreatedEvent] | None = None
         self._in_user_activity = False
         self._closed = False
-        manual = realtime_model._config.automatic_activity_detection is False
-        config = realtime_model._watchdog_config
-        self._watchdog = ModelWatchdog(config, manual_activity=manual) if config is not None else None
         self._main = asyncio.create_task(self._run(), name="geminilive-livekit-session")
 
     # --- configuration -------------------------------------------------------------------------
@@ -314,7 +311,6 @@ class RealtimeSession(llm.RealtimeSession):
             text = INSTRUCTIONS_TEMPLATE.format(content=instructions)
             turns.append(Content(role="user", parts=[Part(text=text)]))
         self._send("send_client_content", turns, True)
-        self._user_turn_ended()
         timer = asyncio.get_running_loop().call_later(10.0, self._reply_timed_out, reply)
         reply.add_done_callback(lambda _: timer.cancel())
         return reply
@@ -334,12 +330,6 @@ class RealtimeSession(llm.RealtimeSession):
         if self._in_user_activity:
             self._in_user_activity = False
             self._send("activity_end")
-            self._user_turn_ended()
-
-    def _user_turn_ended(self) -> None:
-        """A turn the client ended: a reply is owed (the server's VAD ends the others unseen)."""
-        if self._watchdog is not None:
-            self._watchdog.user_turn_ended(time.monotonic())
 
     def commit_audio(self) -> None:
         """The end of the user's turn when LiveKit detects turns (automatic detection off)."""
@@ -396,10 +386,12 @@ class RealtimeSession(llm.RealtimeSession):
             if self._live_config() != config:  # changed while the connection was being opened
                 self._setup_changed()
             helpers = [asyncio.create_task(self._send_outbox(session))]
-            if self._watchdog is not None:
-                helpers.append(asyncio.create_task(self._watch(session, self._watchdog)))
+            watcher = None
+            if self._owner._watchdog_config is not None:
+                watcher = SessionWatcher(session, self._owner._watchdog_config, self._model_failed)
+                helpers.append(asyncio.create_task(watcher.watch()))
             try:
-                await self._receive(session)
+                await self._receive(session, watcher)
             finally:
                 for task in helpers:
                     task.cancel()
@@ -417,27 +409,17 @@ class RealtimeSession(llm.RealtimeSession):
                 _log.debug("%s after the session ended: %s", name, exc)
                 return
 
-    async def _receive(self, session: Session) -> None:
+    async def _receive(self, session: Session, watcher: SessionWatcher | None) -> None:
         try:
             async for event in session:
-                if self._watchdog is not None:
-                    now, turns = time.monotonic(), session.protocol.user_turns_started
-                    for failure in self._watchdog.on_event(event, now, user_turns_started=turns):
-                        self._model_failed(session, failure)
+                if watcher is not None:
+                    watcher.observe(event)
                 self._on_event(event)
         except GeminiLiveError as exc:
             self._error(exc, recoverable=False)
 
-    async def _watch(self, session: Session, watchdog: ModelWatchdog) -> None:
-        """The failures only time shows (a reply that never comes)."""
-        while True:
-            await asyncio.sleep(min(0.25, watchdog.config.reply_timeout_s / 4))
-            for failure in watchdog.check(time.monotonic()):
-                self._model_failed(session, failure)
-
-    def _model_failed(self, session: Session, failure: ev.ModelFailure) -> None:
+    def _model_failed(self, failure: ev.ModelFailure) -> None:
         _log.warning("the model failed (%s): %s", failure.kind, failure.detail)
-        session.count_model_failure()
         self._error(ModelFailed(failure), recoverable=True)
 
     def _error(self, exc: Exception, *, recoverable: bool) -> None:

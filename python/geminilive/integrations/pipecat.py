@@ -78,6 +78,7 @@ from geminilive.config import DEFAULT_MODEL, LiveConfig
 from geminilive.errors import GeminiLiveError
 from geminilive.messages import Content, FunctionResponse, Tool, from_json_tree
 from geminilive.session import Session
+from geminilive.watchdog import SessionWatcher, WatchdogConfig
 
 __all__ = ["GeminiLiveService"]
 
@@ -104,6 +105,11 @@ class GeminiLiveService(LLMService):
             the model answer them at once.
         end_of_reply_timeout_s: an ``EndFrame`` that comes while the model is answering waits
             for the reply's end (as with ``GeminiLiveLLMService``), this long at most.
+        watchdog: how the model's silent failures are noticed (:mod:`geminilive.watchdog`:
+            rejected or empty turns, replies cut off, near-silent audio, repeated calls, no
+            reply to a turn the client ended); each is an ``on_model_failure`` event (a
+            :class:`geminilive.events.ModelFailure`) and counted in the session's
+            ``stats.model_failures``. None: not watched.
     """
 
     adapter_class = GeminiLiveLLMAdapter
@@ -122,6 +128,7 @@ class GeminiLiveService(LLMService):
         start_audio_paused: bool = False,
         inference_on_context_initialization: bool = True,
         end_of_reply_timeout_s: float = 30.0,
+        watchdog: WatchdogConfig | None = WatchdogConfig(),  # noqa: B008 (frozen: one is fine)
         **kwargs: Any,
     ) -> None:
         # Pipecat's generic settings that a LiveConfig holds instead are None: "not used".
@@ -152,6 +159,8 @@ class GeminiLiveService(LLMService):
         self._inference_on_context_initialization = inference_on_context_initialization
         self._session: Session | None = None
         self._receiver: Any = None
+        self._watchdog_config = watchdog
+        self._watcher: Any = None  # the task polling the session's watchdog
         self._context: LLMContext | None = None
         self._output_rate = 24000
         self._output_resampler: Resampler | None = None
@@ -212,13 +221,18 @@ class GeminiLiveService(LLMService):
             message = f"Gemini Live: could not connect: {exc}"
             await self.push_error(message, exception=exc, force_treat_as_permanent=True)
             return
-        self._receiver = self.create_task(self._receive(self._session), name="geminilive-receive")
+        watcher = None
+        if self._watchdog_config is not None:
+            watcher = SessionWatcher(self._session, self._watchdog_config, self._model_failed)
+            self._watcher = self.create_task(watcher.watch(), name="geminilive-watchdog")
+        self._receiver = self.create_task(self._receive(self._session, watcher), name="geminilive-receive")
 
     async def _disconnect(self) -> None:
         session, self._session = self._session, None
-        if self._receiver is not None:
-            await self.cancel_task(self._receiver)
-            self._receiver = None
+        for task in (self._receiver, self._watcher):
+            if task is not None:
+                await self.cancel_task(task)
+        self._receiver = self._watcher = None
         if session is not None:
             await session.close()
 
@@ -330,9 +344,11 @@ class GeminiLiveService(LLMService):
 
     # --- events out ----------------------------------------------------------------------------
 
-    async def _receive(self, session: Session) -> None:
+    async def _receive(self, session: Session, watcher: SessionWatcher | None) -> None:
         try:
             async for event in session:
+                if watcher is not None:
+                    watcher.observe(event)
                 await self._on_event(event)
         except GeminiLiveError as exc:
             if self._session is session:
@@ -368,8 +384,10 @@ class GeminiLiveService(LLMService):
             await self._call_event_handler("on_reconnecting", event)
         elif isinstance(event, ev.Resumed | ev.ResumptionFailed):
             await self._call_event_handler("on_resumed", event)
-        elif isinstance(event, ev.ModelFailure):
-            await self._call_event_handler("on_model_failure", event)
+
+    def _model_failed(self, failure: ev.ModelFailure) -> None:
+        _log.warning("the model failed (%s): %s", failure.kind, failure.detail)
+        self.create_task(self._call_event_handler("on_model_failure", failure), name="geminilive-model-failure")
 
     async def _start_response(self, *, speech: bool = True) -> None:
         """The frames that open a response (``TTSStartedFrame`` too once it speaks)."""
