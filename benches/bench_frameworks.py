@@ -12,11 +12,12 @@ too) and with geminilive's, against the same emulator.
 2. **End of user speech to the first bot audio frame** out of the service: the time the last
    loud chunk of a turn went in to the first ``TTSAudioRawFrame`` of the reply at the sink
    (the emulator's VAD and reply are the same for both), median and p95.
-3. **CPU per session-second** with 1, 10 and 50 pipelines in this process (``--steps``), each
-   streaming at real-time pace for ``--seconds``; the emulator runs in another process (TLS in
-   Rust). Both pipelines end at 48 kHz: geminilive's service resamples itself; Pipecat's
-   output transport would resample its 24 kHz frames with ``create_stream_resampler()``
-   (soxr VHQ), so its pipeline has a processor doing just that.
+3. **CPU per session-second** with 1, 10 and 50 pipelines in one process (``--steps``; a
+   fresh process for each series and step), each streaming at real-time pace for
+   ``--seconds``; the emulator runs in another process (TLS in Rust). Both pipelines end at
+   48 kHz: geminilive's service resamples itself; Pipecat's output transport would resample
+   its 24 kHz frames with ``create_stream_resampler()`` (soxr VHQ), so its pipeline has a
+   processor doing just that.
 4. **The delay the output resampling adds** (24 kHz to 48 kHz): an impulse fed in 1 ms
    chunks, and how much input had gone in when its peak came out.
 
@@ -339,6 +340,26 @@ async def cpu_run(framework: str, name: str, count: int, seconds: float, url: st
     }
 
 
+def cpu_run_child(framework: str, name: str, count: int, seconds: float, url: str, tls: LoopbackTls, out: Any) -> None:
+    logger.remove()
+    logging.getLogger("livekit").setLevel(logging.CRITICAL)
+    out.put(asyncio.run(cpu_run(framework, name, count, seconds, url, tls)))
+
+
+async def cpu_run_apart(framework: str, name: str, count: int, seconds: float, url: str, tls: LoopbackTls) -> Any:
+    """``cpu_run`` in a process of its own: nothing a run leaves behind (tasks, sockets,
+    garbage, a closed session's retries) is billed to the next."""
+    spawn = multiprocessing.get_context("spawn")
+    out = spawn.Queue()
+    child = spawn.Process(target=cpu_run_child, args=(framework, name, count, seconds, url, tls, out))
+    child.start()
+    try:
+        return await asyncio.to_thread(out.get, timeout=seconds + 120)
+    finally:
+        child.join(timeout=30)
+        child.kill()
+
+
 # --- 4. resampling delay ----------------------------------------------------------------------
 
 
@@ -422,7 +443,8 @@ async def cpu_table(
     )
     latency: dict[str, list[float]] = {}
     for count in args.steps:
-        row = {name: await cpu_run(framework, name, count, args.seconds, url, tls) for name in ("framework", *names)}
+        series = ("framework", *names)
+        row = {name: await cpu_run_apart(framework, name, count, args.seconds, url, tls) for name in series}
         for name in names:
             latency.setdefault(name, []).extend(row[name]["latencies_ms"] if count == args.steps[0] else [])
         base = row["framework"]["cpu_ms_per_session_s"]
