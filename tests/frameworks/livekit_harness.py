@@ -10,6 +10,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 
+from framework_util import until
 from livekit import rtc
 from livekit.agents import Agent, AgentSession
 from livekit.agents.voice import io
@@ -74,12 +75,8 @@ class Run:
     def said(self, role: str) -> list[str]:
         return [item.text_content for item in self.items if getattr(item, "role", None) == role]
 
-    async def until(self, condition: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not condition():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
-            await asyncio.sleep(0.01)
+    async def until(self, condition: Callable[[], object], what: str, timeout_s: float = 20.0) -> None:
+        await until(condition, what, timeout_s)
 
     async def send_audio(self, chunks: list[bytes], *, rate: int = 16000, pace_s: float = 0.005) -> None:
         for chunk in chunks:

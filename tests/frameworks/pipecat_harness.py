@@ -9,6 +9,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
+from framework_util import until
 from pipecat.frames.frames import EndFrame, Frame, InputAudioRawFrame
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
@@ -51,12 +52,8 @@ class Run:
         self._drain()
         return [f for f in getattr(self, direction) if isinstance(f, kind)]
 
-    async def until(self, condition: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not condition():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
-            await asyncio.sleep(0.01)
+    async def until(self, condition: Callable[[], object], what: str, timeout_s: float = 20.0) -> None:
+        await until(condition, what, timeout_s)
 
     async def send(self, frame: Frame) -> None:
         await self.worker.queue_frame(frame)

@@ -10,27 +10,19 @@ import asyncio
 
 import numpy as np
 import pytest
+from framework_util import FAULTS, SLOW_RECONNECT, speech_chunks
 from livekit.agents import Agent, function_tool
 from livekit.agents.metrics import RealtimeModelMetrics
 from livekit_harness import agent_session
 
 from audio_util import run
-from fault_drill import chunk_numbers, numbered_chunk
+from fault_drill import chunk_numbers
 from geminilive.emulator import Faults, LiveEmulator
 from geminilive.emulator.models import ScriptModel, ScriptTurn, ToneModel
 from geminilive.errors import GeminiLiveError
 from geminilive.integrations.livekit import ModelFailed, RealtimeModel
 from geminilive.messages import FunctionCall
-from geminilive.session import ReconnectPolicy
 from geminilive.watchdog import WatchdogConfig
-
-SLOW_RECONNECT = {"reconnect": ReconnectPolicy(initial_delay_s=0.25, max_delay_s=0.5)}
-
-
-def speech_chunks(count: int, seed: int = 0) -> list[bytes]:
-    """Numbered 20 ms chunks of speech-like bursts (a user turn every 2 s for the emulator)."""
-    rng = np.random.default_rng(seed)
-    return [numbered_chunk(n, rng) for n in range(count)]
 
 
 def test_an_agent_session_speaks_to_the_emulator_and_gets_the_reply_audio() -> None:
@@ -237,13 +229,6 @@ def test_a_generate_reply_that_gets_no_reply_is_noticed() -> None:
         assert error.error.error.failure.kind == "no_reply" and error.error.recoverable
 
     run(scenario())
-
-
-FAULTS = {
-    "1011 close": Faults(close_after_client_messages=40, close_code=1011),
-    "silent drop": Faults(drop_after_client_messages=40),
-    "goAway": Faults(go_away_after_s=0.4, go_away_time_left_s=0.3),
-}
 
 
 @pytest.mark.parametrize("fault", FAULTS.values(), ids=FAULTS.keys())

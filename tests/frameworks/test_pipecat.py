@@ -8,8 +8,8 @@ import asyncio
 import subprocess
 import sys
 
-import numpy as np
 import pytest
+from framework_util import FAULTS, SLOW_RECONNECT, speech_chunks
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.frames.frames import (
@@ -32,23 +32,12 @@ from pipecat.services.llm_service import FunctionCallParams
 from pipecat_harness import pipeline
 
 from audio_util import run
-from fault_drill import chunk_numbers, numbered_chunk
+from fault_drill import chunk_numbers
 from geminilive.emulator import Faults, LiveEmulator
 from geminilive.emulator.models import ScriptModel, ScriptTurn, ToneModel
 from geminilive.errors import GeminiLiveError
 from geminilive.integrations.pipecat import GeminiLiveService
 from geminilive.messages import FunctionCall
-from geminilive.session import ReconnectPolicy
-
-# A reconnect that takes as long as one over the internet, so user audio keeps coming while
-# there is no connection (on loopback it is over between two frames).
-SLOW_RECONNECT = {"reconnect": ReconnectPolicy(initial_delay_s=0.25, max_delay_s=0.5)}
-
-
-def speech_chunks(count: int, seed: int = 0) -> list[bytes]:
-    """Numbered 20 ms chunks of speech-like bursts (a user turn every 2 s for the emulator)."""
-    rng = np.random.default_rng(seed)
-    return [numbered_chunk(n, rng) for n in range(count)]
 
 
 def audio_s(frames: list[TTSAudioRawFrame]) -> float:
@@ -224,13 +213,6 @@ def test_the_models_silent_failures_are_pipecat_events() -> None:
         assert stats.model_failures == 2 and not errors
 
     run(scenario())
-
-
-FAULTS = {
-    "1011 close": Faults(close_after_client_messages=40, close_code=1011),
-    "silent drop": Faults(drop_after_client_messages=40),
-    "goAway": Faults(go_away_after_s=0.4, go_away_time_left_s=0.3),
-}
 
 
 @pytest.mark.parametrize("fault", FAULTS.values(), ids=FAULTS.keys())

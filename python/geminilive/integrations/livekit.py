@@ -452,15 +452,7 @@ class RealtimeSession(llm.RealtimeSession):
         elif isinstance(event, ev.InputTranscription) and generation is not None and event.text:
             text = event.text.lstrip() if not generation.input_text else event.text
             generation.input_text += text
-            self.emit(
-                "input_audio_transcription_completed",
-                llm.InputTranscriptionCompleted(
-                    item_id=generation.input_id,
-                    transcript=generation.input_text,
-                    is_final=False,
-                    turn_started_at=generation.created_at,
-                ),
-            )
+            self._user_transcript(generation, final=False)
         elif isinstance(event, ev.GenerationComplete) and generation is not None:
             generation.completed_at = time.time()
             generation.close_output()  # turnComplete waits for the playout; the reply is whole
@@ -483,6 +475,16 @@ class RealtimeSession(llm.RealtimeSession):
             if isinstance(event, ev.ResumptionFailed):
                 _log.warning("resumption refused (%s): %d turns seeded", event.reason, event.seeded_turns)
             self.emit("session_reconnected", llm.RealtimeSessionReconnectedEvent())
+
+    def _user_transcript(self, generation: _Generation, *, final: bool) -> None:
+        """What the user said in the turn so far (LiveKit replaces it with each)."""
+        transcript = llm.InputTranscriptionCompleted(
+            item_id=generation.input_id,
+            transcript=generation.input_text,
+            is_final=final,
+            turn_started_at=generation.created_at,
+        )
+        self.emit("input_audio_transcription_completed", transcript)
 
     def _push_text(self, generation: _Generation, text: str) -> None:
         if text and not generation.text_ch.closed:
@@ -533,15 +535,7 @@ class RealtimeSession(llm.RealtimeSession):
         generation.done = True
         self.emit("input_speech_stopped", llm.InputSpeechStoppedEvent(user_transcription_enabled=False))
         if generation.input_text:
-            self.emit(
-                "input_audio_transcription_completed",
-                llm.InputTranscriptionCompleted(
-                    item_id=generation.input_id,
-                    transcript=generation.input_text,
-                    is_final=True,
-                    turn_started_at=generation.created_at,
-                ),
-            )
+            self._user_transcript(generation, final=True)
             self._chat_ctx.add_message(role="user", content=generation.input_text, id=generation.input_id)
         if generation.output_text:
             self._chat_ctx.add_message(role="assistant", content=generation.output_text, id=generation.response_id)
