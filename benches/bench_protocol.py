@@ -37,6 +37,7 @@ class FakeSocket:
     connection's direct write); every recv returns the same frame. Neither side frames."""
 
     must_drain = False
+    arrival_stamp = None  # (what geminilive's WebSocket notes as a message arrives: nothing here)
 
     def __init__(self, frame: bytes) -> None:
         self.frame = frame
