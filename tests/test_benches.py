@@ -25,8 +25,8 @@ EXPECTED = {
     "bench_latency.py": ["geminilive", "reference", "intr->sil"],
 }
 NEEDS_AUDIO = {"bench_devices.py", "bench_conversation.py", "bench_latency.py"}
-# Run in the frameworks' venv, by tests/frameworks/test_bench_frameworks.py.
-ELSEWHERE = {"bench_frameworks.py"}
+# Run in the frameworks' venv, by tests/frameworks/test_bench_frameworks.py and test_bench_phone.py.
+ELSEWHERE = {"bench_frameworks.py", "bench_phone.py"}
 # Seconds a quick run may take: bench_abi3 builds the extension twice first (a minute from scratch).
 TIMEOUT_S = {"bench_abi3.py": 400}
 

@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import pytest
-from websockets.asyncio.client import connect as ws_connect
 
 import geminilive
 from audio_util import run, speak
@@ -22,80 +21,7 @@ from geminilive.pcm import f32_to_s16le
 from geminilive.telephony import decode, encode
 from geminilive.telephony.server import PhoneServer, twiml
 from geminilive.telephony.twilio import CallerAudio, TwilioProtocolError, TwilioStream
-
-FRAME = 160  # 20 ms at 8 kHz
-
-
-class Caller:
-    """One simulated call: what it heard (μ-law), the clears and marks it got, and when."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.heard = bytearray()
-        self.clears: list[float] = []
-        self.marks_echoed: list[str] = []
-        self._played_until = 0.0  # the playback clock: when what was received has played
-        self._pending_marks: list[tuple[float, str]] = []
-
-    async def __aenter__(self) -> Caller:
-        self.ws = await ws_connect(self.url)
-        self.listener = asyncio.create_task(self._listen())
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.listener.cancel()
-        await asyncio.gather(self.listener, return_exceptions=True)
-        await self.ws.close()
-
-    async def send(self, message: dict) -> None:
-        await self.ws.send(json.dumps(message))
-
-    async def start(self, **parameters: str) -> None:
-        await self.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-        start = {
-            "accountSid": "ACtest", "streamSid": "MZtest", "callSid": "CAtest", "tracks": ["inbound"],
-            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-            "customParameters": parameters,
-        }  # fmt: skip
-        await self.send({"event": "start", "sequenceNumber": "1", "start": start, "streamSid": "MZtest"})
-
-    async def speak(self, codes: bytes) -> None:
-        """Paced as a phone line: a 20 ms frame every 20 ms."""
-        t0 = time.monotonic()
-        for n, i in enumerate(range(0, len(codes), FRAME)):
-            payload = base64.b64encode(codes[i : i + FRAME]).decode()
-            media = {"track": "inbound", "payload": payload}
-            await self.send({"event": "media", "streamSid": "MZtest", "media": media})
-            await asyncio.sleep(max(0.0, t0 + (n + 1) * 0.02 - time.monotonic()))
-
-    async def _listen(self) -> None:
-        ticker = asyncio.create_task(self._echo_marks())
-        try:
-            async for raw in self.ws:
-                message = json.loads(raw)
-                assert message["streamSid"] == "MZtest"
-                now = time.monotonic()
-                if message["event"] == "media":
-                    codes = base64.b64decode(message["media"]["payload"])
-                    self.heard += codes
-                    self._played_until = max(self._played_until, now) + len(codes) / 8000
-                elif message["event"] == "mark":
-                    self._pending_marks.append((self._played_until, message["mark"]["name"]))
-                elif message["event"] == "clear":
-                    self.clears.append(now)
-                    self._played_until = now  # what was held is dropped: marks come back at once
-                    self._pending_marks = [(now, name) for _, name in self._pending_marks]
-        finally:
-            ticker.cancel()
-
-    async def _echo_marks(self) -> None:
-        while True:
-            now = time.monotonic()
-            while self._pending_marks and self._pending_marks[0][0] <= now:
-                _, name = self._pending_marks.pop(0)
-                self.marks_echoed.append(name)
-                await self.send({"event": "mark", "streamSid": "MZtest", "mark": {"name": name}})
-            await asyncio.sleep(0.01)
+from twilio_caller import FRAME, Caller
 
 
 def phone_line(speech: np.ndarray) -> bytes:
