@@ -19,7 +19,7 @@ from audio_util import run
 from fault_drill import chunk_numbers
 from geminilive.emulator import Faults, LiveEmulator
 from geminilive.emulator.models import ScriptModel, ScriptTurn, ToneModel
-from geminilive.errors import GeminiLiveError
+from geminilive.errors import GeminiLiveError, SessionError
 from geminilive.integrations.livekit import ModelFailed, RealtimeModel
 from geminilive.messages import FunctionCall
 from geminilive.watchdog import WatchdogConfig
@@ -264,5 +264,20 @@ def test_a_refused_connection_is_a_livekit_error_with_the_typed_geminilive_error
         [error] = s.errors
         assert isinstance(error.error.error, GeminiLiveError) and not error.error.recoverable
         assert "wrong-key" not in str(error.error.error)
+
+    run(scenario())
+
+
+def test_a_session_the_service_ends_for_good_is_a_livekit_error_that_closes_the_agent_session() -> None:
+    """A normal close (1000) is not resumed: the framework hears of it, as of any other end."""
+
+    async def scenario() -> None:
+        async with LiveEmulator(model="echo", faults=[Faults(close_after_client_messages=20, close_code=1000)]) as emu:
+            async with agent_session(RealtimeModel(endpoint=emu.url), Agent(instructions="Hi.")) as s:
+                await s.send_audio(speech_chunks(40))
+                await s.until(lambda: s.errors, "the error")
+        [error] = s.errors
+        assert isinstance(error.error.error, SessionError) and error.error.error.code == 1000
+        assert not error.error.recoverable
 
     run(scenario())

@@ -35,7 +35,7 @@ from audio_util import run
 from fault_drill import chunk_numbers
 from geminilive.emulator import Faults, LiveEmulator
 from geminilive.emulator.models import ScriptModel, ScriptTurn, ToneModel
-from geminilive.errors import GeminiLiveError
+from geminilive.errors import GeminiLiveError, SessionError
 from geminilive.integrations.pipecat import GeminiLiveService
 from geminilive.messages import FunctionCall
 
@@ -258,3 +258,18 @@ def test_importing_geminilive_imports_no_framework() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     assert "pipecat" in sys.modules  # here they are installed, and imported by the test
+
+
+def test_a_session_the_service_ends_for_good_is_a_permanent_pipecat_error() -> None:
+    """A normal close (1000) is not resumed: the pipeline hears of it, as of any other end."""
+
+    async def scenario() -> None:
+        async with LiveEmulator(model="echo", faults=[Faults(close_after_client_messages=20, close_code=1000)]) as emu:
+            async with pipeline(GeminiLiveService(endpoint=emu.url)) as p:
+                await p.send_audio(speech_chunks(40))
+                await p.until(lambda: p.frames(ErrorFrame, direction="up"), "the error")
+                [error] = p.frames(ErrorFrame, direction="up")
+        assert isinstance(error.exception, SessionError) and error.exception.code == 1000
+        assert "the Live session ended (1000" in error.error
+
+    run(scenario())

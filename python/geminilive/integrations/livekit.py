@@ -50,6 +50,7 @@ from geminilive import events as ev
 from geminilive._native import s16le_to_f32, to_mono
 from geminilive.config import DEFAULT_MODEL, LiveConfig
 from geminilive.errors import GeminiLiveError
+from geminilive.integrations import session_ended
 from geminilive.messages import (
     Content,
     FunctionResponse,
@@ -417,6 +418,9 @@ class RealtimeSession(llm.RealtimeSession):
                 self._on_event(event)
         except GeminiLiveError as exc:
             self._error(exc, recoverable=False)
+        else:
+            if not self._closed:
+                self._error(session_ended(session), recoverable=False)
 
     def _model_failed(self, failure: ev.ModelFailure) -> None:
         _log.warning("the model failed (%s): %s", failure.kind, failure.detail)

@@ -76,6 +76,7 @@ from geminilive import events as ev
 from geminilive._native import Resampler, f32_to_s16le, s16le_to_f32, to_mono
 from geminilive.config import DEFAULT_MODEL, LiveConfig
 from geminilive.errors import GeminiLiveError
+from geminilive.integrations import session_ended
 from geminilive.messages import Content, FunctionResponse, Tool, from_json_tree
 from geminilive.session import Session
 from geminilive.watchdog import SessionWatcher, WatchdogConfig
@@ -353,6 +354,10 @@ class GeminiLiveService(LLMService):
         except GeminiLiveError as exc:
             if self._session is session:
                 await self.push_error(f"Gemini Live: {exc}", exception=exc, force_treat_as_permanent=True)
+        else:
+            if self._session is session:
+                ended = session_ended(session)
+                await self.push_error(f"Gemini Live: {ended}", exception=ended, force_treat_as_permanent=True)
 
     async def _on_event(self, event: ev.Event) -> None:
         if isinstance(event, ev.AudioChunk):
