@@ -64,10 +64,10 @@ from pipecat.transports.websocket.server import (  # noqa: E402
 from pipecat.workers.runner import WorkerRunner  # noqa: E402
 
 import geminilive  # noqa: E402
+from bench_frameworks import emulator_process  # noqa: E402
 from bench_g711 import held_back_ms, to_phone_paths, worst_alias_db  # noqa: E402
 from fault_drill import numbered_chunk  # noqa: E402
 from geminilive import LiveConfig  # noqa: E402
-from geminilive.emulator import LiveEmulator  # noqa: E402
 from geminilive.telephony import encode  # noqa: E402
 from geminilive.telephony.server import PhoneServer  # noqa: E402
 from tls import LoopbackTls, loopback_tls  # noqa: E402
@@ -97,16 +97,6 @@ def free_ports(count: int) -> list[int]:
 
 
 # --- the servers, each in a process of its own ---------------------------------------------------
-
-
-def emulator_process(tls: LoopbackTls, out: Any) -> None:
-    async def main() -> None:
-        emu = LiveEmulator(model="echo", certfile=tls.chain, keyfile=tls.key, realtime_playback=False)
-        await emu.start()
-        out.put(emu.url)
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
 
 
 def geminilive_server(url: str, calls: int, out: Any) -> None:
