@@ -348,3 +348,44 @@ def test_an_interruption_splits_the_reply_into_what_was_heard_and_what_was_not(t
         assert note.turn_complete is False and f'heard only: "{" ".join(heard)}"' in note.turns[0].parts[0].text
     else:
         assert notes == []
+
+
+def test_after_a_barge_in_the_next_turns_are_measured_and_split_where_they_were_heard() -> None:
+    """Audio a clear dropped was pushed but never played: the positions the conversation
+    compares (what played against what was pushed) must count it, or every turn after the
+    first barge-in looks unplayed (no latency, nothing heard)."""
+    words = " ".join(f"w{i}" for i in range(40))
+
+    async def frames(session, played: list[np.ndarray]):
+        speech = np.concatenate([silence(0.2, 16000), chirp(0.4, 16000)])
+        await session.send_text("tell me a long story")
+        for _ in range(2):  # talk over the reply to the text, then over the reply to that
+            start = sum(np.count_nonzero(p) for p in played)
+            while sum(np.count_nonzero(p) for p in played) < start + 24000:
+                yield np.zeros(320, np.float32)
+                await asyncio.sleep(0.02)
+            for i in range(0, len(speech), 320):
+                yield speech[i : i + 320]
+                await asyncio.sleep(0.02)
+        for _ in range(50):
+            yield np.zeros(320, np.float32)
+            await asyncio.sleep(0.02)
+
+    async def scenario():
+        async with LiveEmulator(model=ToneModel(duration_s=4.0, transcript=words), speed=1.5) as emu:
+            config = LiveConfig(silence_duration_ms=200, output_audio_transcription=True)
+            async with geminilive.connect(endpoint=emu.url, config=config) as session:
+                played: list[np.ndarray] = []
+                sink = BufferedSink(played.append)
+                conversation = Conversation(session, source=IteratorSource(frames(session, played), 16000), sink=sink)
+                async with conversation:
+                    await conversation.wait(turns=2, timeout=25)
+                    await asyncio.sleep(0.3)
+                return conversation
+
+    first, second = run(scenario()).metrics[:2]
+    assert first.interrupted and second.interrupted
+    assert second.speech_end_to_first_audio_ms is not None and second.speech_end_to_first_audio_ms > 0
+    assert second.receive_to_play_ms is not None
+    heard = second.heard_transcript.split()
+    assert heard and heard == words.split()[: len(heard)] and second.unheard_transcript

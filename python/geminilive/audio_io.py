@@ -66,7 +66,9 @@ class AudioSink(Protocol):
     @property
     def stats(self) -> PlayoutStats: ...
     def played_time(self) -> tuple[int, float]:
-        """(samples played at the source rate so far, when the latest of them played)."""
+        """(how far into the audio pushed so far, at the source rate, everything has played or
+        been dropped by a clear; when the latest of it played). Dropped audio counts: it is
+        where the next turn's audio starts in the pushed stream."""
         ...
 
     async def close(self) -> None: ...
@@ -199,8 +201,8 @@ class SpeakerSink:
 
     def played_time(self) -> tuple[int, float]:
         pb = self._pb()
-        played = pb.stats.played * OUTPUT_RATE_HZ // pb.device_rate_hz
-        return played, pb.last_callback_s
+        stats = pb.stats
+        return (stats.played + stats.discarded) * OUTPUT_RATE_HZ // pb.device_rate_hz, pb.last_callback_s
 
     async def close(self) -> None:
         if self.playback is not None:
@@ -266,7 +268,8 @@ class BufferedSink:
         return self.buffer.stats
 
     def played_time(self) -> tuple[int, float]:
-        return self.buffer.stats.played, self._last_pull
+        stats = self.buffer.stats
+        return stats.played + stats.discarded, self._last_pull
 
     async def close(self) -> None:
         if self._task is not None:

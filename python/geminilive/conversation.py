@@ -174,6 +174,9 @@ class Conversation:
         self._pushed = 0
         self._pending_plays: list[tuple[int, float, TurnMetrics]] = []
         self._awaiting_first_play: tuple[TurnMetrics, int, float | None] | None = None
+        # A turn whose first audio played before this side's VAD had heard the user stop (the
+        # server's VAD can be the quicker): (the turn, when that audio played).
+        self._played_before_speech_end: tuple[TurnMetrics, float] | None = None
         self._send_delays: list[float] = []
         self._play_delays: dict[int, list[float]] = {}
         self._underruns_at_start = 0
@@ -263,6 +266,7 @@ class Conversation:
             when = timestamp - (self._heard_samples - at) / INPUT_RATE_HZ
             if kind == "end":
                 self._speech_end_at = when
+                self._late_speech_end(when)
                 if self.watchdog is not None and not self.watchdog.manual_activity:
                     self.watchdog.user_turn_ended(when)  # (pushed to talk, activityEnd says it)
                 self._duck(False)  # the user stopped and the server did not cut the model off
@@ -271,6 +275,19 @@ class Conversation:
                     self.sink.clear()
                 elif self.local_barge_in == "duck":
                     self._duck(True)
+
+    def _late_speech_end(self, when: float) -> None:
+        """The user's speech ended (``when``: as the audio says, not as it was detected) and
+        this side's VAD told it after the reply's first audio came: the turn's latency is
+        still from that end (an end after the reply played is a later utterance's)."""
+        if self._awaiting_first_play is not None and self._awaiting_first_play[2] is None:
+            turn, index, _ = self._awaiting_first_play
+            self._awaiting_first_play = (turn, index, when)
+        elif self._played_before_speech_end is not None:
+            turn, played_at = self._played_before_speech_end
+            self._played_before_speech_end = None
+            if when < played_at and turn.speech_end_to_first_audio_ms is None:
+                turn.speech_end_to_first_audio_ms = (played_at - when) * 1000
 
     def _duck(self, down: bool) -> None:
         if down != self._ducked:
@@ -436,6 +453,8 @@ class Conversation:
                 self._awaiting_first_play = None
                 if speech_end is not None:
                     turn.speech_end_to_first_audio_ms = (at - speech_end) * 1000
+                else:
+                    self._played_before_speech_end = (turn, at)
             while self._pending_plays and played > self._pending_plays[0][0]:
                 _, received, turn = self._pending_plays.pop(0)
                 delays = self._play_delays.setdefault(turn.turn, [])
