@@ -170,6 +170,8 @@ def test_a_server_that_keeps_binary_apart_tells_binary_messages_from_text(binary
 def test_server_handshake_check_handler_exit_and_failure() -> None:
     async def scenario():
         def check(protocol: ServerProtocol, request):
+            if request.path == "/strange":
+                raise KeyError("a check that did not expect this request")
             return protocol.reject(404, "nothing here\n") if request.path != "/ok" else None
 
         async def handler(ws: WebSocket):
@@ -182,6 +184,8 @@ def test_server_handshake_check_handler_exit_and_failure() -> None:
         port = server.sockets[0].getsockname()[1]
         with pytest.raises(InvalidStatus, match="404"):
             await ws_connect(f"ws://127.0.0.1:{port}/nope")
+        with pytest.raises(InvalidStatus, match="500"):  # refused, and the server stays up
+            await ws_connect(f"ws://127.0.0.1:{port}/strange")
         # websockets' client offers permessage-deflate: the emulator-side server accepts it.
         async with ws_connect(f"ws://127.0.0.1:{port}/ok") as client:
             await client.send(b"hello " * 100)

@@ -434,7 +434,12 @@ class WebSocket(asyncio.BufferedProtocol):
     def _server_handshake(self, request: Request) -> None:
         assert isinstance(self.protocol, ServerProtocol) and self._server is not None
         protocol = self.protocol
-        response = self._server.check(protocol, request) or protocol.accept(request)
+        try:
+            response = self._server.check(protocol, request) or protocol.accept(request)
+        except Exception:  # a check that failed on a strange request: refuse it, stay up
+            if self._server._logger is not None:
+                self._server._logger.error("checking a handshake request failed", exc_info=True)
+            response = protocol.reject(500, "could not check the request\n")
         protocol.send_response(response)
         self._write_out()
         if protocol.state is _OPEN:
