@@ -193,3 +193,34 @@ def test_phone_workers_share_the_ports_spread_the_calls_and_drain_on_sigterm() -
 def test_phone_workers_need_fixed_ports() -> None:
     result = geminilive("phone", "--workers", "2", "--port", "0")
     assert result.returncode == 2 and "give --port" in result.stderr
+
+
+def test_web_serves_the_page_and_its_relay_with_the_emulator_by_default() -> None:
+    import json
+    import urllib.request
+
+    from websockets.asyncio.client import connect as ws_connect
+
+    from audio_util import run
+
+    env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
+    command = [sys.executable, "-m", "geminilive", "web", "--port", "0"]
+
+    async def hello(port: int) -> dict:
+        async with ws_connect(f"ws://127.0.0.1:{port}/relay", origin=f"http://127.0.0.1:{port}") as relay:  # type: ignore[arg-type]
+            await relay.send(json.dumps({"type": "hello", "client": "cli-test-tab", "sampleRate": 48000}))
+            return json.loads(await relay.recv())
+
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as server:
+        try:
+            assert server.stdout is not None
+            lines = [server.stdout.readline() for _ in range(2)]
+            assert "local emulator" in lines[0]
+            port = int(re.search(r"open http://localhost:(\d+)/", lines[1]).group(1))
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as page:
+                assert b"/static/app.js" in page.read()
+            ready = run(hello(port))
+            assert ready["type"] == "ready" and ready["backend"] == "emulator" and ready["outputRate"] == 48000
+        finally:
+            server.send_signal(signal.SIGTERM)
+            assert server.wait(timeout=20) == 0

@@ -31,6 +31,8 @@ assert "geminilive.integrations.pipecat" in extras, names
 for name in names:
     if name not in extras:
         importlib.import_module(name)
+from geminilive.web import WebServer
+WebServer(lambda: None)  # reads the page's files from the installed package
 print(len(names), "modules")
 """
 
@@ -78,6 +80,8 @@ def test_the_wheel_is_abi3_manylinux_and_holds_one_extension(wheel: Path) -> Non
     names = zipfile.ZipFile(wheel).namelist()
     assert [n for n in names if n.endswith(".so")] == ["geminilive/_native.abi3.so"], names
     assert "geminilive/py.typed" in names and "geminilive/_native.pyi" in names
+    page = {"index.html", "app.js", "capture-worklet.js", "playout-worklet.js", "style.css"}
+    assert page <= {n.removeprefix("geminilive/web/static/") for n in names}, "the web page ships in the wheel"
     assert not [n for n in names if n.startswith("geminilive.libs/")], "libasound stays the system's"
     print(f"wheel: {wheel.name}, {wheel.stat().st_size / 2**20:.1f} MiB")
 

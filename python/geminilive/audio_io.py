@@ -309,12 +309,14 @@ class WavSink(BufferedSink):
 
 
 class CallbackSink(BufferedSink):
-    """Hands each played period to ``callback(samples)`` (telephony bridges, custom outputs);
-    ``output_rate_hz`` resamples to what the callback wants."""
+    """Hands each played period (``period_ms``) to ``callback(samples)`` (telephony bridges,
+    the web relay, custom outputs); ``output_rate_hz`` resamples to what the callback wants."""
 
-    def __init__(self, callback: Callable[[np.ndarray], None], *, output_rate_hz: int = OUTPUT_RATE_HZ) -> None:
+    def __init__(
+        self, callback: Callable[[np.ndarray], None], *, output_rate_hz: int = OUTPUT_RATE_HZ, period_ms: int = 10
+    ) -> None:
         if output_rate_hz != OUTPUT_RATE_HZ:
             resampler = Resampler(OUTPUT_RATE_HZ, output_rate_hz)
-            super().__init__(lambda x: callback(resampler.process(x)))
+            super().__init__(lambda x: callback(resampler.process(x)), period_ms=period_ms)
         else:
-            super().__init__(callback)
+            super().__init__(callback, period_ms=period_ms)

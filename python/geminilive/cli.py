@@ -1,4 +1,4 @@
-"""The ``geminilive`` command: talk, demo, devices, serve, bench."""
+"""The ``geminilive`` command: talk, demo, devices, serve, phone, web, bench."""
 
 from __future__ import annotations
 
@@ -274,6 +274,41 @@ async def _phone(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _web(args: argparse.Namespace) -> int:
+    from geminilive.web import WebServer
+
+    emulator = await _emulator_unless_key(args, args.emulator_model, "the page talks to")
+    kwargs = _connect_kwargs(args, emulator)
+    web = WebServer(
+        lambda: geminilive.connect(**kwargs),
+        host=args.host,
+        port=args.port,
+        backend="emulator" if emulator is not None else "Gemini Live API",
+        max_tabs=args.max_tabs,
+        idle_timeout_s=args.idle_timeout_s,
+    )
+    await web.start()
+    if args.host in ("0.0.0.0", "::", ""):
+        print(f"--host {args.host}: anyone who can reach this machine can talk to the model through it", flush=True)
+    url = f"http://{'localhost' if args.host in ('127.0.0.1', '::1') else args.host}:{web.port}/"
+    print(f"geminilive web: open {url} (the microphone needs localhost or https)", flush=True)
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(url)
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows' loop
+        loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    try:
+        await stopping.wait()
+    finally:
+        await web.stop()
+        if emulator is not None:
+            await emulator.stop()
+    return 0
+
+
 async def _serve(args: argparse.Namespace) -> int:
     emulator = LiveEmulator(
         args.host,
@@ -396,6 +431,26 @@ def main(argv: list[str] | None = None) -> int:
     phone.add_argument("--voice", help="prebuilt voice")
     phone.add_argument("--system", help="system instruction")
 
+    web = sub.add_parser(
+        "web",
+        help="talk to the model from a browser page (the service with GEMINI_API_KEY, else the emulator)",
+        description="Serve a page and its relay: the browser's microphone and speaker, geminilive's pipeline "
+        "(resampling, playout, barge-in, reconnects) and the model's replies, with transcripts, level meters, "
+        "the per-turn latency chart and the connection's state. The API key stays on this server.",
+    )
+    web.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    web.add_argument("--port", type=int, default=8000)
+    web.add_argument("--open", action="store_true", help="open the page in the default browser")
+    web.add_argument("--max-tabs", type=int, default=1, help="conversations at once (one tab each)")
+    web.add_argument(
+        "--idle-timeout-s", type=float, default=600.0, help="close a conversation that sent no audio this long"
+    )
+    web.add_argument("--emulator", action="store_true", help="use the local emulator even with an API key")
+    web.add_argument("--emulator-model", default="echo", choices=["echo", "tone"], help="the emulator's model")
+    web.add_argument("--model", help="model name")
+    web.add_argument("--voice", help="prebuilt voice")
+    web.add_argument("--system", help="system instruction")
+
     bench = sub.add_parser("bench", help="run the benchmarks and print their tables")
     bench.add_argument("--only", help="run only benches whose name contains this")
     bench.add_argument("--quick", action="store_true", help="shorter runs")
@@ -415,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
             return run(_serve(args))
         if args.command == "phone":
             return run(_phone(args))
+        if args.command == "web":
+            return run(_web(args))
         return _bench(args)
     except KeyboardInterrupt:
         return 130
