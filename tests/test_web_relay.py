@@ -488,3 +488,35 @@ def test_how_the_page_chunks_its_audio_never_changes_what_is_heard(cuts: list[in
 
     heard = asyncio.run(feed())
     assert np.array_equal(heard, s16le_to_f32(pcm[: len(pcm) & ~1]))
+
+
+def test_a_page_left_open_through_many_session_moves_keeps_talking(speech: np.ndarray) -> None:
+    """An hour in a few seconds: connections that end every 2.5 s (goAway first, as the
+    service does about every 10 minutes) and sessions capped at 5.5 s (the service's 15-minute
+    audio cap: then the session cannot be resumed, and a fresh one takes over). The tab's
+    conversation goes on through all of it, and nothing piles up."""
+    voiced = np.flatnonzero(np.abs(speech) > 0.01)
+    short = np.concatenate([speech[voiced[0] : voiced[0] + RATE // 2], np.zeros(RATE, np.float32)])
+
+    async def scenario():
+        limits = {"connection_time_limit_s": 2.5, "go_away_lead_s": 0.5, "session_time_limit_s": 5.5}
+        async with LiveEmulator(model="echo", **limits) as emu, WebServer(opener(emu)) as web:
+            page = await Page(web).open()
+            await until(lambda: page.of("ready"), 10, "ready")
+            await page.speak(np.zeros(11 * RATE, np.float32))  # the microphone on, nobody talking
+            tab = next(iter(web.tabs.values()))
+            moves = len(page.of("state"))
+            await until(lambda: len(page.of("state")) > moves and page.of("state")[-1]["state"] != "moving",
+                        10, "the next connection")  # fmt: skip
+            await page.speak(short)  # a short turn: its reply fits in one connection
+            await until(lambda: page.of("turn"), 10, "a reply after all that")
+            open_sessions = sum(c.open for c in emu.connections)
+            await page.close()
+            return page, tab, open_sessions, len(emu.connections)
+
+    page, tab, open_sessions, connections = asyncio.run(asyncio.wait_for(scenario(), 60))
+    states = {s["state"] for s in page.of("state")}
+    assert {"moving", "resumed", "fresh"} <= states, states
+    assert connections >= 4 and open_sessions == 1
+    assert not [n for n in page.of("notice") if n["level"] == "error"]
+    assert tab.source.dropped_frames == 0 and tab.dropped_output_frames == 0
