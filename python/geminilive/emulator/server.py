@@ -59,6 +59,7 @@ from geminilive.emulator.models import (
     tone_pcm,
 )
 from geminilive.emulator.profiles import INVALID_ARGUMENT, LEGACY, PROFILES, ModelProfile, profile_for
+from geminilive.emulator.tokens import TokenService, TokenStore
 from geminilive.errors import RemoteProtocolError
 from geminilive.messages import (
     Blob,
@@ -173,6 +174,9 @@ class LiveEmulator:
             with the reply's number (from 0, over the emulator) and the user turn it answers,
             it names the failure that reply suffers (one of ``SILENT_FAILURES``) or None.
             Each injected one is kept in ``injected_failures`` (reply number, failure).
+        token_port: also serve ``POST /v1alpha/auth_tokens`` here (``tokens_url``; 0: any
+            free port), minting ephemeral tokens that ``BidiGenerateContentConstrained``
+            takes instead of a key, with the service's limits (:mod:`.tokens`).
         abort_input_during_blocking_calls: close with 1008 "The operation was aborted." on
             realtime input while a BLOCKING call is unanswered (after ``IN_FLIGHT_S``, for
             input already on its way), as the service is widely reported to do (not
@@ -202,6 +206,7 @@ class LiveEmulator:
         profiles: Sequence[tuple[str, ModelProfile]] = PROFILES,
         abort_input_during_blocking_calls: bool = False,
         silent_failures: Callable[[int, UserTurn], str | None] | None = None,
+        token_port: int | None = None,
     ) -> None:
         self.host, self._requested_port = host, port
         self.model = load_model(model)
@@ -227,6 +232,8 @@ class LiveEmulator:
         self.record_input = record_input
         self.abort_input_during_blocking_calls = abort_input_during_blocking_calls
         self.silent_failures = silent_failures
+        self.tokens = TokenStore()
+        self._token_service = TokenService(self.tokens, host, token_port, api_key) if token_port is not None else None
         self._reply_numbers = itertools.count()
         self.injected_failures: list[tuple[int, str]] = []
         self.profiles = list(profiles)
@@ -251,12 +258,23 @@ class LiveEmulator:
             max_size=self.max_message_bytes,
             compression=True,
         )
+        if self._token_service is not None:
+            await self._token_service.start()
         return self
 
     async def stop(self) -> None:
+        if self._token_service is not None:
+            await self._token_service.stop()
         if self._server is not None:
             server, self._server = self._server, None
             await server.close()
+
+    @property
+    def tokens_url(self) -> str:
+        """Where ``POST /v1alpha/auth_tokens`` mints ephemeral tokens (with ``token_port``)."""
+        if self._token_service is None:
+            raise RuntimeError("start the emulator with token_port= (0: any free port) to mint tokens")
+        return self._token_service.url
 
     async def __aenter__(self) -> LiveEmulator:
         return await self.start()
@@ -303,9 +321,9 @@ class LiveEmulator:
             return protocol.reject(http.HTTPStatus.NOT_FOUND, f"no Live API method at {path}\n")
         return None
 
-    def _authorised(self, request: Any) -> bool:
-        if self.api_key is None:
-            return True
+    @staticmethod
+    def _credentials(request: Any) -> list[str]:
+        """What the client presented: a key or an ephemeral token, in a header or the query."""
         headers = request.headers
         offered = [headers.get("x-goog-api-key", "")]
         auth = headers.get("Authorization", "")
@@ -314,7 +332,12 @@ class LiveEmulator:
                 offered.append(auth[len(scheme) :])
         query = parse_qs(request.path.partition("?")[2])
         offered += query.get("key", []) + query.get("access_token", [])
-        return any(secrets.compare_digest(o, self.api_key) for o in offered if o)
+        return [o for o in offered if o]
+
+    def _authorised(self, request: Any) -> bool:
+        if self.api_key is None:
+            return True
+        return any(secrets.compare_digest(o, self.api_key) for o in self._credentials(request))
 
     async def _handle(self, ws: WebSocket) -> None:
         number = next(self._connection_numbers)
@@ -325,7 +348,10 @@ class LiveEmulator:
         connection = _Connection(self, ws, number, vertex=vertex, faults=self.faults_for(number))
         self.connections.append(connection)
         try:
-            if not self._authorised(ws.request):
+            tokens = [c for c in self._credentials(ws.request) if self.tokens.is_token(c)]
+            if tokens and match is not None and match.group("method") == "BidiGenerateContentConstrained":
+                connection.token = tokens[0]  # checked against its limits at setup
+            elif not self._authorised(ws.request):
                 raise _Closed(1008, "API key not valid. Please pass a valid API key.")
             await connection.run()
         except _Closed as closed:
@@ -410,6 +436,7 @@ class _Connection:
     def __init__(self, server: LiveEmulator, ws: WebSocket, number: int, *, vertex: bool, faults: Faults) -> None:
         self.server, self.ws, self.number, self.vertex, self.faults = server, ws, number, vertex, faults
         self.open = True
+        self.token: str | None = None  # the ephemeral token it presented (the Constrained method)
         self.record: _SessionRecord | None = None
         self.setup: Setup | None = None
         self.client_index = 0
@@ -569,6 +596,12 @@ class _Connection:
         return message
 
     async def _start_session(self, setup: Setup) -> None:
+        if self.token is not None:
+            resuming = bool(setup.session_resumption and setup.session_resumption.handle)
+            try:
+                setup = self.server.tokens.admit(self.token, setup, resuming=resuming)
+            except PermissionError as refused:
+                raise _Closed(1008, str(refused)) from None
         if not setup.model:
             raise _Closed(1007, INVALID_ARGUMENT)
         generation = setup.generation_config
