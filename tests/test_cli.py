@@ -224,3 +224,37 @@ def test_web_serves_the_page_and_its_relay_with_the_emulator_by_default() -> Non
         finally:
             server.send_signal(signal.SIGTERM)
             assert server.wait(timeout=20) == 0
+
+
+def test_web_direct_hands_the_page_a_token_for_the_emulator() -> None:
+    import json
+    import urllib.request
+
+    from websockets.asyncio.client import connect as ws_connect
+
+    from audio_util import run
+
+    env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
+
+    async def token(port: int) -> dict:
+        async with ws_connect(f"ws://127.0.0.1:{port}/relay", origin=f"http://127.0.0.1:{port}") as relay:  # type: ignore[arg-type]
+            await relay.send(json.dumps({"type": "token"}))
+            return json.loads(await relay.recv())
+
+    command = [sys.executable, "-m", "geminilive", "web", "--direct", "--port", "0"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as server:
+        try:
+            assert server.stdout is not None
+            lines = [server.stdout.readline() for _ in range(2)]
+            port = int(re.search(r"open http://localhost:(\d+)/", lines[1]).group(1))
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/config.json", timeout=10) as answer:
+                assert json.loads(answer.read())["mode"] == "direct"
+                policy = answer.headers["Content-Security-Policy"]
+            grant = run(token(port))
+        finally:
+            server.send_signal(signal.SIGTERM)
+            assert server.wait(timeout=20) == 0
+    assert grant["type"] == "token" and grant["token"].startswith("auth_tokens/")
+    assert grant["url"].startswith("ws://127.0.0.1:") and grant["url"].endswith("BidiGenerateContentConstrained")
+    assert grant["url"].split("/ws/")[0] in policy  # the page may connect there, and only there
+    assert grant["setup"]["model"].startswith("models/")

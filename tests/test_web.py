@@ -20,10 +20,11 @@ from playwright.async_api import Browser, Page, async_playwright
 import geminilive
 from audio_util import speak
 from geminilive import LiveConfig, Resampler
-from geminilive.emulator import LiveEmulator
+from geminilive.emulator import Faults, LiveEmulator
 from geminilive.emulator.models import ScriptModel, ScriptTurn
 from geminilive.pcm import f32_to_s16le, s16le_to_f32
 from geminilive.web import WebServer
+from geminilive.web.tokens import TokenMinter
 
 FAKE_RATE = 48000
 SCREENSHOT = os.environ.get("GEMINILIVE_SCREENSHOT")  # where to keep the page's picture (the README's)
@@ -250,3 +251,40 @@ def test_a_page_without_a_microphone_says_so(greeting) -> None:
     assert errors == []
     assert "no microphone (NotAllowedError)" in shown  # the page's own message
     assert "no microphone audio for 1 s" in shown  # and the relay's
+
+
+def test_direct_mode_talks_to_the_live_api_with_a_token_and_resumes_across_a_go_away(greeting) -> None:
+    """``--direct``: the page gets a one-use token from the relay and connects to the Live
+    API itself (here the emulator's, over real sockets); no audio passes through the server."""
+    wav, speech = greeting
+    model = ScriptModel([ScriptTurn(input_transcript="hello there", text="General Kenobi", tone_s=1.0)])
+
+    async def scenario():
+        errors: list[str] = []
+        faults = [Faults(go_away_after_s=4.0, go_away_time_left_s=1.0), None]
+        async with (
+            LiveEmulator(model=model, record_input=True, token_port=0, faults=faults) as emu,
+            async_playwright() as playwright,
+        ):
+            setup = config().to_setup("models/gemini-2.5-flash-native-audio-preview-12-2025")
+            minter = TokenMinter(None, setup, rest_url=emu.tokens_url, live_url=emu.base_url)
+            async with WebServer(lambda: geminilive.connect(endpoint=emu.url), tokens=minter) as web:
+                browser = await launch(playwright, wav)
+                page = await open_page(browser, web, errors)
+                await wait_for(page, "g.session.state === 'resumed' && g.turns.length >= 2", 30)
+                transcript = await page.inner_text("#transcript")
+                state = await live(page, "({playout: g.playout, mode: g.mode, session: g.session, turns: g.turns})")
+                backend = await page.inner_text("#backend")
+                await browser.close()
+                return errors, transcript, state, backend, web.tokens_minted, web.ended, emu.input_audio(), emu
+
+    errors, transcript, state, backend, minted, ended, heard, emu = run(scenario())
+    assert errors == []
+    assert state["mode"] == "direct" and backend.startswith("emulator, direct: ")
+    assert minted == 1 and ended == []  # one token, and no conversation through the relay
+    assert emu.connections[0].token is not None and emu.connections[0].token == emu.connections[1].token
+    assert state["session"]["resumptions"] == 1  # across the goAway, on the same token
+    # The service heard the microphone (at the page's own rate: the service resamples).
+    assert best_match(s16le_to_f32(heard), speech) > 0.5
+    assert state["playout"]["audible"] > 0.9 * 24000, (state["turns"], state["playout"])
+    assert "you: hello there" in transcript and "model: General Kenobi" in transcript

@@ -80,7 +80,7 @@ def test_the_wheel_is_abi3_manylinux_and_holds_one_extension(wheel: Path) -> Non
     names = zipfile.ZipFile(wheel).namelist()
     assert [n for n in names if n.endswith(".so")] == ["geminilive/_native.abi3.so"], names
     assert "geminilive/py.typed" in names and "geminilive/_native.pyi" in names
-    page = {"index.html", "app.js", "capture-worklet.js", "playout-worklet.js", "style.css"}
+    page = {"index.html", "app.js", "direct.js", "capture-worklet.js", "playout-worklet.js", "style.css"}
     assert page <= {n.removeprefix("geminilive/web/static/") for n in names}, "the web page ships in the wheel"
     assert not [n for n in names if n.startswith("geminilive.libs/")], "libasound stays the system's"
     print(f"wheel: {wheel.name}, {wheel.stat().st_size / 2**20:.1f} MiB")

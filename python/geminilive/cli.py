@@ -21,6 +21,7 @@ import geminilive
 from geminilive import events as ev
 from geminilive._loop import run
 from geminilive.audio_io import ArraySource, AudioSink, MicrophoneSource, SpeakerSink, WavSink, WavSource
+from geminilive.config import DEFAULT_MODEL
 from geminilive.conversation import Conversation
 from geminilive.emulator import LiveEmulator
 from geminilive.errors import AudioDeviceError, GeminiLiveError
@@ -91,12 +92,14 @@ def _connect_kwargs(args: argparse.Namespace, emulator: LiveEmulator | None) -> 
     return kwargs
 
 
-async def _emulator_unless_key(args: argparse.Namespace, model: str, who: str) -> LiveEmulator | None:
+async def _emulator_unless_key(
+    args: argparse.Namespace, model: str, who: str, *, token_port: int | None = None
+) -> LiveEmulator | None:
     """The local emulator, started, when no API key is set or ``--emulator`` asks for it."""
     if (os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY")) and not args.emulator:
         return None
     print(f"No GEMINI_API_KEY: {who} the local emulator (model '{model}').", flush=True)
-    return await LiveEmulator(model=model).start()
+    return await LiveEmulator(model=model, token_port=token_port).start()
 
 
 def _recovery_ladder(text: str) -> tuple[str, ...]:
@@ -276,9 +279,19 @@ async def _phone(args: argparse.Namespace) -> int:
 
 async def _web(args: argparse.Namespace) -> int:
     from geminilive.web import WebServer
+    from geminilive.web.tokens import TokenMinter
 
-    emulator = await _emulator_unless_key(args, args.emulator_model, "the page talks to")
+    emulator = await _emulator_unless_key(
+        args, args.emulator_model, "the page talks to", token_port=0 if args.direct else None
+    )
     kwargs = _connect_kwargs(args, emulator)
+    tokens = None
+    if args.direct:  # the page connects to the Live API itself, with a token minted here
+        setup = kwargs["config"].to_setup(args.model or DEFAULT_MODEL)
+        if emulator is not None:
+            tokens = TokenMinter(None, setup, rest_url=emulator.tokens_url, live_url=emulator.base_url)
+        else:
+            tokens = TokenMinter(os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY"), setup)
     web = WebServer(
         lambda: geminilive.connect(**kwargs),
         host=args.host,
@@ -286,6 +299,7 @@ async def _web(args: argparse.Namespace) -> int:
         backend="emulator" if emulator is not None else "Gemini Live API",
         max_tabs=args.max_tabs,
         idle_timeout_s=args.idle_timeout_s,
+        tokens=tokens,
     )
     await web.start()
     if args.host in ("0.0.0.0", "::", ""):
@@ -441,6 +455,12 @@ def main(argv: list[str] | None = None) -> int:
     web.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     web.add_argument("--port", type=int, default=8000)
     web.add_argument("--open", action="store_true", help="open the page in the default browser")
+    web.add_argument(
+        "--direct",
+        action="store_true",
+        help="the browser connects to the Live API itself, with a one-use ephemeral token minted here "
+        "(locked to this setup; the key stays here) instead of through the relay",
+    )
     web.add_argument("--max-tabs", type=int, default=1, help="conversations at once (one tab each)")
     web.add_argument(
         "--idle-timeout-s", type=float, default=600.0, help="close a conversation that sent no audio this long"

@@ -16,6 +16,10 @@ other); a tab over the limit is told why. A tab's conversation outlives a droppe
 for ``reattach_grace_s`` (the page reconnects with its tab id and carries on in the same
 Live session); a tab that sends no audio is warned after ``no_audio_warning_s`` and its Live
 session closed after ``idle_timeout_s``.
+
+With ``tokens`` (a :class:`~geminilive.web.tokens.TokenMinter`: ``geminilive web --direct``)
+the relay carries no audio: it hands each page a one-use ephemeral token locked to the
+server's setup, and the page talks to the Live API itself.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http
+import json
 import logging
 import time
 import urllib.parse
@@ -42,6 +47,7 @@ from geminilive.session import Session
 from geminilive.watchdog import WatchdogConfig
 from geminilive.web import wire
 from geminilive.web.relay import Tab
+from geminilive.web.tokens import TokenError, TokenMinter
 
 __all__ = ["WebServer"]
 
@@ -53,14 +59,19 @@ MAX_MALFORMED = 50  # malformed messages from one connection before it is closed
 STALLED_S = 10.0  # a connection whose page reads nothing this long is dropped
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css"}
 SECURITY_HEADERS = [
-    (
-        "Content-Security-Policy",
-        "default-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'",
-    ),
     ("X-Content-Type-Options", "nosniff"),
     ("Referrer-Policy", "no-referrer"),
     ("Cache-Control", "no-cache"),
 ]
+
+
+def content_security_policy(live_url: str | None) -> str:
+    """Only this server's own scripts and connections; in direct mode, the Live API's too."""
+    connect = "'self'"
+    if live_url is not None:
+        parts = urllib.parse.urlsplit(live_url)
+        connect += f" {parts.scheme}://{parts.netloc}"
+    return f"default-src 'self'; connect-src {connect}; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'"
 
 
 def _static_files() -> dict[str, tuple[bytes, str]]:
@@ -97,6 +108,7 @@ class WebServer:
         no_audio_warning_s: float = 10.0,
         idle_timeout_s: float = 600.0,
         watchdog: WatchdogConfig | None = WatchdogConfig(),  # noqa: B008 (frozen: one is fine)
+        tokens: TokenMinter | None = None,
     ) -> None:
         if max_tabs < 1:
             raise ValueError(f"max_tabs must be at least 1, got {max_tabs}")
@@ -109,6 +121,9 @@ class WebServer:
         self.no_audio_warning_s = no_audio_warning_s
         self.idle_timeout_s = idle_timeout_s
         self.watchdog = watchdog
+        self.tokens = tokens
+        self.tokens_minted = 0
+        self._policy = content_security_policy(tokens.live_url if tokens is not None else None)
         self.tabs: dict[str, Tab] = {}
         self.ended: list[tuple[str, str]] = []  # (tab id, why its conversation ended)
         self.refused = 0
@@ -192,18 +207,21 @@ class WebServer:
             return None  # the WebSocket handshake goes on
         if path == "/healthz":
             return self._response(http.HTTPStatus.OK, b"ok\n", "text/plain")
+        if path == "/config.json":
+            mode = {"mode": "direct" if self.tokens is not None else "relay", "backend": self.backend}
+            return self._response(http.HTTPStatus.OK, json.dumps(mode).encode(), "application/json")
         file = self._files.get(path)
         if file is None:
             return self._response(http.HTTPStatus.NOT_FOUND, f"no page at {path}\n".encode(), "text/plain")
         return self._response(http.HTTPStatus.OK, *file)
 
-    @staticmethod
-    def _response(status: http.HTTPStatus, body: bytes, content_type: str) -> Response:
+    def _response(self, status: http.HTTPStatus, body: bytes, content_type: str) -> Response:
         headers = Headers(
             [
                 ("Content-Type", content_type),
                 ("Content-Length", str(len(body))),
                 ("Connection", "close"),
+                ("Content-Security-Policy", self._policy),
                 *SECURITY_HEADERS,
             ]
         )
@@ -224,8 +242,12 @@ class WebServer:
             return
         except websockets.exceptions.ConnectionClosed:
             return
-        if not isinstance(hello, wire.Hello):
-            await ws.close(1008, "the first message must be a hello")
+        if isinstance(hello, wire.TokenRequest):
+            await self._hand_out_token(ws)
+            return
+        if not isinstance(hello, wire.Hello) or self.tokens is not None:
+            why = "this server hands out tokens (direct mode)" if self.tokens else "the first message must be a hello"
+            await ws.close(1008, why)
             return
         tab = await self._tab_for(ws, hello)
         if tab is None:
@@ -237,6 +259,25 @@ class WebServer:
         said = ws.protocol.close_rcvd
         if said is not None and said.code == 1000 and tab.ws is None:  # the page's Stop: end it now
             await self._end(tab, "stopped on the page", None)
+
+    async def _hand_out_token(self, ws: WebSocket) -> None:
+        """Direct mode: a one-use token locked to this server's setup, for the page to reach
+        the Live API with (the key stays here)."""
+        if self.tokens is None:
+            await ws.close(1008, "this server relays the audio: there is no direct mode here")
+            return
+        try:
+            minted = await self.tokens.mint()
+        except TokenError as exc:
+            _log.warning("%s", exc)
+            await ws.send(wire.encode(wire.Notice(level="error", message=str(exc))), text=True)
+            await ws.close(1011, str(exc)[:120])
+            return
+        self.tokens_minted += 1
+        token = wire.Token(token=minted["token"], url=minted["url"], setup=minted["setup"], backend=self.backend,
+                           expire_time=minted["expireTime"])  # fmt: skip
+        await ws.send(wire.encode(token), text=True)
+        await ws.close(1000, "token handed out")
 
     async def _tab_for(self, ws: WebSocket, hello: wire.Hello) -> Tab | None:
         """The tab's conversation: its own again (a reconnect), or a new one if there is room."""

@@ -6,7 +6,8 @@ coming down (resampled by geminilive, paced by its playout buffer). Text message
 objects with a ``type``:
 
 page -> relay: ``hello`` (first, once: the tab's id and its audio rate), ``text`` (a typed
-message to the model).
+message to the model); or, in direct mode, ``token`` alone (answered with a ``token``: an
+ephemeral token, and the page talks to the Live API itself).
 
 relay -> page: ``ready`` (the conversation is on; ``reattached`` when a tab that lost its
 connection got its conversation back), ``clear`` (barge-in: drop what is queued to play, now),
@@ -34,6 +35,8 @@ __all__ = [
     "Hello",
     "Notice",
     "Ready",
+    "Token",
+    "TokenRequest",
     "Transcript",
     "TurnReport",
     "TypedText",
@@ -68,10 +71,15 @@ class TypedText(msgspec.Struct, tag="text", tag_field="type"):
     text: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT_CHARS)]
 
 
-_page_decoder = msgspec.json.Decoder(Hello | TypedText)
+class TokenRequest(msgspec.Struct, tag="token", tag_field="type"):
+    """Direct mode (``geminilive web --direct``): the page asks for an ephemeral token, to
+    connect to the Live API itself (the first and only message of such a connection)."""
 
 
-def decode_page_message(data: bytes) -> Hello | TypedText:
+_page_decoder = msgspec.json.Decoder(Hello | TypedText | TokenRequest)
+
+
+def decode_page_message(data: bytes) -> Hello | TypedText | TokenRequest:
     """A text message from the page; ``msgspec.ValidationError`` or ``DecodeError`` (both
     ``msgspec.MsgspecError``) say what is wrong with one that is not well formed."""
     return _page_decoder.decode(data)
@@ -109,6 +117,17 @@ class ConnectionState(msgspec.Struct, tag="state", tag_field="type"):
     detail: str = ""
 
 
+class Token(msgspec.Struct, tag="token", tag_field="type", rename="camel"):
+    """An ephemeral token for the page: where to connect with it, and the setup to send (the
+    token locks it)."""
+
+    token: str
+    url: str
+    setup: dict
+    backend: str
+    expire_time: str | None = None
+
+
 class Notice(msgspec.Struct, tag="notice", tag_field="type"):
     level: Literal["info", "warning", "error"]
     message: str
@@ -117,5 +136,5 @@ class Notice(msgspec.Struct, tag="notice", tag_field="type"):
 _encoder = msgspec.json.Encoder()
 
 
-def encode(message: Ready | ClearPlayback | Transcript | TurnReport | ConnectionState | Notice) -> bytes:
+def encode(message: Ready | ClearPlayback | Transcript | TurnReport | ConnectionState | Notice | Token) -> bytes:
     return _encoder.encode(message)

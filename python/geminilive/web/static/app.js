@@ -1,6 +1,9 @@
-// The page: microphone -> relay -> geminilive -> the model, and the model's voice back.
-// No build step: a plain module. Everything the page knows is in `window.geminilive` too
+// The page: microphone -> relay -> geminilive -> the model, and the model's voice back (or,
+// in direct mode, microphone -> the Live API with an ephemeral token: direct.js).
+// No build step: plain modules. Everything the page knows is in `window.geminilive` too
 // (its tests read it).
+
+import { DirectSession } from "/static/direct.js";
 
 const $ = (id) => document.getElementById(id);
 const MAX_BUFFERED_S = 5; // microphone audio kept while the relay reconnects, then sent
@@ -20,6 +23,7 @@ const tabId = (() => {
 
 const live = {
   tab: tabId,
+  mode: null, // "relay" or "direct"
   relay: { state: "idle", reconnects: 0, closes: [] },
   session: { state: "-", reconnects: 0, resumptions: 0, detail: "" },
   ready: null,
@@ -35,6 +39,8 @@ const live = {
 window.geminilive = live;
 
 let ctx = null;
+let playCtx = null; // the same context, but for direct mode's 24 kHz (the browser resamples)
+let direct = null;
 let micStream = null;
 let capture = null;
 let playout = null;
@@ -271,15 +277,54 @@ function sendMic(pcm) {
 
 // --- start and stop ------------------------------------------------------------------------
 
+// Direct mode's ephemeral token: asked of the relay (its Origin checks apply), one use.
+function requestToken() {
+  return new Promise((resolve, reject) => {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const ws = new WebSocket(`${scheme}://${location.host}/relay`);
+    ws.onopen = () => ws.send(JSON.stringify({ type: "token" }));
+    ws.onmessage = (event) => {
+      const message = JSON.parse(event.data);
+      if (message.type === "token") resolve(message);
+      else if (message.type === "notice") notice(message.level, message.message);
+    };
+    ws.onclose = (event) => reject(new Error(`no token (${event.code} ${event.reason})`));
+  });
+}
+
+function startDirect(grant) {
+  live.ready = { backend: grant.backend, model: grant.setup.model.replace(/^models\//, ""), outputRate: 24000,
+    inputRate: ctx.sampleRate, reattached: false, voice: null };
+  $("backend").textContent = `${grant.backend}, direct: ${live.ready.model}`;
+  $("backend").className = `badge ${grant.backend === "emulator" ? "emulator" : "service"}`;
+  $("audio-rates").textContent = `${ctx.sampleRate} Hz to the Live API, 24000 Hz back`;
+  setRelayState("direct to the Live API");
+  direct = new DirectSession(grant, ctx.sampleRate, {
+    audio: (pcm) => playout.port.postMessage(pcm, [pcm.buffer]),
+    clear: () => onMessage({ type: "clear" }),
+    transcript,
+    turn: (metrics) => showTurn({ ...metrics, interrupted_to_silence_ms: metrics.interrupted ? live.clearToSilenceMs.at(-1) ?? null : null }),
+    state: showSession,
+    notice,
+    fresh: requestToken,
+  });
+  live.direct = direct;
+}
+
 async function start() {
   $("start").disabled = true;
   stopped = false;
   live.ready = null;
+  live.mode = (await (await fetch("/config.json")).json()).mode;
   ctx = new AudioContext({ latencyHint: "interactive" });
+  playCtx = live.mode === "direct" ? new AudioContext({ latencyHint: "interactive", sampleRate: 24000 }) : ctx;
   await ctx.audioWorklet.addModule("/static/capture-worklet.js");
-  await ctx.audioWorklet.addModule("/static/playout-worklet.js");
-  playout = new AudioWorkletNode(ctx, "geminilive-playout", { outputChannelCount: [1] });
-  playout.connect(ctx.destination);
+  await playCtx.audioWorklet.addModule("/static/playout-worklet.js");
+  playout = new AudioWorkletNode(playCtx, "geminilive-playout", {
+    outputChannelCount: [1],
+    processorOptions: { maxQueueMs: live.mode === "direct" ? 60000 : 400 },
+  });
+  playout.connect(playCtx.destination);
   playout.port.onmessage = (event) => {
     const stats = event.data;
     if (live.playout && stats.clears > live.playout.clears && clearSentAt.length) {
@@ -294,7 +339,11 @@ async function start() {
   capture.port.onmessage = (event) => {
     live.capture.level = event.data.level;
     meter("mic", event.data.level);
-    sendMic(event.data.pcm);
+    if (direct) {
+      live.capture.frames += 1;
+      if (direct.sendAudio(event.data.pcm, event.data.level)) live.capture.sent += 1;
+      else live.capture.dropped += 1;
+    } else if (live.mode === "relay") sendMic(event.data.pcm);
   };
   if (!navigator.mediaDevices) {
     notice("error", "this browser gives the microphone only to https:// pages and localhost");
@@ -314,7 +363,8 @@ async function start() {
     }
   }
   $("stop").disabled = false;
-  connect();
+  if (live.mode === "direct") startDirect(await requestToken());
+  else connect();
 }
 
 function stop(closeRelay = true) {
@@ -322,6 +372,10 @@ function stop(closeRelay = true) {
   clearTimeout(retryTimer);
   if (closeRelay && relay) relay.close(1000, "stopped on the page");
   relay = null;
+  if (direct) direct.close();
+  direct = null;
+  if (playCtx && playCtx !== ctx) playCtx.close();
+  playCtx = null;
   if (micStream) micStream.getTracks().forEach((track) => track.stop());
   micStream = null;
   if (ctx) ctx.close();
@@ -337,8 +391,9 @@ $("type-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const text = $("typed").value.trim();
   if (!text) return;
-  if (!relay || relay.readyState !== WebSocket.OPEN) return notice("warning", "not connected: start first");
-  relay.send(JSON.stringify({ type: "text", text }));
+  if (direct) direct.sendText(text);
+  else if (relay && relay.readyState === WebSocket.OPEN) relay.send(JSON.stringify({ type: "text", text }));
+  else return notice("warning", "not connected: start first");
   transcript("user", text, true);
   $("typed").value = "";
 });

@@ -1,12 +1,15 @@
-// The model's voice. The server paces it (its playout buffer is the real one), so this queue
-// only smooths the network's jitter: it starts once `prebufferMs` is queued (or the tail of a
-// turn has stopped coming), and `clear` empties it within one render quantum (2.7 ms at 48 kHz).
+// The model's voice. Through the relay the server paces it (its playout buffer is the real
+// one), so this queue only smooths the network's jitter, and anything beyond `maxQueueMs` means
+// the server's clock ran ahead of the device's. In direct mode the service sends faster than
+// real time and this is the whole playout buffer (`maxQueueMs` of a minute). It starts once
+// `prebufferMs` is queued (or the tail of a turn has stopped coming), and `clear` empties it
+// within one render quantum (2.7 ms at 48 kHz).
 // What it plays is counted (the tap the page's tests read): samples, audible samples, energy.
 class Playout extends AudioWorkletProcessor {
   constructor(options) {
     super();
     const { prebufferMs = 60, maxQueueMs = 400 } = options.processorOptions || {};
-    this.queue = new Float32Array(Math.round(sampleRate * 4));
+    this.queue = new Float32Array(Math.round((sampleRate * (maxQueueMs + 1000)) / 1000));
     this.read = 0;
     this.depth = 0;
     this.prebuffer = Math.round((sampleRate * prebufferMs) / 1000);
