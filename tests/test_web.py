@@ -6,10 +6,11 @@ playout worklet's own count of what it played) and from the emulator (what it he
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import wave
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,21 @@ async def launch(playwright: Any, microphone: Path | None) -> Browser:
     return await playwright.chromium.launch(executable_path=chromium(), args=args)
 
 
+@contextlib.asynccontextmanager
+async def served(
+    emulator: LiveEmulator, microphone: Path | None, **options: Any
+) -> AsyncIterator[tuple[WebServer, Browser]]:
+    """The web server (``options``) in front of a running emulator, and a browser whose fake
+    microphone plays ``microphone``."""
+    opener = lambda: geminilive.connect(endpoint=emulator.url, config=config())  # noqa: E731
+    async with WebServer(opener, **options) as web, async_playwright() as playwright:
+        browser = await launch(playwright, microphone)
+        try:
+            yield web, browser
+        finally:
+            await browser.close()
+
+
 async def open_page(browser: Browser, web: WebServer, errors: list[str]) -> Page:
     page = await browser.new_page(viewport={"width": 1280, "height": 900})
     page.on("pageerror", lambda error: errors.append(str(error)))
@@ -110,19 +126,14 @@ def test_the_page_is_heard_plays_the_reply_and_shows_the_transcripts(greeting) -
 
     async def scenario():
         errors: list[str] = []
-        async with (
-            LiveEmulator(model=model, record_input=True) as emu,
-            WebServer(lambda: geminilive.connect(endpoint=emu.url, config=config())) as web,
-            async_playwright() as playwright,
-        ):
-            browser = await launch(playwright, wav)
+        async with LiveEmulator(model=model, record_input=True) as emu, served(emu, wav) as (web, browser):
             page = await open_page(browser, web, errors)
             await wait_for(page, "g.turns.length >= 2")
             transcript = await page.inner_text("#transcript")
             backend = await page.inner_text("#backend")
             rows = await page.locator("#turns tbody tr").count()
-            state = await live(page, "({ready: g.ready, playout: g.playout, relay: g.relay.state})")
-            await browser.close()
+            state = await live(page, "({ready: g.ready, playout: g.playout, relay: g.relay.state, "
+                                     "mic: g.capture.settings})")  # fmt: skip
             return errors, transcript, backend, rows, state, emu.input_audio()
 
     errors, transcript, backend, rows, state, heard = run(scenario())
@@ -135,6 +146,8 @@ def test_the_page_is_heard_plays_the_reply_and_shows_the_transcripts(greeting) -
     assert state["playout"]["audible"] > 0.9 * rate
     assert "you: hello there" in transcript and "model: General Kenobi" in transcript
     assert backend.startswith("emulator: ") and rows >= 2 and state["relay"] == "open"
+    # The browser's own echo cancellation and noise suppression are on by default.
+    assert state["mic"]["echoCancellation"] is True and state["mic"]["noiseSuppression"] is True
 
 
 def test_a_barge_in_clears_the_page_at_once(tmp_path: Path) -> None:
@@ -145,12 +158,7 @@ def test_a_barge_in_clears_the_page_at_once(tmp_path: Path) -> None:
 
     async def scenario():
         errors: list[str] = []
-        async with (
-            LiveEmulator(model=model) as emu,
-            WebServer(lambda: geminilive.connect(endpoint=emu.url, config=config())) as web,
-            async_playwright() as playwright,
-        ):
-            browser = await launch(playwright, wav)
+        async with LiveEmulator(model=model) as emu, served(emu, wav) as (web, browser):
             page = await open_page(browser, web, errors)
             await wait_for(page, "g.atClear !== null && g.turns.some((t) => t.interrupted)")
             at_clear = await live(page, "g.atClear")
@@ -159,7 +167,6 @@ def test_a_barge_in_clears_the_page_at_once(tmp_path: Path) -> None:
             rows = await page.inner_text("#turns")
             await wait_for(page, "g.turns.length >= 3", 30)
             await page.screenshot(path=str(tmp_path / "web-page.png"), full_page=True)
-            await browser.close()
             return errors, at_clear, after, rows
 
     errors, at_clear, after, rows = run(scenario())
@@ -179,12 +186,7 @@ def test_a_dropped_relay_connection_comes_back_to_the_same_conversation(greeting
 
     async def scenario():
         errors: list[str] = []
-        async with (
-            LiveEmulator(model="echo") as emu,
-            WebServer(lambda: geminilive.connect(endpoint=emu.url, config=config())) as web,
-            async_playwright() as playwright,
-        ):
-            browser = await launch(playwright, wav)
+        async with LiveEmulator(model="echo") as emu, served(emu, wav) as (web, browser):
             page = await open_page(browser, web, errors)
             await wait_for(page, "g.turns.length >= 1")
             tab = next(iter(web.tabs.values()))
@@ -194,7 +196,6 @@ def test_a_dropped_relay_connection_comes_back_to_the_same_conversation(greeting
             turns_then = await live(page, "g.turns.length")
             await wait_for(page, f"g.turns.length > {turns_then}")  # the conversation goes on
             state = await live(page, "({relay: g.relay, ready: g.ready})")
-            await browser.close()
             return errors, state, len(emu.connections)
 
     errors, state, connections = run(scenario())
@@ -209,12 +210,7 @@ def test_a_second_tab_says_why_it_cannot_talk_and_the_first_goes_on(greeting) ->
 
     async def scenario():
         errors: list[str] = []
-        async with (
-            LiveEmulator(model="echo") as emu,
-            WebServer(lambda: geminilive.connect(endpoint=emu.url, config=config())) as web,
-            async_playwright() as playwright,
-        ):
-            browser = await launch(playwright, wav)
+        async with LiveEmulator(model="echo") as emu, served(emu, wav) as (web, browser):
             first = await open_page(browser, web, errors)
             await wait_for(first, "g.ready !== null")
             second = await open_page(browser, web, errors)
@@ -223,7 +219,6 @@ def test_a_second_tab_says_why_it_cannot_talk_and_the_first_goes_on(greeting) ->
             second_state = await live(second, "g.relay.state")
             await wait_for(first, "g.turns.length >= 1")
             first_state = await live(first, "g.relay.state")
-            await browser.close()
             return errors, shown, second_state, first_state, len(emu.connections)
 
     errors, shown, second_state, first_state, sessions = run(scenario())
@@ -235,16 +230,10 @@ def test_a_second_tab_says_why_it_cannot_talk_and_the_first_goes_on(greeting) ->
 def test_a_page_without_a_microphone_says_so(greeting) -> None:
     async def scenario():
         errors: list[str] = []
-        async with (
-            LiveEmulator(model="echo") as emu,
-            WebServer(lambda: geminilive.connect(endpoint=emu.url, config=config()), no_audio_warning_s=1.0) as web,
-            async_playwright() as playwright,
-        ):
-            browser = await launch(playwright, None)
+        async with LiveEmulator(model="echo") as emu, served(emu, None, no_audio_warning_s=1.0) as (web, browser):
             page = await open_page(browser, web, errors)
             await wait_for(page, "g.notices.some((n) => n.message.startsWith('no microphone audio'))")
             shown = await page.inner_text("#notices")
-            await browser.close()
             return errors, shown
 
     errors, shown = run(scenario())
@@ -262,21 +251,20 @@ def test_direct_mode_talks_to_the_live_api_with_a_token_and_resumes_across_a_go_
     async def scenario():
         errors: list[str] = []
         faults = [Faults(go_away_after_s=4.0, go_away_time_left_s=1.0), None]
+        setup = config().to_setup("models/gemini-2.5-flash-native-audio-preview-12-2025")
         async with (
             LiveEmulator(model=model, record_input=True, token_port=0, faults=faults) as emu,
-            async_playwright() as playwright,
+            served(emu, wav, tokens=TokenMinter(None, setup, rest_url=emu.tokens_url, live_url=emu.base_url)) as (
+                web,
+                browser,
+            ),
         ):
-            setup = config().to_setup("models/gemini-2.5-flash-native-audio-preview-12-2025")
-            minter = TokenMinter(None, setup, rest_url=emu.tokens_url, live_url=emu.base_url)
-            async with WebServer(lambda: geminilive.connect(endpoint=emu.url), tokens=minter) as web:
-                browser = await launch(playwright, wav)
-                page = await open_page(browser, web, errors)
-                await wait_for(page, "g.session.state === 'resumed' && g.turns.length >= 2", 30)
-                transcript = await page.inner_text("#transcript")
-                state = await live(page, "({playout: g.playout, mode: g.mode, session: g.session, turns: g.turns})")
-                backend = await page.inner_text("#backend")
-                await browser.close()
-                return errors, transcript, state, backend, web.tokens_minted, web.ended, emu.input_audio(), emu
+            page = await open_page(browser, web, errors)
+            await wait_for(page, "g.session.state === 'resumed' && g.turns.length >= 2", 30)
+            transcript = await page.inner_text("#transcript")
+            state = await live(page, "({playout: g.playout, mode: g.mode, session: g.session, turns: g.turns})")
+            backend = await page.inner_text("#backend")
+            return errors, transcript, state, backend, web.tokens_minted, web.ended, emu.input_audio(), emu
 
     errors, transcript, state, backend, minted, ended, heard, emu = run(scenario())
     assert errors == []

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import urllib.error
 import urllib.request
 
@@ -19,7 +18,7 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect as ws_connect
 
 import geminilive
-from audio_util import run, speak
+from audio_util import run, speak, until
 from geminilive import LiveConfig, Resampler
 from geminilive.emulator import Faults, LiveEmulator
 from geminilive.emulator.models import ScriptModel, ScriptTurn
@@ -34,14 +33,6 @@ FRAME = RATE // 50
 
 def config() -> LiveConfig:
     return LiveConfig(input_audio_transcription=True, output_audio_transcription=True)
-
-
-async def until(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 class Page:

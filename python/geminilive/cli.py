@@ -363,6 +363,14 @@ def _bench(args: argparse.Namespace) -> int:
     return status
 
 
+def _session_arguments(parser: argparse.ArgumentParser) -> None:
+    """What the sessions a server opens are: the model, its voice and instructions."""
+    parser.add_argument("--emulator", action="store_true", help="use the local emulator even with an API key")
+    parser.add_argument("--model", help="model name")
+    parser.add_argument("--voice", help="prebuilt voice")
+    parser.add_argument("--system", help="system instruction")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="geminilive", description="Real-time voice with the Gemini Live API.")
     parser.add_argument("--version", action="version", version=f"geminilive {geminilive.__version__}")
@@ -440,10 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     phone.add_argument("--public-url", help="the wss:// URL the provider reaches the media port at (in the answer)")
     phone.add_argument("--max-calls", type=int, default=100, help="calls at once; more are refused")
     phone.add_argument("--drain-s", type=float, default=30.0, help="on SIGTERM, how long running calls may go on")
-    phone.add_argument("--emulator", action="store_true", help="use the local emulator even with an API key")
-    phone.add_argument("--model", help="model name")
-    phone.add_argument("--voice", help="prebuilt voice")
-    phone.add_argument("--system", help="system instruction")
+    _session_arguments(phone)
 
     web = sub.add_parser(
         "web",
@@ -465,11 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     web.add_argument(
         "--idle-timeout-s", type=float, default=600.0, help="close a conversation that sent no audio this long"
     )
-    web.add_argument("--emulator", action="store_true", help="use the local emulator even with an API key")
     web.add_argument("--emulator-model", default="echo", choices=["echo", "tone"], help="the emulator's model")
-    web.add_argument("--model", help="model name")
-    web.add_argument("--voice", help="prebuilt voice")
-    web.add_argument("--system", help="system instruction")
+    _session_arguments(web)
 
     bench = sub.add_parser("bench", help="run the benchmarks and print their tables")
     bench.add_argument("--only", help="run only benches whose name contains this")

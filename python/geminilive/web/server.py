@@ -334,7 +334,10 @@ class WebServer:
                     tab.send_message(wire.Notice(level="warning", message=f"ignored a malformed message: {exc}"))
                     continue
                 if isinstance(decoded, wire.TypedText):
-                    await tab.type_text(decoded.text)
+                    try:
+                        await tab.type_text(decoded.text)
+                    except GeminiLiveError as exc:  # the session is ending: its watcher says why
+                        tab.send_message(wire.Notice(level="warning", message=f"not sent: {exc}"))
                 else:
                     tab.send_message(wire.Notice(level="warning", message="ignored a second hello"))
 

@@ -358,6 +358,10 @@ async function start() {
         },
       });
       ctx.createMediaStreamSource(micStream).connect(capture);
+      const { echoCancellation, noiseSuppression, autoGainControl, sampleRate } = micStream
+        .getAudioTracks()[0]
+        .getSettings();
+      live.capture.settings = { echoCancellation, noiseSuppression, autoGainControl, sampleRate };
     } catch (error) {
       notice("error", `no microphone (${error.name}): allow it for this page; you can still type`);
     }
