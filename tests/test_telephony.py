@@ -11,6 +11,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import geminilive
 from audio_util import run, speak
@@ -20,7 +22,7 @@ from geminilive.emulator.models import ScriptModel, ScriptTurn
 from geminilive.pcm import f32_to_s16le
 from geminilive.telephony import decode, encode
 from geminilive.telephony.server import PhoneServer, twiml
-from geminilive.telephony.twilio import CallerAudio, TwilioProtocolError, TwilioStream
+from geminilive.telephony.twilio import CallerAudio, MarkPlayed, TwilioProtocolError, TwilioStream
 from twilio_caller import FRAME, Caller
 
 
@@ -331,3 +333,18 @@ def test_draining_refuses_new_calls_lets_running_ones_end_then_ends_the_rest() -
     assert refused[0] == 1013 and "shutting down" in refused[1]
     assert ended == 1001, "the call still running at the deadline was ended politely"
     assert phone.refused == 1 and not phone.active
+
+
+@given(st.text(min_size=1, max_size=40), st.binary(min_size=1, max_size=640), st.sampled_from(["inbound", "outbound"]))
+def test_twilios_messages_round_trip_through_the_fast_paths(sid: str, codes: bytes, track: str) -> None:
+    """Media and marks are built from templates and read in one pass: what they carry, for
+    any stream id (quotes, unicode) and any audio, is what the general JSON path reads."""
+    stream = TwilioStream()
+    stream.receive(json.dumps({"event": "start", "streamSid": sid, "start": {"callSid": "CA"}}))
+    sent = json.loads(stream.media(codes))
+    assert sent == {"event": "media", "streamSid": sid, "media": {"payload": base64.b64encode(codes).decode()}}
+    name, mark = stream.mark()
+    assert json.loads(mark) == {"event": "mark", "streamSid": sid, "mark": {"name": name}}
+    echoed = {"event": "media", "streamSid": sid, "media": {"track": track, "payload": sent["media"]["payload"]}}
+    assert stream.receive(json.dumps(echoed)) == ([CallerAudio(codes)] if track == "inbound" else [])
+    assert stream.receive(json.dumps({"event": "mark", "streamSid": sid, "mark": {"name": name}})) == [MarkPlayed(name)]
