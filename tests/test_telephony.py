@@ -66,6 +66,7 @@ def test_a_call_speaks_to_the_model_hears_the_reply_and_hangs_up(hello: bytes) -
                 await until(lambda: phone.finished, 5, "the call to end")
                 texts = [m.realtime_input.text for m in emu.connections[0].received if m.realtime_input and m.realtime_input.text]  # noqa: E501
                 consumed = len(emu.input_audio())
+                assert caller.binary_messages == 0, "Twilio takes text messages only"
                 return phone.finished[0], bytes(caller.heard), texts, emu.connections[0], consumed, metrics
 
     stats, heard, texts, connection, consumed, metrics = run(scenario())
@@ -341,7 +342,9 @@ def test_twilios_messages_round_trip_through_the_fast_paths(sid: str, codes: byt
     any stream id (quotes, unicode) and any audio, is what the general JSON path reads."""
     stream = TwilioStream()
     stream.receive(json.dumps({"event": "start", "streamSid": sid, "start": {"callSid": "CA"}}))
-    sent = json.loads(stream.media(codes))
+    message = stream.media(codes)
+    assert isinstance(message, str)  # Twilio's messages are text
+    sent = json.loads(message)
     assert sent == {"event": "media", "streamSid": sid, "media": {"payload": base64.b64encode(codes).decode()}}
     name, mark = stream.mark()
     assert json.loads(mark) == {"event": "mark", "streamSid": sid, "mark": {"name": name}}

@@ -31,6 +31,7 @@ class Caller:
         self.stream_sid = stream_sid
         self.heard = bytearray()
         self.clears: list[float] = []
+        self.binary_messages = 0  # messages that were not text (Twilio would not take them)
         self.marks_echoed: list[str] = []
         self.frames_received = self.frames_late = 0
         self.frames_sent = self.frames_sent_late = 0
@@ -75,6 +76,8 @@ class Caller:
         ticker = asyncio.create_task(self._echo_marks())
         try:
             async for raw in self.ws:
+                # Twilio takes text messages only (JSON); a binary one would not be played.
+                self.binary_messages += not isinstance(raw, str)
                 message = json.loads(raw)
                 assert message["streamSid"] == self.stream_sid
                 now = time.monotonic()

@@ -322,19 +322,19 @@ class CallBridge:
             turn.reply_latency_ms = (time.monotonic() - self._speech_end_at) * 1000
             self._speech_end_at = None
         frame_s = self._ms(frame) / 1000
-        for start in range(0, whole, frame):
-            now = time.monotonic()
-            if self._plays_until is not None and now > self._plays_until + frame_s:
-                self.stats.frames_late += 1  # the provider had run dry: a gap in the reply
-            self._plays_until = max(self._plays_until or now, now) + frame_s
-            await self._send(wire.media(audio[start : start + frame]))
+        now = time.monotonic()
+        if self._plays_until is not None and now > self._plays_until + frame_s:
+            self.stats.frames_late += 1  # the provider had run dry: a gap in the reply
+        self._plays_until = max(self._plays_until or now, now) + frame_s * (whole // frame)
+        messages = [wire.media(audio[start : start + frame]) for start in range(0, whole, frame)]
         ms = self._ms(whole)
         self.stats.model_audio_ms += ms
         self._turn.audio_ms += ms
-        name, message = self.stream.mark()
+        name, mark = self.stream.mark()
         self._marks.append((name, self.stats.model_audio_ms, self._turn, self._turn_start_ms))
         self.stats.marks_sent += 1
-        await self._send(message)
+        messages.append(mark)
+        await self._send_all(messages)
 
     def _ms(self, size: int) -> float:
         """Milliseconds of audio in ``size`` bytes of the wire's format."""
@@ -344,3 +344,10 @@ class CallBridge:
     async def _send(self, message: str | bytes) -> None:
         with contextlib.suppress(websockets.exceptions.ConnectionClosed):
             await self.ws.send(message)
+
+    async def _send_all(self, messages: list[str | bytes]) -> None:
+        """A chunk's media frames and its mark, in one write to the socket."""
+        with contextlib.suppress(websockets.exceptions.ConnectionClosed):
+            self.ws.send_all_now(messages)
+            if self.ws.must_drain:
+                await self.ws.drain()

@@ -198,12 +198,12 @@ class TwilioStream:
             raise TwilioProtocolError(f"no stream to send {event} to before start")
         return json.dumps({"event": event, "streamSid": self.stream_sid, **fields})
 
-    def media(self, codes: bytes) -> str | bytes:
+    def media(self, codes: bytes) -> str:
         """Audio to play to the caller (8 kHz μ-law): the message built and base64 encoded in
-        one pass."""
+        one pass. (A text message, as all of Twilio's are.)"""
         if self._media_prefix is None:
             raise TwilioProtocolError("no stream to send media to before start")
-        return audio_frame(self._media_prefix, codes, b'"}}')
+        return audio_frame(self._media_prefix, codes, b'"}}').decode("ascii")
 
     def mark(self) -> tuple[str, str]:
         """A mark after what was sent so far: (its name, the message). Twilio echoes it once
