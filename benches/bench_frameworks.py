@@ -84,6 +84,7 @@ KEY = "bench-key"
 OUT_RATE = 48000
 CHUNK_S = 0.02
 SERVICES = ("pipecat", "geminilive")
+CHUNK_ENV = "GEMINILIVE_BENCH_INPUT_CHUNK_MS"
 LIVEKIT_MODELS = ("livekit", "geminilive")
 ROOM_RATE = 48000  # a LiveKit room's microphone frames
 RECONNECT = ReconnectPolicy(initial_delay_s=0.05, max_delay_s=1.0)
@@ -219,7 +220,9 @@ def make_realtime_model(name: str, url: str, tls: LoopbackTls) -> Any:
     if name == "livekit":
         http = HttpOptions(base_url=f"https://{urlsplit(url).netloc}/", async_client_args={"ssl": tls.client()})
         return GoogleRealtimeModel(api_key=KEY, model=MODEL, http_options=http)
-    return RealtimeModel(endpoint=url, api_key=KEY, model=MODEL, connect_options={"reconnect": RECONNECT})
+    chunk_ms = int(os.environ.get(CHUNK_ENV, "20"))  # (the series run in processes of their own)
+    return RealtimeModel(endpoint=url, api_key=KEY, model=MODEL, connect_options={"reconnect": RECONNECT},
+                         input_chunk_ms=chunk_ms)  # fmt: skip
 
 
 async def start_agent_session(name: str, url: str, tls: LoopbackTls, stack: Any) -> Any:
@@ -230,7 +233,8 @@ async def start_agent_session(name: str, url: str, tls: LoopbackTls, stack: Any)
 
 class Stream:
     """Numbered speech-like chunks at real-time pace into one pipeline or agent session (at
-    ``rate``: 16 kHz chunks held to 48 kHz for a room's rate); turn ends noted."""
+    ``rate``: 16 kHz chunks held to 48 kHz for a room's rate, in a room's 10 ms frames); turn
+    ends noted."""
 
     def __init__(self, p: Any, seed: int, rate: int = 16000) -> None:
         self.p, self.rng, self.rate = p, np.random.default_rng(seed), rate
@@ -248,9 +252,11 @@ class Stream:
             elif -delay > CHUNK_S:
                 self.late += 1
             chunk = numbered_chunk(n, self.rng)
-            if self.rate != 16000:
+            if self.rate != 16000:  # a room's microphone: 10 ms frames at its rate
                 chunk = np.repeat(np.frombuffer(chunk, "<i2"), self.rate // 16000).tobytes()
-            await self.p.send_audio([chunk], rate=self.rate, pace_s=0)
+                await self.p.send_audio([chunk[: len(chunk) // 2], chunk[len(chunk) // 2 :]], rate=self.rate, pace_s=0)
+            else:
+                await self.p.send_audio([chunk], rate=self.rate, pace_s=0)
             self.sent += 1
             if n % 100 == 59:  # the last loud chunk of a turn (fault_drill's pattern)
                 self.speech_ends.append(time.monotonic())
@@ -506,7 +512,14 @@ if __name__ == "__main__":
     parser.add_argument("--steps", default="1,10,50")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--quick", action="store_true", help="3 faults 3 s apart, steps 1,5, 4 s")
+    parser.add_argument(
+        "--input-chunk-ms",
+        type=int,
+        default=20,
+        help="geminilive's LiveKit model's input_chunk_ms (its default 20; LiveKit's plugin sends 50)",
+    )
     args = parser.parse_args()
+    os.environ[CHUNK_ENV] = str(args.input_chunk_ms)
     if args.quick:
         args.faults, args.spacing_s, args.steps, args.seconds = 3, 3.0, "1,5", 4.0
     args.steps = [int(s) for s in args.steps.split(",")]

@@ -281,3 +281,27 @@ def test_a_session_the_service_ends_for_good_is_a_livekit_error_that_closes_the_
         assert not error.error.recoverable
 
     run(scenario())
+
+
+@pytest.mark.parametrize("chunk_ms", [20, 50])
+def test_a_rooms_10_ms_frames_go_to_the_service_in_whole_chunks_every_sample_in_order(chunk_ms: int) -> None:
+    """``input_chunk_ms``: fewer, longer realtimeInput messages (LiveKit's plugin sends 50 ms),
+    the same audio, in order; a chunk the frames stop filling goes anyway."""
+
+    async def scenario() -> tuple[bytes, bytes, list[int]]:
+        async with LiveEmulator(model="echo", record_input=True, realtime_playback=False) as emu:
+            model = RealtimeModel(endpoint=emu.url, input_chunk_ms=chunk_ms)
+            async with agent_session(model, Agent(instructions="Be terse.")) as s:
+                audio = b"".join(speech_chunks(100))[:-320]  # 1.99 s: the last chunk is part of one
+                frames = [audio[i : i + 320] for i in range(0, len(audio), 320)]  # 10 ms at 16 kHz
+                await s.send_audio(frames, pace_s=0.002)
+                await s.until(lambda: len(emu.input_audio()) >= len(audio), "all of it, the last part-chunk too")
+                await asyncio.sleep(0.2)
+                sizes = [len(m.realtime_input.audio.data) for c in emu.connections for m in c.received
+                         if m.realtime_input and m.realtime_input.audio]  # fmt: skip
+                return audio, emu.input_audio(), sizes
+
+    audio, received, sizes = run(scenario())
+    assert received == audio
+    assert sizes and all(size == chunk_ms * 32 for size in sizes[:-1]), sorted(set(sizes))
+    assert sizes[-1] == (len(audio) // 2 % (chunk_ms * 16) or chunk_ms * 16) * 2  # the part-chunk

@@ -47,7 +47,7 @@ from livekit.agents.utils import images, is_given
 
 import geminilive
 from geminilive import events as ev
-from geminilive._native import s16le_to_f32, to_mono
+from geminilive._native import f32_to_s16le, s16le_to_f32, to_mono
 from geminilive.config import DEFAULT_MODEL, LiveConfig
 from geminilive.errors import GeminiLiveError
 from geminilive.integrations import session_ended
@@ -96,6 +96,10 @@ class RealtimeModel(llm.RealtimeModel):
         endpoint: where to connect (default: the Gemini Developer API).
         connect_options: more keyword arguments of :func:`geminilive.connect`
             (``reconnect=``, ``ssl=``, ``max_buffered_audio_s=``, ...).
+        input_chunk_ms: the user's audio goes to the Live API in chunks of this much (a
+            room's microphone frames are 10 ms: 20 ms halves the messages and costs 10 ms of
+            latency at most; LiveKit's Google plugin sends 50 ms chunks). A chunk the frames
+            stop filling goes as it is after ``input_chunk_ms``.
         watchdog: how the model's silent failures are noticed (:mod:`geminilive.watchdog`:
             rejected or empty turns, replies cut off, near-silent audio, repeated calls, a reply
             that never comes to a ``generate_reply`` or a turn LiveKit committed); each is a
@@ -115,8 +119,12 @@ class RealtimeModel(llm.RealtimeModel):
         config: LiveConfig | None = None,
         endpoint: str | None = None,
         connect_options: Mapping[str, Any] | None = None,
+        input_chunk_ms: int = 20,
         watchdog: WatchdogConfig | None = WatchdogConfig(),  # noqa: B008 (frozen: one is fine)
     ) -> None:
+        if not 1 <= input_chunk_ms <= 1000:
+            raise ValueError(f"input_chunk_ms must be within 1..1000, got {input_chunk_ms}")
+        self._input_chunk_ms = input_chunk_ms
         base = config or LiveConfig(input_audio_transcription=True, output_audio_transcription=True)
         self._config = msgspec.structs.replace(
             base,
@@ -195,6 +203,9 @@ class RealtimeSession(llm.RealtimeSession):
         self._tools = llm.ToolContext.empty()
         self._chat_ctx = llm.ChatContext.empty()
         self._outbox: asyncio.Queue[_Send] = asyncio.Queue()
+        self._unsent_audio = bytearray()  # the user's audio of the chunk being filled
+        self._unsent_rate = 0
+        self._unsent_timer: asyncio.TimerHandle | None = None
         self._session: Session | None = None
         self._wanted = asyncio.Event()  # open the connection (configured, or needed)
         self._generation: _Generation | None = None
@@ -279,15 +290,36 @@ class RealtimeSession(llm.RealtimeSession):
     # --- input ---------------------------------------------------------------------------------
 
     def _send(self, name: str, *args: Any) -> None:
+        """Queue a call on the session, after the user's audio that came before it."""
+        self._send_unsent_audio()
+        self._queue(name, *args)
+
+    def _queue(self, name: str, *args: Any) -> None:
         if not self._closed:
             self._outbox.put_nowait((name, args))
             self._wanted.set()
 
     def push_audio(self, frame: rtc.AudioFrame) -> None:
-        pcm: Any = bytes(frame.data)
+        pcm = bytes(frame.data)
         if frame.num_channels != 1:
-            pcm = to_mono(s16le_to_f32(pcm), frame.num_channels)
-        self._send("send_audio", pcm, frame.sample_rate)
+            pcm = f32_to_s16le(to_mono(s16le_to_f32(pcm), frame.num_channels))
+        if frame.sample_rate != self._unsent_rate:
+            self._send_unsent_audio()
+            self._unsent_rate = frame.sample_rate
+        if not self._unsent_audio:  # a chunk begins: it goes when full, or when frames stop
+            chunk_s = self._owner._input_chunk_ms / 1000
+            self._unsent_timer = asyncio.get_running_loop().call_later(chunk_s, self._send_unsent_audio)
+        self._unsent_audio += pcm
+        if len(self._unsent_audio) >= frame.sample_rate * self._owner._input_chunk_ms // 500:
+            self._send_unsent_audio()
+
+    def _send_unsent_audio(self) -> None:
+        if self._unsent_timer is not None:
+            self._unsent_timer.cancel()
+            self._unsent_timer = None
+        if self._unsent_audio:
+            pcm, self._unsent_audio = bytes(self._unsent_audio), bytearray()
+            self._queue("send_audio", pcm, self._unsent_rate)
 
     def push_video(self, frame: rtc.VideoFrame) -> None:
         options = images.EncodeOptions(format="JPEG", quality=75)
