@@ -348,8 +348,11 @@ class LiveEmulator:
         connection = _Connection(self, ws, number, vertex=vertex, faults=self.faults_for(number))
         self.connections.append(connection)
         try:
+            # An emulator that mints tokens (token_port) checks them as the service does; one that
+            # does not takes a token as it takes a key (``api_key="auth_tokens/..."``).
             tokens = [c for c in self._credentials(ws.request) if self.tokens.is_token(c)]
-            if tokens and match is not None and match.group("method") == "BidiGenerateContentConstrained":
+            constrained = match is not None and match.group("method") == "BidiGenerateContentConstrained"
+            if tokens and constrained and self._token_service is not None:
                 connection.token = tokens[0]  # checked against its limits at setup
             elif not self._authorised(ws.request):
                 raise _Closed(1008, "API key not valid. Please pass a valid API key.")
