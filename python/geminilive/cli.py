@@ -206,6 +206,14 @@ def _devices(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _until_sigterm() -> None:
+    """Until the process is asked to stop (SIGTERM; Ctrl-C raises KeyboardInterrupt as ever)."""
+    stopping = asyncio.Event()
+    with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows' loop
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
+    await stopping.wait()
+
+
 async def _phone_workers(args: argparse.Namespace) -> int:
     """``--workers N``: N processes serving the same ports (SO_REUSEPORT: the kernel spreads
     the calls over them); SIGTERM goes to each, which drains, and this returns when all have."""
@@ -260,13 +268,9 @@ async def _phone(args: argparse.Namespace) -> int:
     if phone.webhook_port is not None:
         answer = "TwiML <Connect><Stream>" if args.provider == "twilio" else "NCCO connect to the websocket"
         print(f"Voice webhook ({answer}) on http://{args.host}:{phone.webhook_port}/")
-    loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
-    with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows' loop
-        loop.add_signal_handler(signal.SIGTERM, stopping.set)
     try:
         serving = asyncio.create_task(phone.serve_forever())
-        await stopping.wait()
+        await _until_sigterm()
         print(f"SIGTERM: draining {len(phone.active)} call(s), up to {args.drain_s:g} s", flush=True)
         await phone.drain(args.drain_s)
         serving.cancel()
@@ -310,12 +314,8 @@ async def _web(args: argparse.Namespace) -> int:
         import webbrowser
 
         webbrowser.open(url)
-    loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
-    with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows' loop
-        loop.add_signal_handler(signal.SIGTERM, stopping.set)
     try:
-        await stopping.wait()
+        await _until_sigterm()
     finally:
         await web.stop()
         if emulator is not None:

@@ -48,12 +48,10 @@ class BrowserSource:
         self._max_frames = int(MAX_QUEUED_INPUT_S * 1000 / FRAME_MS)
         self._wake = asyncio.Event()
         self._ended = False
-        self.received_bytes = 0
         self.dropped_frames = 0
         self.last_audio_at: float | None = None
 
     def feed(self, pcm: bytes) -> None:
-        self.received_bytes += len(pcm)
         pcm = self._carry + pcm
         whole = len(pcm) & ~1
         self._carry = pcm[whole:]
@@ -133,7 +131,6 @@ class Tab:
         self.session: Session | None = None
         self.conversation: Conversation | None = None
         self.ended: asyncio.Event = asyncio.Event()
-        self.end_reason = ""
         self.warned_no_audio = False
         self.stalled_since: float | None = None  # since when the page has not been reading
 
@@ -211,7 +208,6 @@ class Tab:
     async def close(self, reason: str) -> None:
         if self.ended.is_set():
             return
-        self.end_reason = reason
         self.ended.set()
         self.source.end()
         if self.conversation is not None:

@@ -308,7 +308,6 @@ function startDirect(grant) {
     notice,
     fresh: requestToken,
   });
-  live.direct = direct;
 }
 
 async function start() {
