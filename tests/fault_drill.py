@@ -118,11 +118,13 @@ async def drill(
     server_tls: dict[str, Any] | None = None,
     transparent: bool = True,
     speech: bool = True,
+    nowait: bool = False,
 ) -> tuple[DrillReport, LiveEmulator]:
     """Stream ``chunks`` numbered chunks at ``speedup`` x real time through ``faults`` (over
     wss:// with ``server_tls``, the emulator's ``ssl`` or ``certfile``/``keyfile``: the client
     trusts what the system's CA store holds), with transparent resumption (handles that say
-    what they cover) or without."""
+    what they cover) or without; each chunk through ``send_audio``, or with ``nowait``
+    through ``send_audio_nowait`` (and ``drain`` when it asks)."""
     rng = np.random.default_rng(seed)
     sent = hashlib.sha256()  # what was sent, without holding it all
     sent_bytes = 0
@@ -150,7 +152,10 @@ async def drill(
                 chunk = numbered_chunk(n, rng, speech=speech)
                 sent.update(chunk)
                 sent_bytes += len(chunk)
-                await session.send_audio(chunk)
+                if not nowait:
+                    await session.send_audio(chunk)
+                elif session.send_audio_nowait(chunk):
+                    await session.drain()
                 if n % 3000 == 0:  # every minute of audio
                     rss_mib.append(current_rss_mib())
                     if tracemalloc.is_tracing():

@@ -19,13 +19,17 @@ from geminilive.session import ReconnectPolicy
 FAST = {"speed": float("inf"), "realtime_playback": False}
 
 
-@pytest.mark.parametrize(("seed", "loop"), [(1, "asyncio"), (2, "asyncio"), (3, "uvloop")])
-def test_a_long_conversation_through_many_faults_loses_and_duplicates_nothing(seed: int, loop: str) -> None:
+@pytest.mark.parametrize(
+    ("seed", "loop", "nowait"),
+    [(1, "asyncio", False), (2, "asyncio", False), (3, "uvloop", False), (4, "asyncio", True)],
+)
+def test_a_long_conversation_through_many_faults_loses_nothing(seed: int, loop: str, nowait: bool) -> None:
     # A minute of numbered audio at 25x real time through 32 faults: 1011 closes at random
     # points, silent TCP drops, goAways, and jitter/delay on some connections; client and
-    # emulator on asyncio's loop, and on uvloop (what geminilive's own programs run on).
+    # emulator on asyncio's loop, and on uvloop (what geminilive's own programs run on); sent
+    # with send_audio, or with send_audio_nowait (what the phone bridge and LiveKit model call).
     faults = mixed_faults(32, seed, messages=(20, 120))
-    report, emu = run(drill(chunks=3000, faults=faults, seed=seed), loop=loop)
+    report, emu = run(drill(chunks=3000, faults=faults, seed=seed, nowait=nowait), loop=loop)
     assert report.identical, report
     assert (report.lost, report.duplicated, report.reordered) == (0, 0, False), report
     closes = sum(1 for c in list(emu.connections)[:-1] if c.faults.close_after_client_messages is not None)

@@ -503,6 +503,14 @@ class Session:
     async def send_audio(self, pcm: bytes | np.ndarray, sample_rate_hz: int = INPUT_RATE_HZ) -> None:
         """Send microphone audio: 16-bit LE bytes, or a float32/int16 array, at any rate
         (resampled to 16 kHz in Rust, with the resampler's state kept across calls)."""
+        if self.send_audio_nowait(pcm, sample_rate_hz):
+            await self._flush()
+
+    def send_audio_nowait(self, pcm: bytes | np.ndarray, sample_rate_hz: int = INPUT_RATE_HZ) -> bool:
+        """:meth:`send_audio` without waiting, for code called per frame outside a coroutine
+        (a socket's callback, a framework's push): the audio is written to the socket at once,
+        or kept in order for the next connection or behind a writer that waits for the socket.
+        True when the socket's buffer is full: ``await session.drain()`` before much more."""
         pcm16 = pcm if sample_rate_hz == INPUT_RATE_HZ and type(pcm) is bytes else self._pcm16(pcm, sample_rate_hz)
         ws = self._ws
         if ws is not None and not self._flushing and ws is not self._leaving:
@@ -511,13 +519,15 @@ class Session:
                 try:
                     ws.send_now(frame)
                 except websockets.exceptions.ConnectionClosed:
-                    return  # kept for replay; the receive side reconnects
-                if ws.must_drain:
-                    await self._flush()
-                return
+                    return False  # kept for replay; the receive side reconnects
+                return ws.must_drain
         self._protocol.send_audio(pcm16, INPUT_RATE_HZ)
-        if self._write_queued():
-            await self._flush()
+        return self._write_queued()
+
+    async def drain(self) -> None:
+        """Wait until what was sent has gone to the socket (after :meth:`send_audio_nowait`
+        said its buffer is full)."""
+        await self._flush()
 
     async def send_text(self, text: str) -> None:
         self._protocol.send_text(text)
