@@ -182,6 +182,32 @@ def test_a_call_whose_session_fails_is_ended_with_the_reason_and_its_stats_kept(
     assert "a-wrong-key" not in reason and not phone.active
 
 
+def test_a_send_that_fails_mid_call_ends_it_with_the_reason_and_nothing_escapes_to_the_loop() -> None:
+    # The caller's audio goes to the session from the socket's callback (no task switch per
+    # frame): a send that raises there (here a message of a second of audio, over a frame
+    # limit the session was opened with) ends the call as a failed session does (1011, the
+    # reason, the stats), not in the event loop's handler as a broken protocol callback.
+    async def scenario():
+        loop_errors: list[dict] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _, context: loop_errors.append(context))
+        async with LiveEmulator(model="echo") as emu:
+            opener = lambda: geminilive.connect(endpoint=emu.url, config=config(), max_frame_bytes=16_000)  # noqa: E731
+            async with PhoneServer(opener) as phone, Caller(phone.stream_url) as caller:
+                await caller.start()
+                await caller.speak(bytes(FRAME) * 5)  # 20 ms frames go
+                second = base64.b64encode(bytes(FRAME) * 50).decode()
+                await caller.send({"event": "media", "streamSid": "MZtest", "media": {"payload": second}})
+                async with asyncio.timeout(10):
+                    await caller.ws.wait_closed()
+                await until(lambda: phone.finished, 5, "the call to end")
+                return caller.ws.close_code, caller.ws.close_reason, phone.finished[0], loop_errors
+
+    code, reason, stats, loop_errors = run(scenario())
+    assert code == 1011 and reason.startswith("the session failed") and "exceeds 16000 bytes" in reason, reason
+    assert stats.ended_by.startswith(reason) and stats.caller_audio_ms == 5 * 20 + 1000
+    assert loop_errors == []
+
+
 def test_a_reply_that_comes_later_than_it_plays_is_counted_in_late_frames(hello: bytes) -> None:
     async def scenario():
         faults = Faults(audio_jitter_s=0.15)  # each chunk up to 150 ms late, at real-time pace

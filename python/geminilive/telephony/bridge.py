@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from typing import NamedTuple
 
 import msgspec
 import websockets
@@ -38,6 +39,7 @@ from geminilive.telephony.twilio import TwilioStream
 from geminilive.telephony.wire import (
     CallEnded,
     CallerAudio,
+    CallEvent,
     CallProtocolError,
     CallStarted,
     CallWire,
@@ -48,6 +50,13 @@ from geminilive.telephony.wire import (
 __all__ = ["CallBridge", "CallStats", "CallTurn"]
 
 _log = logging.getLogger("geminilive.telephony")
+_DRAIN = object()  # in what _take_now leaves to the task: wait for the session's socket first
+
+
+class _Raise(NamedTuple):
+    """In what _take_now leaves to the task: what it raised."""
+
+    error: Exception
 
 
 class CallTurn(msgspec.Struct, kw_only=True):
@@ -141,6 +150,8 @@ class CallBridge:
         self._turn_start_ms = 0.0  # model audio sent before this turn
         self._said: list[tuple[float, str]] = []  # this turn's output transcript, by audio sent
         self.started: CallStarted | None = None
+        # The rest of a message _take_now read, for _caller_to_session to finish.
+        self._taken: list[CallEvent | _Raise | object] | None = None
 
     async def run(self) -> CallStats:
         """The whole call; returns its stats (``ended_by`` says why it ended)."""
@@ -221,23 +232,59 @@ class CallBridge:
                 return
 
     async def _caller_to_session(self, session: Session) -> str:
-        while True:
-            try:
-                frame = await self.ws.recv()
-            except websockets.exceptions.ConnectionClosed:
-                return "the caller's stream closed"
-            for event in self._handle(frame):
-                if isinstance(event, CallerAudio):
-                    self.stats.caller_audio_ms += self._ms(len(event.codes))
-                    assert self._decoder is not None
-                    pcm = self._decoder.process(event.codes)
-                    await session.send_audio(pcm, INPUT_RATE_HZ)
-                    self._detect_speech_end(pcm)
-                elif isinstance(event, Digit):
-                    self.stats.digits += event.digit
-                    await session.send_text(f"(The caller pressed {event.digit} on the keypad.)")
-                elif isinstance(event, CallEnded):
-                    return event.reason
+        self.ws.take_message_now = lambda frame: self._take_now(frame, session)
+        try:
+            while True:
+                try:
+                    frame = await self.ws.recv()
+                except websockets.exceptions.ConnectionClosed:
+                    return "the caller's stream closed"
+                if self._taken is not None:  # read by _take_now, to be finished here
+                    events, self._taken = self._taken, None
+                else:
+                    events = self._handle(frame)
+                for event in events:
+                    if event is _DRAIN:
+                        await session.drain()
+                    elif isinstance(event, _Raise):
+                        raise event.error
+                    elif isinstance(event, CallerAudio):
+                        if self._caller_audio(session, event):
+                            await session.drain()
+                    elif isinstance(event, Digit):
+                        self.stats.digits += event.digit
+                        await session.send_text(f"(The caller pressed {event.digit} on the keypad.)")
+                    elif isinstance(event, CallEnded):
+                        return event.reason
+        finally:
+            self.ws.take_message_now = None
+
+    def _take_now(self, frame: str | bytes, session: Session) -> bool:
+        """The caller's messages, read as they arrive while `_caller_to_session` waits (no task
+        switch per 20 ms frame): audio goes to the session here. What needs waiting for (a
+        digit, the hang-up, a socket to drain) or fails is left to the task, with the message."""
+        try:
+            events = self._handle(frame)
+            for i, event in enumerate(events):
+                if type(event) is CallerAudio:
+                    if self._caller_audio(session, event):
+                        self._taken = [_DRAIN, *events[i + 1 :]]
+                        return False
+                elif type(event) is not MarkPlayed:  # (marks were counted as they were read)
+                    self._taken = events[i:]
+                    return False
+        except Exception as exc:  # raised in the task, as if it had read the message itself
+            self._taken = [_Raise(exc)]
+            return False
+        return True
+
+    def _caller_audio(self, session: Session, audio: CallerAudio) -> bool:
+        """Send the caller's audio to the session; True when its socket must drain."""
+        self.stats.caller_audio_ms += self._ms(len(audio.codes))
+        assert self._decoder is not None
+        pcm = self._decoder.process(audio.codes)
+        self._detect_speech_end(pcm)
+        return session.send_audio_nowait(pcm, INPUT_RATE_HZ)
 
     async def _session_to_caller(self, session: Session) -> str:
         async for event in session:
