@@ -199,6 +199,7 @@ class RealtimeSession(llm.RealtimeSession):
     def __init__(self, realtime_model: RealtimeModel) -> None:
         super().__init__(realtime_model)
         self._owner = realtime_model
+        self._loop = asyncio.get_running_loop()  # (asking per audio chunk costs a getpid on 3.11)
         self._instructions = realtime_model._config.system_instruction
         self._tools = llm.ToolContext.empty()
         self._chat_ctx = llm.ChatContext.empty()
@@ -308,7 +309,7 @@ class RealtimeSession(llm.RealtimeSession):
             self._unsent_rate = frame.sample_rate
         if not self._unsent_audio:  # a chunk begins: it goes when full, or when frames stop
             chunk_s = self._owner._input_chunk_ms / 1000
-            self._unsent_timer = asyncio.get_running_loop().call_later(chunk_s, self._send_unsent_audio)
+            self._unsent_timer = self._loop.call_later(chunk_s, self._send_unsent_audio)
         self._unsent_audio += pcm
         if len(self._unsent_audio) >= frame.sample_rate * self._owner._input_chunk_ms // 500:
             self._send_unsent_audio()
@@ -317,9 +318,18 @@ class RealtimeSession(llm.RealtimeSession):
         if self._unsent_timer is not None:
             self._unsent_timer.cancel()
             self._unsent_timer = None
-        if self._unsent_audio:
-            pcm, self._unsent_audio = bytes(self._unsent_audio), bytearray()
-            self._queue("send_audio", pcm, self._unsent_rate)
+        if not self._unsent_audio:
+            return
+        pcm, self._unsent_audio = bytes(self._unsent_audio), bytearray()
+        session = self._session
+        if session is None or not self._outbox.empty() or self._closed:
+            self._queue("send_audio", pcm, self._unsent_rate)  # in order, behind what waits
+            return
+        try:  # the common case: to the socket now, no task switch per chunk
+            if session.send_audio_nowait(pcm, self._unsent_rate):
+                self._queue("drain")
+        except GeminiLiveError as exc:  # the session is over: the receiver reports why
+            _log.debug("audio after the session ended: %s", exc)
 
     def push_video(self, frame: rtc.VideoFrame) -> None:
         options = images.EncodeOptions(format="JPEG", quality=75)
