@@ -464,11 +464,13 @@ async def cpu_table(
         late = {name: max(r["late_frames_pct"] for r in runs[name]) for name in series}
         base, tc, gl = cpu["framework"], cpu[theirs], cpu[ours]
         # A series that fell behind is out of CPU: its figure is a ceiling (a core over the
-        # sessions), not a cost, and a ratio with it says nothing.
-        behind = [name for name in series if late[name] > MAX_LATE_PCT]
-        ratio = f"{tc / gl:5.1f}x" if not {theirs, ours} & set(behind) else "    -"
-        above = f"{(tc - base) / max(gl - base, 1e-9):5.1f}x" if not behind else "    -"
-        note = f"  (out of CPU: {', '.join(behind)})" if behind else ""
+        # sessions), not a cost. Theirs alone behind: the ratio is a floor (>=); ours or the
+        # framework's own behind: no ratio.
+        behind = {name for name in series if late[name] > MAX_LATE_PCT}
+        floor = ">" if behind == {theirs} else " "
+        ratio = f"{floor}{tc / gl:4.1f}x" if ours not in behind else "    -"
+        above = f"{floor}{(tc - base) / max(gl - base, 1e-9):4.1f}x" if behind <= {theirs} else "    -"
+        note = f"  (out of CPU: {', '.join(sorted(behind))})" if behind else ""
         print(
             f"  {count:8d} {base:9.1f} {tc:8.1f} {gl:10.1f} {ratio}"
             f" {tc - base:13.1f} {gl - base:16.1f} {above}"
