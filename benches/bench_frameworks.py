@@ -457,9 +457,9 @@ async def cpu_table(
         for _ in range(args.repeat):  # interleaved: a slow spell of the machine hits every series
             for name in series:
                 runs[name].append(await cpu_run_apart(framework, name, count, args.seconds, url, tls))
-        for name in names:
-            first = [x for r in runs[name] for x in r["latencies_ms"]]
-            latency.setdefault(name, []).extend(first if count == args.steps[0] else [])
+        if count == args.steps[0]:
+            for name in names:
+                latency[name] = [x for r in runs[name] for x in r["latencies_ms"]]
         cpu = {name: statistics.median(r["cpu_ms_per_session_s"] for r in runs[name]) for name in series}
         late = {name: max(r["late_frames_pct"] for r in runs[name]) for name in series}
         base, tc, gl = cpu["framework"], cpu[theirs], cpu[ours]
