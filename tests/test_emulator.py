@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 
 import numpy as np
 import pytest
@@ -339,6 +340,37 @@ def test_client_messages_read_as_they_arrive_are_taken_whole_and_in_order(runs) 
     assert (received, heard, turns) == through_task
     if any(kind == "speech" and count >= 10 for kind, count in runs):
         assert turns, "a fifth of a second of speech and more makes a turn"
+
+
+def test_time_input_notes_when_each_audio_message_was_read_and_how_much_audio_came_by_then() -> None:
+    """For benchmarks of how late a client passes audio on: one entry per audio message (at
+    any rate, read in the socket's callback or in the task), the audio's running length in
+    seconds, times that never go back and cannot come faster than the audio was paced."""
+    sizes = [(16000, 320), (24000, 480), (16000, 320), (16000, 640), (8000, 160)] * 4  # 20-40 ms
+
+    async def scenario(time_input: bool):
+        async with LiveEmulator(time_input=time_input, **FAST) as emu:
+            async with websockets.connect(emu.url) as ws:
+                await ws.send('{"setup": {"model": "models/m"}}')
+                await ws.recv()
+                t0 = time.monotonic()
+                for rate, samples in sizes:
+                    data = base64.b64encode(bytes(2 * samples)).decode()
+                    audio = {"mimeType": f"audio/pcm;rate={rate}", "data": data}
+                    await ws.send(json.dumps({"realtimeInput": {"audio": audio}}))
+                    await asyncio.sleep(0.02)
+                [connection] = emu.connections
+                while connection.client_index < len(sizes):
+                    await asyncio.sleep(0.01)
+                return connection.input_timing, t0
+
+    assert run(scenario(False))[0] is None
+    timing, t0 = run(scenario(True))
+    assert len(timing) == len(sizes)
+    arrived, upto = zip(*timing, strict=True)
+    assert list(upto) == pytest.approx(np.cumsum([samples / rate for rate, samples in sizes]).tolist())
+    assert list(arrived) == sorted(arrived) and arrived[0] >= t0
+    assert arrived[-1] - arrived[0] >= 0.02 * (len(sizes) - 1)
 
 
 def test_no_interruption_mode_lets_the_model_finish() -> None:

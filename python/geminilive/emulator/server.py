@@ -166,6 +166,9 @@ class LiveEmulator:
         record_input: keep every audio byte each session consumed (``input_audio(...)``), as
             of each resumption handle: a session resumed from a handle continues from what
             that handle covered. For tests of what reached the server; memory grows with it.
+        time_input: note when each audio message was read, per connection
+            (``input_timing``: monotonic time, seconds of audio received up to the message's
+            end), for benchmarks of how late a client passes audio on; memory grows with it.
         profiles: ``(pattern, ModelProfile)`` pairs: the first pattern found in the setup's
             model name says how that model generation behaves (see
             :mod:`geminilive.emulator.profiles`; 2.5 native audio, 3.1 and 3.8 by default).
@@ -203,6 +206,7 @@ class LiveEmulator:
         max_message_bytes: int = 8 * 1024 * 1024,
         max_sessions: int = 10000,
         record_input: bool = False,
+        time_input: bool = False,
         profiles: Sequence[tuple[str, ModelProfile]] = PROFILES,
         abort_input_during_blocking_calls: bool = False,
         silent_failures: Callable[[int, UserTurn], str | None] | None = None,
@@ -230,6 +234,7 @@ class LiveEmulator:
         self.max_message_bytes = max_message_bytes
         self._server: WebSocketServer | None = None
         self.record_input = record_input
+        self.time_input = time_input
         self.abort_input_during_blocking_calls = abort_input_during_blocking_calls
         self.silent_failures = silent_failures
         self.tokens = TokenStore()
@@ -472,6 +477,9 @@ class _Connection:
         self._turn_text: list[str] = []
         self._interruptible = True
         self._model_speaking = False
+        # (arrival, seconds of audio so far) per audio message, with the server's time_input.
+        self.input_timing: list[tuple[float, float]] | None = [] if server.time_input else None
+        self._input_s = 0.0
         # The latest client messages, for tests and tools (bounded: a session can last hours).
         self.received: collections.deque[ClientMessage] = collections.deque(maxlen=RECEIVED_KEPT)
         # What the VAD found in audio `_take_audio_now` read, for `run` to finish.
@@ -751,6 +759,9 @@ class _Connection:
         assert self.record is not None
         if self.record.input_audio is not None:
             self.record.input_audio += data
+        if self.input_timing is not None:
+            self._input_s += len(data) / 2 / rate
+            self.input_timing.append((time.monotonic(), self._input_s))
         samples = s16le_to_f32(data)
         if rate != INPUT_RATE_HZ:
             if rate not in self._resamplers:
