@@ -369,7 +369,7 @@ if __name__ == "__main__":
     parser.add_argument("--steps", default="1,5,10,25,50,100")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--servers", default=",".join(SERVERS), help="which servers to run (both: the ratios)")
-    parser.add_argument("--quick", action="store_true", help="steps 1,3, 4 s")
+    parser.add_argument("--quick", action="store_true", help="steps 1,3, 6 s")
     parser.add_argument(
         "--loop",
         default=loop_name(),
@@ -378,7 +378,7 @@ if __name__ == "__main__":
     )
     args = parser.parse_args()
     if args.quick:
-        args.steps, args.seconds = "1,3", 4.0
+        args.steps, args.seconds = "1,3", 6.0
     args.steps = [int(s) for s in args.steps.split(",")]
     args.servers = args.servers.split(",")
     print(f"Pipecat {version('pipecat-ai')}, geminilive {geminilive.__version__}; {os.cpu_count()} CPUs")

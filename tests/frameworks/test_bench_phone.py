@@ -16,11 +16,15 @@ BENCH = Path(__file__).resolve().parents[2] / "benches" / "bench_phone.py"
 def test_the_phone_benchmark_runs_in_quick_mode() -> None:
     result = subprocess.run([sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, timeout=190)
     assert result.returncode == 0, result.stdout + result.stderr
-    for text in ["24 kHz -> 8 kHz mu-law", "Calls at once", "Calls per core", "ratio geminilive/pipecat"]:
+    for text in ["24 kHz -> 8 kHz mu-law", "Calls at once", "Calls per core"]:
         assert text in result.stdout, result.stdout
     rows = [line.split() for line in result.stdout.splitlines() if line.strip().startswith(("1 ", "3 "))]
     assert {(row[0], row[1]) for row in rows} == {(n, s) for n in ("1", "3") for s in ("pipecat", "geminilive")}
-    assert all(row[-1] == f"{row[0]}/{row[0]}" for row in rows), "every call heard a reply, on both servers"
+    assert all(row[6] == f"{row[0]}/{row[0]}" for row in rows), "every call heard a reply, on both servers"
+    # Whether a server kept up is a timing (not asserted): each has its line either way.
+    capacity = result.stdout.split("Calls per core")[1].splitlines()
+    for server in ("pipecat", "geminilive"):
+        assert any(line.split()[:1] == [server] for line in capacity), result.stdout
 
 
 def test_caller_audio_late_at_the_live_api_is_counted_by_frame_against_the_calls_least_delayed() -> None:
