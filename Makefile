@@ -95,6 +95,7 @@ lint:
 	cargo clippy --locked --release --all-targets -- -D warnings
 	cargo clippy --locked --release --all-targets --features python -- -D warnings
 	$(PYTHON) -m ruff check python tests benches rust
+	$(PYTHON) -m ruff format --check python tests benches
 	$(PYTHON) -m mypy python/geminilive
 	$(PYTHON) -m mypy.stubtest geminilive._native
 

@@ -136,9 +136,11 @@ def main() -> None:
             ratio = "" if name == "geminilive" else f"  ({times[name] / times['geminilive']:.1f}x geminilive's time)"
             print(f"{name:<28} {times[name]:>9.2f} {shown:>15} {held_back_ms(make, *rates, coded):>9.2f}{ratio}")
     codec = statistics.median(timeit.repeat(lambda: encode(frame_24k[:320]), number=number, repeat=5)) / number * 1e6
-    reference = statistics.median(
-        timeit.repeat(lambda: audioop.lin2ulaw(frame_24k[:320], 2), number=number, repeat=5)
-    ) / number * 1e6
+    reference = (
+        statistics.median(timeit.repeat(lambda: audioop.lin2ulaw(frame_24k[:320], 2), number=number, repeat=5))
+        / number
+        * 1e6
+    )
     print(f"{'mu-law code 160 samples':<28} {codec:>9.2f} (audioop {reference:.2f})")
 
 

@@ -163,10 +163,12 @@ def test_phone_workers_share_the_ports_spread_the_calls_and_drain_on_sigterm() -
             await ws.send(json.dumps({"event": "start", "start": start, "streamSid": f"MZ{n}"}))
             streams.append(ws)
         seen: dict[int, int] = {}
+
         async def both_seen() -> bool:
             pid, active = await metrics()
             seen[pid] = active
             return set(seen) == pids and sum(seen.values()) == 16
+
         for _ in range(300):
             if await both_seen():
                 break
@@ -188,6 +190,18 @@ def test_phone_workers_share_the_ports_spread_the_calls_and_drain_on_sigterm() -
             parent.send_signal(signal.SIGTERM)
             assert parent.wait(timeout=30) == 0
         assert parent.stdout.read().count("SIGTERM: draining") == 2, "each worker drained"
+
+
+def test_phone_workers_that_cannot_listen_end_the_command_with_an_error() -> None:
+    """A port another program holds (without SO_REUSEPORT): no worker listens, the parent
+    says so and ends with an error rather than claiming to serve."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = geminilive("phone", "--workers", "2", "--port", str(port), "--webhook-port", str(_free_port()))
+    assert result.returncode != 0
+    assert "pids" not in result.stdout and "a worker ended before it listened" in result.stderr
 
 
 def test_phone_workers_need_fixed_ports() -> None:

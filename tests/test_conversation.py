@@ -247,6 +247,7 @@ def test_the_conversation_plays_on_through_a_reconnect(loop: str) -> None:
                 conversation = Conversation(
                     session, source=IteratorSource(frames(), 16000), sink=sink, on_event=seen.append
                 )
+
                 def turns_after_resume() -> int:
                     kinds = [type(e) for e in seen]
                     return kinds[kinds.index(ev.Resumed) :].count(ev.TurnComplete) if ev.Resumed in kinds else -1

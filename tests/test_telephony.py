@@ -60,11 +60,21 @@ def test_a_call_speaks_to_the_model_hears_the_reply_and_hangs_up(hello: bytes) -
                 await until(lambda: caller.marks_echoed, 10, "a mark to come back")
                 await until(lambda: next(iter(phone.active)).stats.turns, 10, "the reply's turn to end")
                 _, metrics = await http_get(phone.webhook_port, "/metrics")
-                await caller.send({"event": "dtmf", "streamSid": "MZtest", "dtmf": {"track": "inbound_track", "digit": "5"}})  # noqa: E501
-                await until(lambda: any(m.realtime_input and m.realtime_input.text for m in emu.connections[0].received), 5, "the digit")  # noqa: E501
+                await caller.send(
+                    {"event": "dtmf", "streamSid": "MZtest", "dtmf": {"track": "inbound_track", "digit": "5"}}
+                )
+                await until(
+                    lambda: any(m.realtime_input and m.realtime_input.text for m in emu.connections[0].received),
+                    5,
+                    "the digit",
+                )
                 await caller.send({"event": "stop", "streamSid": "MZtest", "stop": {"callSid": "CAtest"}})
                 await until(lambda: phone.finished, 5, "the call to end")
-                texts = [m.realtime_input.text for m in emu.connections[0].received if m.realtime_input and m.realtime_input.text]  # noqa: E501
+                texts = [
+                    m.realtime_input.text
+                    for m in emu.connections[0].received
+                    if m.realtime_input and m.realtime_input.text
+                ]
                 consumed = len(emu.input_audio())
                 assert caller.binary_messages == 0, "Twilio takes text messages only"
                 return phone.finished[0], bytes(caller.heard), texts, emu.connections[0], consumed, metrics
@@ -312,10 +322,20 @@ def test_the_twilio_wire_state_machine() -> None:
         stream.media(b"x")  # nothing to send to before start
     assert stream.receive(json.dumps({"event": "connected"})) == []
     with pytest.raises(TwilioProtocolError, match="audio/x-mulaw"):
-        stream.receive(json.dumps({"event": "start", "streamSid": "MZ", "start": {"mediaFormat": {"encoding": "audio/l16", "sampleRate": 16000}}}))  # noqa: E501
+        stream.receive(
+            json.dumps(
+                {
+                    "event": "start",
+                    "streamSid": "MZ",
+                    "start": {"mediaFormat": {"encoding": "audio/l16", "sampleRate": 16000}},
+                }
+            )
+        )
     [started] = stream.receive(json.dumps({"event": "start", "streamSid": "MZ", "start": {"callSid": "CA"}}))
     assert started.stream_sid == "MZ"
-    [audio] = stream.receive(json.dumps({"event": "media", "media": {"payload": base64.b64encode(b"\x7f" * 160).decode()}}))  # noqa: E501
+    [audio] = stream.receive(
+        json.dumps({"event": "media", "media": {"payload": base64.b64encode(b"\x7f" * 160).decode()}})
+    )
     assert audio == CallerAudio(b"\x7f" * 160)
     assert stream.receive(json.dumps({"event": "media", "media": {"track": "outbound", "payload": "AA=="}})) == []
     assert json.loads(stream.clear()) == {"event": "clear", "streamSid": "MZ"}

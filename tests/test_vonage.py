@@ -109,7 +109,11 @@ def test_a_vonage_call_reaches_the_model_sample_for_sample_and_hears_the_reply(h
                 await until(lambda: len(caller.heard) > 32000, 15, "a second of the reply")
                 await until(lambda: caller.notified, 10, "a notify to come back")
                 await caller.ws.send(json.dumps({"event": "websocket:dtmf", "digit": "5", "duration": 260}))
-                texts = lambda: [m.realtime_input.text for m in emu.connections[0].received if m.realtime_input and m.realtime_input.text]  # noqa: E501, E731
+
+                def texts() -> list[str]:
+                    received = emu.connections[0].received
+                    return [m.realtime_input.text for m in received if m.realtime_input and m.realtime_input.text]
+
                 await until(lambda: texts(), 5, "the digit")
                 await caller.ws.close()  # Vonage ends a call by closing the WebSocket
                 await until(lambda: phone.finished, 5, "the call to end")
@@ -222,7 +226,9 @@ def test_the_answer_webhook_returns_an_ncco_that_connects_the_websocket() -> Non
     assert b"200 OK" in head and b"application/json" in head
     assert json.loads(body) == ncco("wss://example.org/media")
     [connect] = json.loads(body)
-    assert connect["endpoint"] == [{"type": "websocket", "uri": "wss://example.org/media", "content-type": "audio/l16;rate=16000"}]  # noqa: E501
+    assert connect["endpoint"] == [
+        {"type": "websocket", "uri": "wss://example.org/media", "content-type": "audio/l16;rate=16000"}
+    ]
     with pytest.raises(ValueError, match="8000 or 16000"):
         ncco("wss://x", rate_hz=24000)
     with pytest.raises(ValueError, match="provider"):
@@ -233,7 +239,9 @@ def test_the_vonage_wire_state_machine() -> None:
     stream = VonageStream()
     with pytest.raises(VonageProtocolError, match="before websocket:connected"):
         stream.receive(bytes(640))
-    [started] = stream.receive(json.dumps({"event": "websocket:connected", "content-type": "audio/l16;rate=8000", "uuid": "u", "x": 1}))  # noqa: E501
+    [started] = stream.receive(
+        json.dumps({"event": "websocket:connected", "content-type": "audio/l16;rate=8000", "uuid": "u", "x": 1})
+    )
     assert started == CallStarted("u", "", {"uuid": "u", "x": "1"}) and stream.rate_hz == 8000
     assert stream.frame_bytes == 320
     assert stream.receive(bytes(320)) == [CallerAudio(bytes(320))]

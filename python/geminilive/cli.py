@@ -214,6 +214,9 @@ async def _until_sigterm() -> None:
     await stopping.wait()
 
 
+_LISTENING = "media streams on"  # in the line a phone server prints once it listens
+
+
 async def _phone_workers(args: argparse.Namespace) -> int:
     """``--workers N``: N processes serving the same ports (SO_REUSEPORT: the kernel spreads
     the calls over them); SIGTERM goes to each, which drains, and this returns when all have."""
@@ -229,10 +232,11 @@ async def _phone_workers(args: argparse.Namespace) -> int:
             argv.append(arg)
         value_next = arg == "--workers"
     workers = [
-        await asyncio.create_subprocess_exec(sys.executable, "-m", "geminilive", *argv, "--reuse-port")
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "geminilive", *argv, "--reuse-port", stdout=asyncio.subprocess.PIPE
+        )
         for _ in range(args.workers)
     ]
-    print(f"{args.workers} workers on port {args.port}: pids {', '.join(str(w.pid) for w in workers)}", flush=True)
     loop = asyncio.get_running_loop()
 
     def forward(signum: int) -> None:
@@ -242,8 +246,38 @@ async def _phone_workers(args: argparse.Namespace) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, forward, signum)
+    # Ready once every worker listens (it prints where): until then the kernel would give
+    # every call to the workers already listening.
+    started = [await _until_listening(worker.stdout) for worker in workers if worker.stdout is not None]
+    listening = all(lines and _LISTENING in lines[-1] for lines in started)
+    if listening:
+        print(f"{args.workers} workers on port {args.port}: pids {', '.join(str(w.pid) for w in workers)}", flush=True)
+    else:
+        print("a worker ended before it listened; stopping the others", file=sys.stderr, flush=True)
+        forward(signal.SIGTERM)
+    sys.stdout.write("".join(line for lines in started for line in lines))
+    sys.stdout.flush()
+    echoes = [asyncio.create_task(_echo_lines(worker.stdout)) for worker in workers if worker.stdout is not None]
     codes = [await worker.wait() for worker in workers]
-    return max(codes, key=abs)
+    await asyncio.gather(*echoes)
+    return max(codes, key=abs) if listening else max(1, *codes)
+
+
+async def _until_listening(stream: asyncio.StreamReader) -> list[str]:
+    """A worker's lines up to the one that says it listens (all of them if it ends first)."""
+    lines: list[str] = []
+    while line := (await stream.readline()).decode():
+        lines.append(line)
+        if _LISTENING in line:
+            break
+    return lines
+
+
+async def _echo_lines(stream: asyncio.StreamReader) -> None:
+    """A worker's output, line by line, on this process's."""
+    while line := await stream.readline():
+        sys.stdout.write(line.decode())
+        sys.stdout.flush()
 
 
 async def _phone(args: argparse.Namespace) -> int:
@@ -264,10 +298,10 @@ async def _phone(args: argparse.Namespace) -> int:
         reuse_port=args.reuse_port,
     )
     await phone.start()
-    print(f"{args.provider} media streams on ws://{args.host}:{phone.port} (stream url: {phone.stream_url})")
+    print(f"{args.provider} {_LISTENING} ws://{args.host}:{phone.port} (stream url: {phone.stream_url})", flush=True)
     if phone.webhook_port is not None:
         answer = "TwiML <Connect><Stream>" if args.provider == "twilio" else "NCCO connect to the websocket"
-        print(f"Voice webhook ({answer}) on http://{args.host}:{phone.webhook_port}/")
+        print(f"Voice webhook ({answer}) on http://{args.host}:{phone.webhook_port}/", flush=True)
     try:
         serving = asyncio.create_task(phone.serve_forever())
         await _until_sigterm()

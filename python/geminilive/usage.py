@@ -71,8 +71,10 @@ def _by_modality(details: list[ModalityTokenCount] | None) -> dict[str, int]:
 def counts_of(usage: UsageMetadata) -> TokenCounts:
     """One ``usageMetadata`` as counts (Vertex's ``candidates*`` read as the response)."""
     response = usage.response_token_count if usage.response_token_count is not None else usage.candidates_token_count
-    details = usage.response_tokens_details if usage.response_tokens_details is not None else (
-        usage.candidates_tokens_details
+    details = (
+        usage.response_tokens_details
+        if usage.response_tokens_details is not None
+        else (usage.candidates_tokens_details)
     )
     prompt = usage.prompt_token_count or 0
     return TokenCounts(
