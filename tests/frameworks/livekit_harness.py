@@ -30,6 +30,20 @@ class QueuedAudioInput(io.AudioInput):
         return await self._frames.get()
 
 
+class QueuedVideoInput(io.VideoInput):
+    """Camera frames the test puts in: the session reads them as a participant's video."""
+
+    def __init__(self) -> None:
+        super().__init__(label="test-camera")
+        self._frames: asyncio.Queue[rtc.VideoFrame] = asyncio.Queue()
+
+    def put(self, frame: rtc.VideoFrame) -> None:
+        self._frames.put_nowait(frame)
+
+    async def __anext__(self) -> rtc.VideoFrame:
+        return await self._frames.get()
+
+
 class RecordingAudioOutput(io.AudioOutput):
     """What the agent said: every frame it was given, and each segment's end."""
 
@@ -63,8 +77,10 @@ class RecordingAudioOutput(io.AudioOutput):
 
 
 class Run:
-    def __init__(self, session: AgentSession, mic: QueuedAudioInput, speaker: RecordingAudioOutput) -> None:
-        self.session, self.mic, self.speaker = session, mic, speaker
+    def __init__(
+        self, session: AgentSession, mic: QueuedAudioInput, speaker: RecordingAudioOutput, camera: QueuedVideoInput
+    ) -> None:
+        self.session, self.mic, self.speaker, self.camera = session, mic, speaker, camera
         self.items: list = []  # conversation_item_added
         self.transcribed: list = []  # user_input_transcribed
         self.errors: list = []
@@ -86,13 +102,14 @@ class Run:
 
 @contextlib.asynccontextmanager
 async def agent_session(llm: object, agent: Agent) -> AsyncIterator[Run]:
-    mic, speaker = QueuedAudioInput(), RecordingAudioOutput()
+    mic, speaker, camera = QueuedAudioInput(), RecordingAudioOutput(), QueuedVideoInput()
     # No AEC warm-up: LiveKit would send the model silence in place of the user's audio
     # while the agent speaks in its first seconds (there is no echo here to cancel).
     session = AgentSession(llm=llm, aec_warmup_duration=None)
     session.input.audio = mic
+    session.input.video = camera
     session.output.audio = speaker
-    run = Run(session, mic, speaker)
+    run = Run(session, mic, speaker, camera)
     await session.start(agent=agent, record=False)
     try:
         yield run

@@ -7,13 +7,16 @@ reaching the service across faults. The session's audio I/O is LiveKit's own int
 from __future__ import annotations
 
 import asyncio
+import io
 
 import numpy as np
 import pytest
 from framework_util import FAULTS, SLOW_RECONNECT, speech_chunks
+from livekit import rtc
 from livekit.agents import Agent, function_tool
 from livekit.agents.metrics import RealtimeModelMetrics
 from livekit_harness import agent_session
+from PIL import Image
 
 from audio_util import run
 from fault_drill import chunk_numbers
@@ -43,6 +46,34 @@ def test_an_agent_session_speaks_to_the_emulator_and_gets_the_reply_audio() -> N
         assert not s.errors
 
     run(scenario())
+
+
+def test_a_participants_video_reaches_the_service_as_jpeg_frames() -> None:
+    """LiveKit's video input goes to the session as realtimeInput video: a JPEG of the frame
+    (the Live API takes images at about 1 per second; LiveKit's sampler sends the first)."""
+    width, height = 64, 48
+    rgba = np.zeros((height, width, 4), np.uint8)
+    rgba[:, : width // 2] = (255, 0, 0, 255)  # red on the left, blue on the right
+    rgba[:, width // 2 :] = (0, 0, 255, 255)
+
+    async def scenario() -> list:
+        async with LiveEmulator(model="echo", realtime_playback=False) as emu:
+            async with agent_session(RealtimeModel(endpoint=emu.url), Agent(instructions="Look.")) as s:
+                s.camera.put(rtc.VideoFrame(width, height, rtc.VideoBufferType.RGBA, rgba.tobytes()))
+
+                def videos() -> list:
+                    received = [m for c in emu.connections for m in c.received]
+                    return [m.realtime_input.video for m in received if m.realtime_input and m.realtime_input.video]
+
+                await s.until(videos, "the frame at the service")
+                assert not s.errors
+                return videos()
+
+    [video] = run(scenario())
+    assert video.mime_type == "image/jpeg" and video.data[:2] == b"\xff\xd8", "a JPEG, as its type says"
+    image = np.asarray(Image.open(io.BytesIO(video.data)).convert("RGB")).astype(int)
+    assert image.shape == (height, width, 3)
+    assert np.abs(image[:, :8] - (255, 0, 0)).max() < 40 and np.abs(image[:, -8:] - (0, 0, 255)).max() < 40
 
 
 def test_microphone_audio_at_48_khz_reaches_the_service_at_16_khz() -> None:
