@@ -133,11 +133,11 @@ def timed_emulator(tls: LoopbackTls, urls: Any, requests: Any, replies: Any) -> 
         await emu.start()
         settled()
         urls.put(emu.url)
-        seen: set[int] = set()
+        last = -1  # the number of the last connection reported
         while True:
             await asyncio.to_thread(requests.get)
-            new = [c for c in emu.connections if id(c) not in seen]
-            seen.update(id(c) for c in new)
+            new = [c for c in emu.connections if c.number > last]
+            last = max((c.number for c in new), default=last)
             replies.put([c.input_timing for c in new])
 
     asyncio.run(main())
