@@ -2,6 +2,7 @@
 //! lives in `py/` and is compiled only with the `python` feature (maturin enables it).
 
 pub mod aec;
+pub mod chunker;
 pub mod device;
 pub mod g711;
 pub mod jitter;

@@ -73,6 +73,8 @@ pub struct Vad {
     speaking: bool,
     run: u32,
     run_start: u64,
+    /// The sample just after the last voiced frame (speech-level, by the margin that applies).
+    voiced_until: u64,
 }
 
 impl Vad {
@@ -86,6 +88,7 @@ impl Vad {
             speaking: false,
             run: 0,
             run_start: 0,
+            voiced_until: 0,
         }
     }
 
@@ -99,10 +102,17 @@ impl Vad {
         self.position
     }
 
+    /// The sample just after the last voiced frame: a frame loud enough to start speech, or,
+    /// while speaking, not quiet enough to count toward its end (0 before any).
+    pub fn voiced_until(&self) -> u64 {
+        self.voiced_until
+    }
+
     /// Forget everything (the `audioStreamEnd` reset).
     pub fn reset(&mut self) {
         *self = Self {
             position: self.position + self.partial.len() as u64,
+            voiced_until: self.voiced_until,
             ..Self::new(self.config)
         };
     }
@@ -116,6 +126,9 @@ impl Vad {
         let c = self.config;
         if self.speaking {
             let silent = level < self.noise_floor_db + c.end_margin_db || level < c.min_speech_dbfs;
+            if !silent {
+                self.voiced_until = frame_start + c.frame_len() as u64;
+            }
             if silent {
                 if self.run == 0 {
                     self.run_start = frame_start;
@@ -133,6 +146,7 @@ impl Vad {
             let speech =
                 level > self.noise_floor_db + c.start_margin_db && level > c.min_speech_dbfs;
             if speech {
+                self.voiced_until = frame_start + c.frame_len() as u64;
                 if self.run == 0 {
                     self.run_start = frame_start;
                 }
@@ -248,6 +262,16 @@ mod tests {
         }
         assert_eq!(whole, chunked);
         assert_eq!(whole.len(), 4);
+    }
+
+    #[test]
+    fn voiced_until_is_the_end_of_the_last_loud_frame() {
+        let mut vad = Vad::new(VadConfig::new(16_000, true, true, 20, 300));
+        vad.process(&signal(&[(0.0, 8000)]));
+        assert_eq!(vad.voiced_until(), 0);
+        vad.process(&signal(&[(0.3, 3200), (0.0, 1600)]));
+        assert_eq!(vad.voiced_until(), 11_200);
+        assert!(vad.speaking(), "100 ms of quiet do not end speech here");
     }
 
     #[test]

@@ -8,7 +8,15 @@ the service (:mod:`geminilive.emulator`) for offline development and tests.
 from __future__ import annotations
 
 from geminilive import audio_io, devices, errors, events, messages, pcm
-from geminilive._native import EchoCanceller, PlayoutBuffer, PlayoutStats, Resampler, VoiceActivityDetector, __version__
+from geminilive._native import (
+    EchoCanceller,
+    InputChunker,
+    PlayoutBuffer,
+    PlayoutStats,
+    Resampler,
+    VoiceActivityDetector,
+    __version__,
+)
 from geminilive.config import DEFAULT_MODEL, DEFAULT_VERTEX_MODEL, LiveConfig
 from geminilive.protocol import LiveProtocol
 from geminilive.session import Endpoint, ReconnectPolicy, Session, SessionStats, connect
@@ -18,6 +26,7 @@ __all__ = [
     "DEFAULT_VERTEX_MODEL",
     "EchoCanceller",
     "Endpoint",
+    "InputChunker",
     "LiveConfig",
     "LiveProtocol",
     "PlayoutBuffer",

@@ -8,6 +8,7 @@ __all__ = [
     "EchoReference",
     "G711Decoder",
     "G711Encoder",
+    "InputChunker",
     "PlaybackStream",
     "PlayoutBuffer",
     "PlayoutStats",
@@ -190,6 +191,41 @@ class VoiceActivityDetector:
     def speaking(self) -> bool: ...
     @property
     def position(self) -> int: ...
+
+@final
+class InputChunker:
+    """Message boundaries for the user's 16-bit mono audio: `chunk_ms` messages around turn
+    changes, up to `steady_chunk_ms` within speech that has gone on for `settle_ms` and within
+    a silence of `long_silence_ms` (fewer socket writes where no latency is at stake). The
+    first quiet frame of speech, or voiced frame of a long silence, sends what is held at once.
+    The messages, concatenated, are the input, whatever its chunking.
+    """
+
+    def __new__(
+        cls,
+        sample_rate_hz: int = 16000,
+        chunk_ms: int = 20,
+        steady_chunk_ms: int = 100,
+        *,
+        settle_ms: int = 300,
+        long_silence_ms: int = 2000,
+        pause_ms: int = 200,
+    ) -> InputChunker: ...
+    def push(self, pcm: _Pcm16) -> bytes | None:
+        """Take in 16-bit PCM; returns the message to send now (what was held, this included),
+        or None while it is held."""
+    def take(self) -> bytes:
+        """Everything held, now (frames stopped coming, the rate changes, the stream ends)."""
+    @property
+    def held_ms(self) -> float:
+        """Milliseconds of audio held."""
+    @property
+    def limit_ms(self) -> int:
+        """How long the audio held now may grow before it goes (ms)."""
+    @property
+    def steady(self) -> bool: ...
+    @property
+    def sample_rate_hz(self) -> int: ...
 
 def audio_frame(prefix: bytes, pcm: bytes, suffix: bytes) -> bytes:
     """`prefix + base64(pcm) + suffix` in one pass: the realtimeInput audio frame."""

@@ -6,6 +6,7 @@ from typing import Literal
 
 import msgspec
 
+from geminilive._native import InputChunker
 from geminilive.messages import (
     AudioTranscriptionConfig,
     AutomaticActivityDetection,
@@ -73,6 +74,21 @@ class LiveConfig(msgspec.Struct, kw_only=True, omit_defaults=True):
     compression_trigger_tokens: int | None = None
     compression_target_tokens: int | None = None
     proactive_audio: bool | None = None
+
+    def input_chunker(self, sample_rate_hz: int, chunk_ms: int = 20, steady_chunk_ms: int = 100) -> InputChunker:
+        """An :class:`~geminilive.InputChunker` for the user's audio whose steady stretches
+        clear this setup's activity detection: speech settles after the prefix padding, a
+        silence is long after the silence that ends a turn, and a pause shorter than that ends
+        speech (so speech resumed after a turn could have ended goes at ``chunk_ms``)."""
+        prefix, silence = self.prefix_padding_ms or 0, self.silence_duration_ms
+        return InputChunker(
+            sample_rate_hz,
+            chunk_ms,
+            steady_chunk_ms,
+            settle_ms=max(300, prefix + 200),
+            long_silence_ms=2000 if silence is None else max(2000, silence + 1000),
+            pause_ms=200 if silence is None else max(10, min(200, silence // 2)),
+        )
 
     def to_setup(self, model: str) -> Setup:
         """The wire ``setup`` for ``model`` (``models/`` is prefixed unless a path is given)."""

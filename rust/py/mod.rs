@@ -7,6 +7,7 @@ use pyo3::sync::GILOnceCell;
 use pyo3::types::PyType;
 
 mod aec;
+mod chunker;
 mod device;
 mod g711;
 mod jitter;
@@ -73,6 +74,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // The version is Cargo.toml's, and only there (maturin gives it to the wheel too).
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     aec::register(m)?;
+    chunker::register(m)?;
     device::register(m)?;
     g711::register(m)?;
     pcm::register(m)?;

@@ -314,25 +314,57 @@ def test_a_session_the_service_ends_for_good_is_a_livekit_error_that_closes_the_
     run(scenario())
 
 
+async def message_sizes(model: RealtimeModel, emu: LiveEmulator, audio: bytes) -> tuple[bytes, list[int]]:
+    """``audio`` into an agent session as a room's 10 ms frames (16 kHz); what the emulator
+    received, and the size of each realtimeInput audio message, in order."""
+    async with agent_session(model, Agent(instructions="Be terse.")) as s:
+        frames = [audio[i : i + 320] for i in range(0, len(audio), 320)]
+        await s.send_audio(frames, pace_s=0.002)
+        await s.until(lambda: len(emu.input_audio()) >= len(audio), "all of it, the last part-chunk too")
+        await asyncio.sleep(0.2)
+        sizes = [len(m.realtime_input.audio.data) for c in emu.connections for m in c.received
+                 if m.realtime_input and m.realtime_input.audio]  # fmt: skip
+        return emu.input_audio(), sizes
+
+
 @pytest.mark.parametrize("chunk_ms", [20, 50])
 def test_a_rooms_10_ms_frames_go_to_the_service_in_whole_chunks_every_sample_in_order(chunk_ms: int) -> None:
-    """``input_chunk_ms``: fewer, longer realtimeInput messages (LiveKit's plugin sends 50 ms),
-    the same audio, in order; a chunk the frames stop filling goes anyway."""
+    """``input_chunk_ms`` (fixed: ``steady_input_chunk_ms`` the same): fewer, longer
+    realtimeInput messages (LiveKit's plugin sends 50 ms), the same audio, in order; a chunk
+    the frames stop filling goes anyway."""
+    audio = b"".join(speech_chunks(100))[:-320]  # 1.99 s: the last chunk is part of one
 
-    async def scenario() -> tuple[bytes, bytes, list[int]]:
+    async def scenario() -> tuple[bytes, list[int]]:
         async with LiveEmulator(model="echo", record_input=True, realtime_playback=False) as emu:
-            model = RealtimeModel(endpoint=emu.url, input_chunk_ms=chunk_ms)
-            async with agent_session(model, Agent(instructions="Be terse.")) as s:
-                audio = b"".join(speech_chunks(100))[:-320]  # 1.99 s: the last chunk is part of one
-                frames = [audio[i : i + 320] for i in range(0, len(audio), 320)]  # 10 ms at 16 kHz
-                await s.send_audio(frames, pace_s=0.002)
-                await s.until(lambda: len(emu.input_audio()) >= len(audio), "all of it, the last part-chunk too")
-                await asyncio.sleep(0.2)
-                sizes = [len(m.realtime_input.audio.data) for c in emu.connections for m in c.received
-                         if m.realtime_input and m.realtime_input.audio]  # fmt: skip
-                return audio, emu.input_audio(), sizes
+            model = RealtimeModel(endpoint=emu.url, input_chunk_ms=chunk_ms, steady_input_chunk_ms=chunk_ms)
+            return await message_sizes(model, emu, audio)
 
-    audio, received, sizes = run(scenario())
+    received, sizes = run(scenario())
     assert received == audio
     assert sizes and all(size == chunk_ms * 32 for size in sizes[:-1]), sorted(set(sizes))
     assert sizes[-1] == (len(audio) // 2 % (chunk_ms * 16) or chunk_ms * 16) * 2  # the part-chunk
+
+
+def test_steady_speech_and_long_silences_go_in_longer_messages_and_turn_changes_at_once() -> None:
+    """By default (``steady_input_chunk_ms=100``), a long silence and speech that has settled
+    go in 100 ms messages; the first voiced frame after the silence, and the first quiet one
+    after the speech, go at once; every sample arrives, in order."""
+    rng = np.random.default_rng(3)
+    pattern = [(30, 2.5), (6000, 1.0), (30, 0.6)]  # noise sd, seconds: silence, speech, silence
+    audio = np.concatenate([rng.normal(0, sd, int(16000 * s)) for sd, s in pattern]).astype("<i2").tobytes()
+
+    async def scenario() -> tuple[bytes, list[int]]:
+        async with LiveEmulator(model="echo", record_input=True, realtime_playback=False) as emu:
+            return await message_sizes(RealtimeModel(endpoint=emu.url), emu, audio)
+
+    received, sizes = run(scenario())
+    assert received == audio
+    ends = np.cumsum(sizes) // 32  # where each message ends, in ms of audio
+    durations = np.diff(ends, prepend=0)
+    onset, speech_end = 2500, 3500
+    assert set(durations[ends < 1980]) == {20} and 100 in durations[ends <= onset]
+    assert onset + 10 in ends  # the speech's first frame, with the silence held before it
+    assert 100 in durations[(ends > onset) & (ends <= speech_end)]
+    assert ((ends > speech_end) & (ends <= speech_end + 20)).any()  # its end, at once
+    assert set(durations[ends > speech_end + 20][:-1]) == {20}  # (the last: what was left)
+    assert len(sizes) < 0.8 * len(audio) / 640

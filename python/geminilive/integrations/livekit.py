@@ -47,7 +47,7 @@ from livekit.agents.utils import images, is_given
 
 import geminilive
 from geminilive import events as ev
-from geminilive._native import f32_to_s16le, s16le_to_f32, to_mono
+from geminilive._native import InputChunker, f32_to_s16le, s16le_to_f32, to_mono
 from geminilive.config import DEFAULT_MODEL, LiveConfig
 from geminilive.errors import GeminiLiveError
 from geminilive.integrations import session_ended
@@ -96,10 +96,14 @@ class RealtimeModel(llm.RealtimeModel):
         endpoint: where to connect (default: the Gemini Developer API).
         connect_options: more keyword arguments of :func:`geminilive.connect`
             (``reconnect=``, ``ssl=``, ``max_buffered_audio_s=``, ...).
-        input_chunk_ms: the user's audio goes to the Live API in chunks of this much (a
-            room's microphone frames are 10 ms: 20 ms halves the messages and costs 10 ms of
-            latency at most; LiveKit's Google plugin sends 50 ms chunks). A chunk the frames
-            stop filling goes as it is after ``input_chunk_ms``.
+        input_chunk_ms: the user's audio goes to the Live API in chunks of this much around
+            turn changes (a room's microphone frames are 10 ms: 20 ms halves the messages and
+            costs 10 ms of latency at most; LiveKit's Google plugin sends 50 ms chunks).
+        steady_input_chunk_ms: the longest chunk within steady speech and long silences,
+            where no turn is about to change (:class:`geminilive.InputChunker`: the first
+            quiet frame of speech, or voiced frame of a silence, sends what is held at once).
+            Fewer messages cost less CPU; equal to ``input_chunk_ms``, chunks are fixed. A
+            chunk the frames stop filling goes as it is when its limit has passed.
         watchdog: how the model's silent failures are noticed (:mod:`geminilive.watchdog`:
             rejected or empty turns, replies cut off, near-silent audio, repeated calls, a reply
             that never comes to a ``generate_reply`` or a turn LiveKit committed); each is a
@@ -120,11 +124,14 @@ class RealtimeModel(llm.RealtimeModel):
         endpoint: str | None = None,
         connect_options: Mapping[str, Any] | None = None,
         input_chunk_ms: int = 20,
+        steady_input_chunk_ms: int = 100,
         watchdog: WatchdogConfig | None = WatchdogConfig(),  # noqa: B008 (frozen: one is fine)
     ) -> None:
         if not 1 <= input_chunk_ms <= 1000:
             raise ValueError(f"input_chunk_ms must be within 1..1000, got {input_chunk_ms}")
-        self._input_chunk_ms = input_chunk_ms
+        if not input_chunk_ms <= steady_input_chunk_ms <= 2000:
+            raise ValueError(f"steady_input_chunk_ms must be within input_chunk_ms..2000, got {steady_input_chunk_ms}")
+        self._input_chunk_ms, self._steady_input_chunk_ms = input_chunk_ms, steady_input_chunk_ms
         base = config or LiveConfig(input_audio_transcription=True, output_audio_transcription=True)
         self._config = msgspec.structs.replace(
             base,
@@ -162,6 +169,9 @@ class RealtimeModel(llm.RealtimeModel):
 
     def session(self, *, turn_detection_disabled: bool = False) -> RealtimeSession:
         return RealtimeSession(self)
+
+    def _input_chunker(self, sample_rate_hz: int) -> InputChunker:
+        return self._config.input_chunker(sample_rate_hz, self._input_chunk_ms, self._steady_input_chunk_ms)
 
     async def aclose(self) -> None:
         pass
@@ -204,8 +214,7 @@ class RealtimeSession(llm.RealtimeSession):
         self._tools = llm.ToolContext.empty()
         self._chat_ctx = llm.ChatContext.empty()
         self._outbox: asyncio.Queue[_Send] = asyncio.Queue()
-        self._unsent_audio = bytearray()  # the user's audio of the chunk being filled
-        self._unsent_rate = 0
+        self._chunker: InputChunker | None = None  # holds the user's audio of the chunk being filled
         self._unsent_timer: asyncio.TimerHandle | None = None
         self._session: Session | None = None
         self._wanted = asyncio.Event()  # open the connection (configured, or needed)
@@ -304,29 +313,30 @@ class RealtimeSession(llm.RealtimeSession):
         pcm = bytes(frame.data)
         if frame.num_channels != 1:
             pcm = f32_to_s16le(to_mono(s16le_to_f32(pcm), frame.num_channels))
-        if frame.sample_rate != self._unsent_rate:
+        chunker = self._chunker
+        if chunker is None or frame.sample_rate != chunker.sample_rate_hz:
             self._send_unsent_audio()
-            self._unsent_rate = frame.sample_rate
-        if not self._unsent_audio:  # a chunk begins: it goes when full, or when frames stop
-            chunk_s = self._owner._input_chunk_ms / 1000
-            self._unsent_timer = self._loop.call_later(chunk_s, self._send_unsent_audio)
-        self._unsent_audio += pcm
-        if len(self._unsent_audio) >= frame.sample_rate * self._owner._input_chunk_ms // 500:
-            self._send_unsent_audio()
+            chunker = self._chunker = self._owner._input_chunker(frame.sample_rate)
+        chunk = chunker.push(pcm)
+        if chunk is not None:
+            self._send_chunk(chunk, chunker.sample_rate_hz)
+        elif self._unsent_timer is None:  # a chunk begins: it goes when full, or when frames stop
+            self._unsent_timer = self._loop.call_later(chunker.limit_ms / 1000, self._send_unsent_audio)
 
     def _send_unsent_audio(self) -> None:
+        if self._chunker is not None and self._chunker.held_ms:
+            self._send_chunk(self._chunker.take(), self._chunker.sample_rate_hz)
+
+    def _send_chunk(self, pcm: bytes, rate: int) -> None:
         if self._unsent_timer is not None:
             self._unsent_timer.cancel()
             self._unsent_timer = None
-        if not self._unsent_audio:
-            return
-        pcm, self._unsent_audio = bytes(self._unsent_audio), bytearray()
         session = self._session
         if session is None or not self._outbox.empty() or self._closed:
-            self._queue("send_audio", pcm, self._unsent_rate)  # in order, behind what waits
+            self._queue("send_audio", pcm, rate)  # in order, behind what waits
             return
         try:  # the common case: to the socket now, no task switch per chunk
-            if session.send_audio_nowait(pcm, self._unsent_rate):
+            if session.send_audio_nowait(pcm, rate):
                 self._queue("drain")
         except GeminiLiveError as exc:  # the session is over: the receiver reports why
             _log.debug("audio after the session ended: %s", exc)
