@@ -34,6 +34,7 @@ Run in the frameworks' venv (``make test-frameworks`` makes it):
 
     .venv-frameworks/bin/python benches/bench_frameworks.py [--framework pipecat|livekit|all]
         [--faults 10] [--spacing-s 11] [--steps 1,10,50] [--seconds 10] [--repeat 3] [--quick]
+        [--input-chunk-ms 20] [--steady-input-chunk-ms 100]
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ OUT_RATE = 48000
 CHUNK_S = 0.02
 SERVICES = ("pipecat", "geminilive")
 CHUNK_ENV = "GEMINILIVE_BENCH_INPUT_CHUNK_MS"
+STEADY_CHUNK_ENV = "GEMINILIVE_BENCH_STEADY_INPUT_CHUNK_MS"
 LIVEKIT_MODELS = ("livekit", "geminilive")
 ROOM_RATE = 48000  # a LiveKit room's microphone frames
 RECONNECT = ReconnectPolicy(initial_delay_s=0.05, max_delay_s=1.0)
@@ -223,8 +225,9 @@ def make_realtime_model(name: str, url: str, tls: LoopbackTls) -> Any:
         http = HttpOptions(base_url=f"https://{urlsplit(url).netloc}/", async_client_args={"ssl": tls.client()})
         return GoogleRealtimeModel(api_key=KEY, model=MODEL, http_options=http)
     chunk_ms = int(os.environ.get(CHUNK_ENV, "20"))  # (the series run in processes of their own)
+    steady_ms = int(os.environ.get(STEADY_CHUNK_ENV, "100"))
     return RealtimeModel(endpoint=url, api_key=KEY, model=MODEL, connect_options={"reconnect": RECONNECT},
-                         input_chunk_ms=chunk_ms)  # fmt: skip
+                         input_chunk_ms=chunk_ms, steady_input_chunk_ms=max(chunk_ms, steady_ms))  # fmt: skip
 
 
 async def start_agent_session(name: str, url: str, tls: LoopbackTls, stack: Any) -> Any:
@@ -535,8 +538,15 @@ if __name__ == "__main__":
         default=20,
         help="geminilive's LiveKit model's input_chunk_ms (its default 20; LiveKit's plugin sends 50)",
     )
+    parser.add_argument(
+        "--steady-input-chunk-ms",
+        type=int,
+        default=100,
+        help="its steady_input_chunk_ms (default 100; equal to --input-chunk-ms for fixed chunks)",
+    )
     args = parser.parse_args()
     os.environ[CHUNK_ENV] = str(args.input_chunk_ms)
+    os.environ[STEADY_CHUNK_ENV] = str(args.steady_input_chunk_ms)
     if args.quick:
         args.faults, args.spacing_s, args.steps, args.seconds, args.repeat = 3, 3.0, "1,5", 4.0, 1
     args.steps = [int(s) for s in args.steps.split(",")]
