@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from audio_util import LOOPS, chirp, find_in_order, run, until
+from audio_util import LOOPS, RIG_GLITCH_SPREAD_S, chirp, find_in_order, run, until
 from geminilive import Resampler
 from geminilive.devices import Capture, Playback, list_devices
 from geminilive.errors import AudioDeviceError
@@ -72,8 +72,8 @@ def test_loopback_returns_what_was_played_in_order_without_gaps(loop: str) -> No
     assert all(b.timestamp >= a.timestamp for a, b in itertools.pairwise(frames)), "in order"
     captured = np.concatenate([f.samples for f in frames])
     share, spread, scores = find_in_order(captured, Resampler(24000, 16000).process(signal), 16000)
-    # Most pieces at one consistent offset (an xrun on a loaded machine may spoil a piece).
-    assert share >= 0.6 and spread < 0.02, scores
+    # Most pieces found, at offsets only the rig's xruns move (one may spoil a piece).
+    assert share >= 0.6 and spread < RIG_GLITCH_SPREAD_S, scores
     assert playout.played == playout.pushed and playout.underruns == 0
     assert capture["overruns"] == 0
 
@@ -129,7 +129,7 @@ def test_echo_cancellation_takes_what_the_speaker_played_out_of_the_microphone()
     """Two microphones on the loopback monitor at once, one cancelling the echo of the
     speaker it is linked to: once the canceller has converged the model's voice is over
     30 dB down, while a second speaker it is not linked to (the user) comes through whole."""
-    far = speech_like(6.0, 24000, seed=1)
+    far = speech_like(9.0, 24000, seed=1)
     t = np.arange(24000) / 24000
     user = (0.2 * np.sin(2 * np.pi * 700 * t)).astype(np.float32)
 
@@ -152,7 +152,7 @@ def test_echo_cancellation_takes_what_the_speaker_played_out_of_the_microphone()
                 await asyncio.sleep(2.5)
                 model_voice.push(far)
                 model_voice.end_of_turn()
-                await asyncio.sleep(6.0)
+                await asyncio.sleep(9.0)
                 await until(lambda: model_voice.stats.depth == 0, 10, "the model's voice played out")
                 await asyncio.sleep(0.5)  # and through the audio server
                 far_over = time.monotonic()
@@ -176,9 +176,10 @@ def test_echo_cancellation_takes_what_the_speaker_played_out_of_the_microphone()
         return float(np.sqrt(np.mean(np.concatenate(frames) ** 2)))
 
     far_heard = loud_from(0.0)
-    # Per half second once converged; the median, as an xrun on this busy box can shift the
-    # echo path and cost the canceller a moment to find it again.
-    starts = far_heard + 2.0 + 0.5 * np.arange(7)
+    # Per half second once converged; the median, as an xrun of the rig on a busy machine shifts
+    # the echo path and costs the canceller a second or so to find it again (a CI machine showed
+    # two in 3.5 s), so the far end plays long enough for most windows to follow a settled path.
+    starts = far_heard + 2.0 + 0.5 * np.arange(13)
     erle = [20 * np.log10(level("plain", a, a + 0.5) / level("cancelled", a, a + 0.5)) for a in starts]
     assert np.median(erle) > 30, f"the echo is not removed: {np.round(erle, 1)} dB"
     user_heard = loud_from(far_over)
