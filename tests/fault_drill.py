@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import itertools
 import random
 import resource
 import time
@@ -37,6 +38,8 @@ class DrillReport(msgspec.Struct, kw_only=True):
     lost: int
     duplicated: int
     reordered: bool
+    first_in_order: bool
+    resent: list[int]
     identical: bool
     reconnects: int
     resumed: int
@@ -70,6 +73,35 @@ def numbered_chunk(n: int, rng: np.random.Generator, *, speech: bool = True) -> 
 def chunk_numbers(pcm: bytes) -> list[int]:
     x = np.frombuffer(pcm, "<i2").reshape(-1, CHUNK)[:, :2].astype(np.int64)
     return (x[:, 0] | (x[:, 1] << 15)).tolist()
+
+
+def resent_runs(numbers: list[int]) -> list[int]:
+    """Where the chunks a service took in go back (a resume that sent again what the service
+    may already have had, at least once delivery), how many chunks each time."""
+    return [a - b + 1 for a, b in itertools.pairwise(numbers) if b <= a]
+
+
+def first_arrivals_in_order(numbers: list[int]) -> bool:
+    """Whether each chunk first came after every chunk before it (repeats aside)."""
+    seen: set[int] = set()
+    firsts = [n for n in numbers if not (n in seen or seen.add(n))]
+    return firsts == sorted(firsts)
+
+
+def last_chunk_in(received: bytes, chunks: list[bytes]) -> bool:
+    """Whether a service that takes what it is sent in order has taken all of ``chunks``."""
+    return chunk_numbers(received[-2 * CHUNK :]) == [len(chunks) - 1]
+
+
+def delivered_at_least_once(received: bytes, chunks: list[bytes]) -> list[int]:
+    """Check that ``received`` holds every one of ``chunks``, sample for sample, first arriving
+    in order; returns how far back each resume sent chunks again (:func:`resent_runs`)."""
+    numbers = chunk_numbers(received)
+    assert set(numbers) == set(range(len(chunks))), f"lost: {sorted(set(range(len(chunks))) - set(numbers))}"
+    assert first_arrivals_in_order(numbers), numbers
+    pieces = [received[i : i + 2 * CHUNK] for i in range(0, len(received), 2 * CHUNK)]
+    assert all(piece == chunks[n] for n, piece in zip(numbers, pieces, strict=True)), "sample for sample"
+    return resent_runs(numbers)
 
 
 # Resume attempts that fail, in turn: refused with 1011, dropped, stalled past the client's
@@ -119,15 +151,16 @@ async def drill(
     transparent: bool = True,
     speech: bool = True,
     nowait: bool = False,
+    replay_margin_s: float | None = None,
 ) -> tuple[DrillReport, LiveEmulator]:
     """Stream ``chunks`` numbered chunks at ``speedup`` x real time through ``faults`` (over
     wss:// with ``server_tls``, the emulator's ``ssl`` or ``certfile``/``keyfile``: the client
     trusts what the system's CA store holds), with transparent resumption (handles that say
     what they cover) or without; each chunk through ``send_audio``, or with ``nowait``
-    through ``send_audio_nowait`` (and ``drain`` when it asks)."""
+    through ``send_audio_nowait`` (and ``drain`` when it asks). ``replay_margin_s``: the
+    session's, if not its default."""
     rng = np.random.default_rng(seed)
     sent = hashlib.sha256()  # what was sent, without holding it all
-    sent_bytes = 0
     rss_mib: list[float] = []
     heap_mib: list[float] = []  # Python heap (with tracemalloc on), the emulator's record excluded
     counts: collections.Counter[str] = collections.Counter()
@@ -138,8 +171,9 @@ async def drill(
     async with emulator as emu:
         config = LiveConfig(transparent_resumption=transparent or None, response_modalities=["AUDIO"])
         policy = ReconnectPolicy(initial_delay_s=0.01, max_delay_s=0.2)
+        margin = {} if replay_margin_s is None else {"replay_margin_s": replay_margin_s}
         async with geminilive.connect(
-            endpoint=emu.url, config=config, reconnect=policy, setup_timeout_s=SETUP_TIMEOUT_S
+            endpoint=emu.url, config=config, reconnect=policy, setup_timeout_s=SETUP_TIMEOUT_S, **margin
         ) as session:
 
             async def receive() -> None:
@@ -151,7 +185,6 @@ async def drill(
             for n in range(chunks):
                 chunk = numbered_chunk(n, rng, speech=speech)
                 sent.update(chunk)
-                sent_bytes += len(chunk)
                 if not nowait:
                     await session.send_audio(chunk)
                 elif session.send_audio_nowait(chunk):
@@ -162,9 +195,10 @@ async def drill(
                         heap_mib.append((tracemalloc.get_traced_memory()[0] - len(emu.input_audio())) / 2**20)
                 delay = start + (n + 1) * 0.02 / speedup - time.monotonic()
                 await asyncio.sleep(max(delay, 0.0))
-            # Wait for the service to have taken everything (the last connection stays up).
+            # Wait for the service to have taken everything: the last connection stays up and
+            # takes what it is sent in order, so up to the last chunk.
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and len(emu.input_audio(every_session=True)) < sent_bytes:
+            while time.monotonic() < deadline and chunk_numbers(emu.input_audio()[-2 * CHUNK :]) != [chunks - 1]:
                 if receiver.done():
                     receiver.result()  # raises what ended the session
                 await asyncio.sleep(0.02)
@@ -182,6 +216,8 @@ async def drill(
         lost=sum(1 for n in range(chunks) if n not in seen),
         duplicated=sum(c - 1 for c in seen.values() if c > 1),
         reordered=numbers != sorted(numbers),
+        first_in_order=first_arrivals_in_order(numbers),
+        resent=resent_runs(numbers),
         identical=hashlib.sha256(received).digest() == sent.digest(),
         reconnects=stats.reconnects,
         resumed=stats.resumed,

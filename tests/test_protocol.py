@@ -578,6 +578,34 @@ def test_a_handle_without_an_index_covers_what_was_sent_when_the_message_ahead_o
     assert texts(p.unconsumed_frames()) == ["1"]
 
 
+def test_a_handle_without_an_index_may_leave_out_what_went_out_a_round_trip_before_its_audio_is_kept() -> None:
+    """What went out in the margin before the message ahead of the handle arrived may still
+    have been on its way: its audio is sent again on a resume (a moment heard twice at worst),
+    its other messages not (a turn or a tool response would repeat whole). A later handle
+    that surely covers them lets them go."""
+    p = opened()
+    p.send_audio(b"\x00\x01" * 4)
+    p.data_to_send()
+    surely = p.handed_index  # a margin before the turnComplete arrives
+    p.send_text("in flight")
+    p.send_audio(b"\x00\x02" * 4)
+    p.data_to_send()
+    arrived = p.handed_index
+    p.send_audio(b"\x00\x03" * 4)
+    p.data_to_send()
+    turn_complete = json.dumps({"serverContent": {"turnComplete": True}}).encode()
+    p.receive_data(turn_complete, handed_at_arrival=arrived, handed_a_margin_before=surely)
+    p.receive_data(update("h1", None), handed_at_arrival=p.handed_index, handed_a_margin_before=p.handed_index)
+    audio = lambda frames: [base64.b64decode(json.loads(f)["realtimeInput"]["audio"]["data"])[1] for f in frames]  # noqa: E731
+    assert audio(p.unconsumed_frames()) == [2, 3], "the text in the margin is not sent again"
+    assert p.unconsumed_count == 2
+    p.receive_data(turn_complete, handed_at_arrival=p.handed_index, handed_a_margin_before=p.handed_index)
+    p.receive_data(update("h2", None))
+    assert p.unconsumed_frames() == []
+    p.new_connection("h2")
+    assert p.unconsumed_frames() == []
+
+
 def test_without_resumption_nothing_is_kept_for_replay() -> None:
     p = opened(session_resumption=False)
     p.send_text("a")

@@ -188,6 +188,28 @@ def test_without_transparent_resumption_a_resumed_connections_replay_is_kept_unt
     assert report.resumed == 2, report
 
 
+@pytest.mark.parametrize("margin_s", [None, 0.0], ids=["default-margin", "no-margin"])
+def test_without_an_index_what_was_still_on_its_way_to_the_service_is_sent_again(margin_s: float | None) -> None:
+    """The emulator takes each message in 60 ms after it arrives (a long uplink) and, as the
+    service does, sends a handle right after turnComplete, which then leaves out the last
+    60 ms of what the client had sent when that message reached it. The session's default
+    margin sends that again on a resume, and repeats no more than a margin's worth; with no
+    margin it is lost."""
+    uplink = Faults(read_latency_s=0.06, close_after_client_messages=300)
+    faults = [uplink, uplink, Faults(read_latency_s=0.06)]
+    speedup = 5.0  # a 20 ms chunk every 4 ms
+    report, _ = run(
+        drill(chunks=1000, faults=planned(faults), transparent=False, speedup=speedup, replay_margin_s=margin_s)
+    )
+    assert report.resumed == 2 and report.events.get("SessionResumptionUpdate", 0) > 6, report
+    if margin_s == 0.0:
+        assert report.lost > 0, "the handles left out what was in flight, and nothing sent it again"
+        return
+    assert report.lost == 0 and report.first_in_order, report
+    margin_chunks = 0.25 / (0.02 / speedup)
+    assert len(report.resent) == 2 and max(report.resent) <= 2 * margin_chunks, report
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_randomized_drill_with_failed_and_stalled_resumes_loses_nothing(seed: int) -> None:
     """Seeded mixes of every fault kind: 1011 closes, silent drops, goAways with reply audio

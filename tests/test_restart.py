@@ -11,7 +11,7 @@ import pytest
 
 import geminilive
 from audio_util import run
-from fault_drill import chunk_numbers, numbered_chunk
+from fault_drill import chunk_numbers, delivered_at_least_once, numbered_chunk
 from geminilive import LiveConfig
 from geminilive import events as ev
 from geminilive.emulator import LiveEmulator
@@ -59,11 +59,16 @@ async def stream_with_restarts(restarts: dict[int, tuple[bool, ...]], *, chunks:
 
 
 @pytest.mark.parametrize("transparent", [True, False])
-def test_resumed_restarts_mid_stream_lose_and_repeat_nothing(transparent: bool) -> None:
+def test_resumed_restarts_mid_stream_lose_nothing(transparent: bool) -> None:
     restarts = {120: (False,), 260: (False, False)}
     sent, every, newest, events, stats = run(stream_with_restarts(restarts, transparent=transparent))
-    assert every == sent, "the session took in every sample once, in order"
-    assert newest == sent
+    if transparent:  # the handles say what they cover: nothing is sent twice
+        assert every == sent, "the session took in every sample once, in order"
+    else:  # audio handed in the replay margin (0.25 s) may come twice: the chunks paced in it
+        # (one every 2 ms or more) and a replay, which goes out at once
+        resent = delivered_at_least_once(every, [sent[i : i + 640] for i in range(0, len(sent), 640)])
+        assert len(resent) <= 2 and all(n <= 0.25 / 0.002 + stats.replayed_messages for n in resent), resent
+    assert newest == every
     reconnecting = [e for e in events if isinstance(e, ev.Reconnecting)]
     assert [e.code for e in reconnecting] == [1000, 1000], "two restarts asked at once are one"
     assert reconnecting[0].reason == "restart: test 120"

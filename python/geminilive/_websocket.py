@@ -28,7 +28,7 @@ import ssl as ssl_module
 import sys
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import cast
+from typing import Any, cast
 
 from websockets.client import ClientProtocol
 from websockets.datastructures import Headers
@@ -126,9 +126,9 @@ class WebSocket(asyncio.BufferedProtocol):
         # Called as each message arrives (not when it is read): its value is the message's
         # ``arrival_stamp`` once `recv` returns it. A client notes with it how much it had
         # sent when a server message came, however long the message then waited in the queue.
-        self.stamp_arrival: Callable[[], int] | None = None
-        self._stamps: deque[int] = deque()
-        self.arrival_stamp: int | None = None
+        self.stamp_arrival: Callable[[], Any] | None = None
+        self._stamps: deque[Any] = deque()
+        self.arrival_stamp: Any = None
 
     # --- asyncio callbacks ---------------------------------------------------------------------
 

@@ -75,6 +75,7 @@ _AUDIO_FRAME_PREFIX: dict[int, bytes] = {}
 _AUDIO_FRAME_START = b'{"realtimeInput":{"audio":'
 _REALTIME_FRAME_START = b'{"realtimeInput":'
 _TOOL_RESPONSE_FRAME_START = b'{"toolResponse":'
+_AUDIO_FRAME_START = b'{"realtimeInput":{"audio":'
 _ACTIVITY_START_FRAME = encode_client(ClientMessage(realtime_input=RealtimeInput(activity_start=ActivityStart())))
 _ACTIVITY_END_FRAME = encode_client(ClientMessage(realtime_input=RealtimeInput(activity_end=ActivityEnd())))
 # Models on which realtime input during a blocking call cancels the call instead of ending the
@@ -191,9 +192,14 @@ class LiveProtocol:
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         # Index of the last frame handed to the socket (setup is 0), and what it was when the
-        # latest server message came in (what a handle without an index can cover at most).
+        # latest server message came in (what a handle without an index can cover at most),
+        # and a margin before that (what such a handle surely covers: the caller's estimate).
         self._handed_index = -1
         self._handed_before_last_message = 0
+        self._handed_a_margin_before_last_message = 0
+        # Audio frames a handle without an index may or may not cover, (index, frame): sent
+        # again on a resume, before `_unconsumed`.
+        self._resend: deque[tuple[int, bytes]] = deque()
         # Handed-out frames the newest handle may not include; the first has index
         # `_unconsumed_first` (indices are consecutive).
         self._unconsumed: deque[bytes] = deque()
@@ -469,17 +475,32 @@ class LiveProtocol:
     def unconsumed_frames(self) -> list[bytes]:
         """Frames a new connection must send first: those the newest resumption handle may
         not include, then those never handed to the socket (held realtime input last)."""
-        return [*self._unconsumed, *self._pending, *self._held]
+        return [*(frame for _, frame in self._resend), *self._unconsumed, *self._pending, *self._held]
 
     @property
     def unconsumed_count(self) -> int:
         """How many frames :meth:`unconsumed_frames` would return."""
-        return len(self._unconsumed) + len(self._pending) + len(self._held)
+        return len(self._resend) + len(self._unconsumed) + len(self._pending) + len(self._held)
 
     def _forget_consumed(self, index: int) -> None:
         unconsumed = self._unconsumed
         while unconsumed and self._unconsumed_first <= index:
             self._unconsumed_bytes -= len(unconsumed.popleft())
+            self._unconsumed_first += 1
+
+    def _forget_covered(self, surely: int, maybe: int) -> None:
+        """A handle without an index covers the frames up to ``surely`` and perhaps those up to
+        ``maybe``. Of the latter, audio is kept to be sent again: a repeat is a moment of
+        audio heard twice, where other messages (a turn, a tool response) would repeat whole."""
+        resend = self._resend
+        while resend and resend[0][0] <= surely:
+            resend.popleft()
+        unconsumed = self._unconsumed
+        while unconsumed and self._unconsumed_first <= maybe:
+            frame = unconsumed.popleft()
+            self._unconsumed_bytes -= len(frame)
+            if self._unconsumed_first > surely and frame.startswith(_AUDIO_FRAME_START):
+                resend.append((self._unconsumed_first, frame))
             self._unconsumed_first += 1
 
     # --- receiving -----------------------------------------------------------------------------
@@ -489,10 +510,15 @@ class LiveProtocol:
         """The index of the newest frame handed to this connection's socket (-1: none yet)."""
         return self._handed_index
 
-    def receive_data(self, frame: bytes | str, *, handed_at_arrival: int | None = None) -> list[ev.Event]:
+    def receive_data(
+        self, frame: bytes | str, *, handed_at_arrival: int | None = None, handed_a_margin_before: int | None = None
+    ) -> list[ev.Event]:
         """Decode one received frame into events. ``handed_at_arrival``: the
         :attr:`handed_index` when the frame arrived, if it waited to be read (what a
-        resumption handle without an index is taken to cover follows from it).
+        resumption handle without an index can cover at most follows from it).
+        ``handed_a_margin_before``: what it was a round trip or so before that (what such a
+        handle surely covers; audio between the two is sent again on a resume). Without it,
+        the two are taken to be the same.
 
         Raises:
             RemoteProtocolError: a malformed frame, or anything before ``setupComplete``.
@@ -500,6 +526,7 @@ class LiveProtocol:
         if self.state is State.CLOSED or self.state is State.RECONNECTING:
             raise RemoteProtocolError("frame received after the connection closed")
         arrived = self._handed_index if handed_at_arrival is None else handed_at_arrival
+        surely = arrived if handed_a_margin_before is None else handed_a_margin_before
         if self.state is State.OPEN:
             # The hot path: a frame with one audio chunk and nothing else, read without
             # building its message (a third of the time per received message).
@@ -507,6 +534,7 @@ class LiveProtocol:
             if audio is not None:
                 self.model_turn_active = True
                 self._handed_before_last_message = arrived
+                self._handed_a_margin_before_last_message = surely
                 return [self._audio_chunk(*audio)]
         message = decode_server(frame)
         if self.state is State.AWAITING_SETUP_COMPLETE and message.setup_complete is None:
@@ -514,6 +542,7 @@ class LiveProtocol:
         out: list[ev.Event] = []
         self._events(message, out)
         self._handed_before_last_message = arrived
+        self._handed_a_margin_before_last_message = surely
         return out
 
     def _events(self, message: ServerMessage, out: list[ev.Event]) -> None:
@@ -627,8 +656,9 @@ class LiveProtocol:
                 # Without an index the handle covers at most what had been sent when the
                 # message before it came: the service issues it after that one (right after
                 # setupComplete, before reading what the client sent on, for one), so what
-                # went out since may not be in it and is kept for a resume.
-                self._forget_consumed(self._handed_before_last_message)
+                # went out since may not be in it and is kept for a resume. Nor may what went
+                # out a round trip before that message came: its audio is kept too.
+                self._forget_covered(self._handed_a_margin_before_last_message, self._handed_before_last_message)
         return ev.SessionResumptionUpdate(
             handle=update.new_handle or None,
             resumable=self.resumable,

@@ -172,6 +172,42 @@ class _Reconnect:
         self.failure: str | None = fresh_reason or (None if handle else "no resumption handle yet")
 
 
+class _HandedHistory:
+    """How many frames had been handed to the socket ``margin_s`` ago.
+
+    A resumption handle without an index (the Developer API's) covers what the service had
+    read when it made it. A frame handed to the socket is read up to a round trip, plus the
+    service's own delay in reading, after a server message sent at the same moment arrives:
+    so a handle is taken to cover surely only what had been handed ``margin_s`` before the
+    message ahead of it arrived, and the audio handed since is kept to be sent again."""
+
+    __slots__ = ("_before", "_marks", "margin_s")
+
+    def __init__(self, margin_s: float) -> None:
+        self.margin_s = margin_s
+        self._marks: deque[tuple[float, int]] = deque()  # (when, handed index then), oldest first
+        self._before = 0  # the handed index as of the newest mark older than the margin
+
+    def restart(self) -> None:
+        """A new connection: indices start again (its setup is 0)."""
+        self._marks.clear()
+        self._before = 0
+
+    def note(self, handed_index: int) -> None:
+        now = time.monotonic()
+        self._marks.append((now, handed_index))
+        self._advance(now - self.margin_s)
+
+    def handed_a_margin_ago(self) -> int:
+        return self._advance(time.monotonic() - self.margin_s)
+
+    def _advance(self, cutoff: float) -> int:
+        marks = self._marks
+        while marks and marks[0][0] <= cutoff:
+            self._before = marks.popleft()[1]
+        return self._before
+
+
 class Session:
     """A live session. Make it with :func:`connect`.
 
@@ -204,6 +240,16 @@ class Session:
 
     A server frame that does not decode is dropped, counted, and reported as
     :class:`~geminilive.events.MalformedMessage`; the session goes on.
+
+    Delivery of what the caller sent is at least once across a resume. With transparent
+    resumption (Vertex) the service says which message it consumed last, and the replay is
+    exact. The Developer API's handles carry no index: audio that went to the socket in the
+    last ``replay_margin_s`` before the message ahead of the handle arrived may not have been
+    read when the service made it, so it is sent again on the resumed connection. Up to that
+    much of the user's audio can then reach the service twice, but none is lost as long as the
+    margin exceeds the round trip plus the service's delay in reading (0 trusts the arrival
+    time exactly, and loses what was in flight). Other messages (turns, tool responses) are
+    never sent twice.
     """
 
     def __init__(
@@ -221,7 +267,10 @@ class Session:
         allow_insecure: bool = False,
         remember_chars: int = 8000,
         session_age_warning_s: float | None = None,
+        replay_margin_s: float = 0.25,
     ) -> None:
+        if replay_margin_s < 0:
+            raise ValueError(f"replay_margin_s must be 0 or more, got {replay_margin_s}")
         parts = urlsplit(endpoint.url)
         if parts.scheme == "ws" and not allow_insecure and not is_loopback(parts.hostname):
             raise InsecureTransportError(
@@ -247,6 +296,9 @@ class Session:
             max_replay_bytes=self._max_pending_bytes,
             remember_chars=remember_chars,
         )
+        resumption = setup.session_resumption
+        exact = resumption is None or bool(resumption.transparent)
+        self._handed = None if exact or not replay_margin_s else _HandedHistory(replay_margin_s)
         self._events: deque[ev.Event] = deque()
         self._flushing = False
         self._resamplers: dict[int, Resampler] = {}
@@ -297,14 +349,19 @@ class Session:
         the protocol is left between connections: what is sent meanwhile keeps queuing."""
         self._ws = ws
         protocol = self._protocol
-        ws.stamp_arrival = lambda: protocol.handed_index
+        handed = self._handed
+        if handed is None:
+            ws.stamp_arrival = lambda: (protocol.handed_index, None)
+        else:
+            handed.restart()
+            ws.stamp_arrival = lambda: (protocol.handed_index, handed.handed_a_margin_ago())
         await self._flush()
         try:
             async with asyncio.timeout(self._setup_timeout_s):
                 events: list[ev.Event] = []
                 while not events:
                     frame = await self._recv_or_raise(ws)
-                    events = protocol.receive_data(frame, handed_at_arrival=ws.arrival_stamp)
+                    events = self._decode(frame, ws)
         except TimeoutError:
             self._ws = None
             protocol.connection_closed(None, "setup timed out", reconnecting=True)
@@ -455,8 +512,11 @@ class Session:
         ws = self._ws
         if ws is None or self._flushing or ws is self._leaving:  # frames wait for the next socket
             return False
+        frames = self._protocol.data_to_send()
+        if frames and self._handed is not None:
+            self._handed.note(self._protocol.handed_index)
         try:
-            for frame in self._protocol.data_to_send():
+            for frame in frames:
                 ws.send_now(frame)
         except websockets.exceptions.ConnectionClosed:
             # The receive side sees the close and reconnects; the protocol kept these frames
@@ -516,6 +576,8 @@ class Session:
         if ws is not None and not self._flushing and ws is not self._leaving:
             frame = self._protocol.audio_to_write(pcm16)
             if frame is not None:  # the common case: straight to the socket
+                if self._handed is not None:
+                    self._handed.note(self._protocol.handed_index)
                 try:
                     ws.send_now(frame)
                 except websockets.exceptions.ConnectionClosed:
@@ -608,12 +670,19 @@ class Session:
                     await self._migrate()
         return self._events.popleft()
 
+    def _decode(self, frame: bytes, ws: WebSocket) -> list[ev.Event]:
+        """Events of a frame from ``ws``, with what had been handed to it when the frame came."""
+        handed, handed_a_margin_before = ws.arrival_stamp or (None, None)
+        return self._protocol.receive_data(
+            frame, handed_at_arrival=handed, handed_a_margin_before=handed_a_margin_before
+        )
+
     def _receive(self, frame: bytes, ws: WebSocket) -> bool:
         """Decode a server frame from ``ws`` into events; False (counted, reported) if it is
         malformed."""
         protocol = self._protocol
         try:
-            self._events.extend(protocol.receive_data(frame, handed_at_arrival=ws.arrival_stamp))
+            self._events.extend(self._decode(frame, ws))
         except RemoteProtocolError as exc:
             self._stats.malformed_messages += 1
             _log.warning("dropped a malformed server message: %s", exc)
@@ -834,7 +903,7 @@ class connect:  # lower case: used as `async with geminilive.connect(...)`, like
             and host names against the system's CAs (``SSL_CERT_FILE``/``SSL_CERT_DIR`` as
             with OpenSSL).
         auto_resume, reconnect, setup_timeout_s, max_buffered_audio_s, remember_chars,
-            session_age_warning_s: see :class:`Session`.
+            session_age_warning_s, replay_margin_s: see :class:`Session`.
         allow_insecure: allow plain ``ws://`` to a host that is not this machine.
     """
 
@@ -859,6 +928,7 @@ class connect:  # lower case: used as `async with geminilive.connect(...)`, like
         allow_insecure: bool = False,
         remember_chars: int = 8000,
         session_age_warning_s: float | None = None,
+        replay_margin_s: float = 0.25,
     ) -> None:
         if isinstance(endpoint, Endpoint):
             resolved = endpoint
@@ -898,6 +968,7 @@ class connect:  # lower case: used as `async with geminilive.connect(...)`, like
             allow_insecure=allow_insecure,
             remember_chars=remember_chars,
             session_age_warning_s=session_age_warning_s,
+            replay_margin_s=replay_margin_s,
         )
 
     async def __aenter__(self) -> Session:

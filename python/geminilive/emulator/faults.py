@@ -31,6 +31,9 @@ class Faults(msgspec.Struct, kw_only=True):
         audio_burst_chunks: send audio in bursts of this many chunks, then pause for as long
             as they last (network bunching).
         slow_reader_s: pause this long before reading each client message.
+        read_latency_s: take each client message in this long after it arrived, however many
+            follow it (the uplink's delay on a long network path, or a busy service): a
+            resumption handle then leaves out what was still on its way.
         go_away_after_s: send ``goAway`` after this long, then close 1011 after ``go_away_time_left_s``.
         refuse_setup_code: answer the setup by closing with this code (``close_reason``) instead
             of ``setupComplete``: a refused resume. 1008 also forgets the handle the setup
@@ -62,6 +65,7 @@ class Faults(msgspec.Struct, kw_only=True):
     audio_jitter_s: float = 0.0
     audio_burst_chunks: int = 0
     slow_reader_s: float = 0.0
+    read_latency_s: float = 0.0
     go_away_after_s: float | None = None
     go_away_time_left_s: float = 1.0
     refuse_setup_code: int | None = None

@@ -539,6 +539,9 @@ class _Connection:
     # --- main loop -----------------------------------------------------------------------------
 
     async def run(self) -> None:
+        latency_s = self.faults.read_latency_s
+        if latency_s:
+            self.ws.stamp_arrival = time.monotonic_ns
         first = await self.ws.recv()
         message = self._decode(first)
         if message.setup is None:
@@ -555,6 +558,10 @@ class _Connection:
                 return
             if self.faults.slow_reader_s:
                 await asyncio.sleep(self.faults.slow_reader_s)
+            if latency_s and self.ws.arrival_stamp is not None:
+                due = self.ws.arrival_stamp / 1e9 + latency_s - time.monotonic()
+                if due > 0:
+                    await asyncio.sleep(due)
             if self._after_taken is not None:  # read by _take_audio_now, to be finished here
                 found, self._after_taken = self._after_taken, None
                 await self._after_hearing(found)
@@ -808,6 +815,7 @@ class _Connection:
             or self._after_taken is not None
             or self._tool_waiter is not None
             or f.slow_reader_s
+            or f.read_latency_s
             or f.drop_after_client_messages is not None
             or f.close_after_client_messages is not None
             or self._counts_for_resumption
