@@ -75,7 +75,6 @@ _AUDIO_FRAME_PREFIX: dict[int, bytes] = {}
 _AUDIO_FRAME_START = b'{"realtimeInput":{"audio":'
 _REALTIME_FRAME_START = b'{"realtimeInput":'
 _TOOL_RESPONSE_FRAME_START = b'{"toolResponse":'
-_AUDIO_FRAME_START = b'{"realtimeInput":{"audio":'
 _ACTIVITY_START_FRAME = encode_client(ClientMessage(realtime_input=RealtimeInput(activity_start=ActivityStart())))
 _ACTIVITY_END_FRAME = encode_client(ClientMessage(realtime_input=RealtimeInput(activity_end=ActivityEnd())))
 # Models on which realtime input during a blocking call cancels the call instead of ending the
