@@ -679,6 +679,87 @@ def test_resumption_never_loses_duplicates_or_reorders(steps: list[str], data) -
     assert state + consumed + wire == sent_texts
 
 
+@given(
+    # Weighted towards what makes the race: audio on the wire when a handle is made, then a fault.
+    st.lists(
+        st.sampled_from(
+            ["audio", "audio", "text", "flush", "flush", "consume", "message", "handle", "handle", "fault"]
+        ),
+        max_size=40,
+    ),
+    st.data(),
+)
+def test_without_an_index_audio_arrives_at_least_once_and_the_rest_at_most_once(steps: list[str], data) -> None:
+    """A model server for handles without an index: it reads handed frames in order, sends a
+    message, then makes a handle covering what it has read, which is at least what the client's
+    margin says was read when that message left and at most what had been handed when it
+    arrived. On a fault the session resumes from the newest handle. What the server's state
+    holds at the end: all the audio, first arrivals in order, only audio ever twice. A text
+    still on its way when the handle resumed from was made is the one thing that can be
+    missing: the client cannot tell it from one the service read, and must not repeat it."""
+    p = opened()
+    state: list[str] = []  # what the newest handle covers
+    consumed: list[str] = []  # what the server read on this connection beyond that
+    wire: list[str] = []  # handed to the socket, not yet read
+    sent_items: list[str] = []
+    handed = 0  # the newest index handed on this connection (setup is 0)
+    in_flight: set[str] = set()  # texts unread when the newest handle was made
+    may_be_missing: set[str] = set()  # such texts of handles resumed from
+
+    def items(frames: list[bytes]) -> list[str]:
+        out = []
+        for frame in frames:
+            realtime = json.loads(frame)["realtimeInput"]
+            if "text" in realtime:
+                out.append(realtime["text"])
+            else:
+                out.append("a" + str(int.from_bytes(base64.b64decode(realtime["audio"]["data"]), "little")))
+        return out
+
+    for step in steps:
+        if step == "text":
+            sent_items.append(f"t{len(sent_items)}")
+            p.send_text(sent_items[-1])
+        elif step == "audio":
+            sent_items.append(f"a{len(sent_items)}")
+            p.send_audio((len(sent_items) - 1).to_bytes(2, "little"))
+        elif step == "flush":
+            frames = p.data_to_send()
+            handed += len(frames)
+            wire += items(frames)
+        elif step == "consume" and wire:
+            k = data.draw(st.integers(1, len(wire)))
+            consumed += wire[:k]
+            del wire[:k]
+        elif step in ("message", "handle"):
+            read = handed - len(wire)  # the newest index the server has read as the message leaves
+            surely = data.draw(st.integers(0, read))
+            turn_complete = json.dumps({"serverContent": {"turnComplete": True}}).encode()
+            p.receive_data(turn_complete, handed_at_arrival=handed, handed_a_margin_before=surely)
+            if step == "handle":
+                k = data.draw(st.integers(0, len(wire)))  # it may read on before making it
+                consumed += wire[:k]
+                del wire[:k]
+                state += consumed
+                consumed = []
+                in_flight = {item for item in wire if item.startswith("t")}
+                p.receive_data(update(f"h{len(state)}", None), handed_at_arrival=handed)
+        elif step == "fault" and p.resumption_handle:
+            may_be_missing |= in_flight
+            consumed, wire, handed = [], [], 0  # resuming restores the handle's state
+            p.new_connection(p.resumption_handle)
+            p.data_to_send()
+            p.receive_data(SETUP_COMPLETE)
+    wire += items(p.data_to_send())
+    taken = state + consumed + wire
+    missing = set(sent_items) - set(taken)
+    assert missing <= may_be_missing, f"lost: {missing - may_be_missing}"
+    firsts = list(dict.fromkeys(taken))
+    assert firsts == [item for item in sent_items if item not in missing], "first arrivals in the order sent"
+    twice = {item for item in taken if taken.count(item) > 1}
+    assert all(item.startswith("a") for item in twice), f"only audio is sent again: {twice}"
+
+
 def _blob_frame(draw_layout: dict, pcm: bytes) -> bytes:
     """A model-turn audio frame, laid out as `draw_layout` says."""
     data = base64.b64encode(pcm).decode()

@@ -249,7 +249,8 @@ class Session:
     much of the user's audio can then reach the service twice, but none is lost as long as the
     margin exceeds the round trip plus the service's delay in reading (0 trusts the arrival
     time exactly, and loses what was in flight). Other messages (turns, tool responses) are
-    never sent twice.
+    never sent twice: one still on its way when the service made the handle is not re-sent,
+    as the client cannot tell it from one the service read, and a repeat would be whole.
     """
 
     def __init__(
