@@ -83,14 +83,13 @@ def resent_runs(numbers: list[int]) -> list[int]:
 
 def first_arrivals_in_order(numbers: list[int]) -> bool:
     """Whether each chunk first came after every chunk before it (repeats aside)."""
-    seen: set[int] = set()
-    firsts = [n for n in numbers if not (n in seen or seen.add(n))]
+    firsts = list(dict.fromkeys(numbers))
     return firsts == sorted(firsts)
 
 
-def last_chunk_in(received: bytes, chunks: list[bytes]) -> bool:
-    """Whether a service that takes what it is sent in order has taken all of ``chunks``."""
-    return chunk_numbers(received[-2 * CHUNK :]) == [len(chunks) - 1]
+def last_chunk_in(received: bytes, count: int) -> bool:
+    """Whether a service that takes what it is sent in order has taken all ``count`` chunks."""
+    return chunk_numbers(received[-2 * CHUNK :]) == [count - 1]
 
 
 def delivered_at_least_once(received: bytes, chunks: list[bytes]) -> list[int]:
@@ -198,7 +197,7 @@ async def drill(
             # Wait for the service to have taken everything: the last connection stays up and
             # takes what it is sent in order, so up to the last chunk.
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and chunk_numbers(emu.input_audio()[-2 * CHUNK :]) != [chunks - 1]:
+            while time.monotonic() < deadline and not last_chunk_in(emu.input_audio(), chunks):
                 if receiver.done():
                     receiver.result()  # raises what ended the session
                 await asyncio.sleep(0.02)

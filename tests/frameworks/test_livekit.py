@@ -274,7 +274,7 @@ def test_every_user_sample_reaches_the_service_across_a_fault_mid_conversation(f
                 agent.realtime_llm_session.on("session_reconnected", reconnected.append)
                 chunks = speech_chunks(250)  # 5 s: replies come and go while the fault hits
                 await s.send_audio(chunks, pace_s=0.004)
-                await s.until(lambda: last_chunk_in(emu.input_audio(), chunks), "all the audio at the service")
+                await s.until(lambda: last_chunk_in(emu.input_audio(), len(chunks)), "all the audio at the service")
                 received = emu.input_audio()
                 stats = agent.realtime_llm_session.session.stats
         assert reconnected

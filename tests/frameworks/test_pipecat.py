@@ -224,7 +224,7 @@ def test_every_user_sample_reaches_the_service_across_a_fault_mid_conversation(f
             async with pipeline(service) as p:
                 chunks = speech_chunks(250)  # 5 s: replies come and go while the fault hits
                 await p.send_audio(chunks, pace_s=0.004)
-                await p.until(lambda: last_chunk_in(emu.input_audio(), chunks), "all the audio at the service")
+                await p.until(lambda: last_chunk_in(emu.input_audio(), len(chunks)), "all the audio at the service")
                 received = emu.input_audio()
                 stats = service.session.stats
                 reconnects = service.session.stats.reconnects
